@@ -5,6 +5,12 @@
   encoder and its reverse Q-Former decoder (optional alternative to the text encoder path).
 """
 
+from u2qt_core.encoders.qformer import (
+    CausalQFormerEncoder,
+    QFormerEncoderConfig,
+    ReverseQFormerDecoder,
+    masked_reconstruction_loss,
+)
 from u2qt_core.encoders.text import (
     TextEncoder,
     TextEncoderConfig,
@@ -14,6 +20,10 @@ from u2qt_core.encoders.text import (
 )
 
 __all__ = [
+    "CausalQFormerEncoder",
+    "QFormerEncoderConfig",
+    "ReverseQFormerDecoder",
+    "masked_reconstruction_loss",
     "TextEncoder",
     "TextEncoderConfig",
     "get_text_encoder",
