@@ -1,0 +1,146 @@
+"""Validated configuration of the pipeline: ``conf/pipeline.yaml`` and ``conf/sources.yaml``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.config_loading import CONF_DIR, load_model
+from u2qt_core.encoders.text import TextEncoderConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextSource(_Strict):
+    label: str
+    instruction: str
+
+
+class DocumentConfig(_Strict):
+    max_lines: int = Field(32, ge=1)
+    line_separator: str = " [*] "
+    count_format: str = "{text}, {count}x"
+
+    @model_validator(mode="after")
+    def _format_has_fields(self) -> "DocumentConfig":
+        try:
+            self.count_format.format(text="x", count=1)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"count_format may only use {{text}} and {{count}}: {exc}") from exc
+        return self
+
+
+class TabularFeature(_Strict):
+    column: str
+    transform: Literal["scale", "log1p_scale", "onehot", "bool"]
+    divisor: float | None = None
+    values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _args_match_transform(self) -> "TabularFeature":
+        if self.transform in ("scale", "log1p_scale") and not self.divisor:
+            raise ValueError(f"feature {self.column!r}: transform {self.transform} needs a non-zero divisor")
+        if self.transform == "onehot" and not self.values:
+            raise ValueError(f"feature {self.column!r}: transform onehot needs a non-empty values list")
+        return self
+
+    @property
+    def width(self) -> int:
+        return len(self.values) if self.transform == "onehot" else 1
+
+
+class TabularConfig(_Strict):
+    name: str = "tabular"
+    features: list[TabularFeature]
+
+    @property
+    def width(self) -> int:
+        """Length of the tabular feature vector fed to the tabular MLP."""
+        return sum(feature.width for feature in self.features)
+
+
+class SourcesConfig(_Strict):
+    text_sources: dict[str, TextSource]
+    document: DocumentConfig = DocumentConfig()
+    tabular: TabularConfig
+
+    @property
+    def all_sources(self) -> list[str]:
+        """Token order: the text sources as listed, then the tabular source."""
+        return [*self.text_sources, self.tabular.name]
+
+
+class InferenceConfig(_Strict):
+    partitions: int = Field(4, ge=1)
+    batch_rows: int = Field(256, ge=1)
+
+
+class QualityGates(_Strict):
+    min_active_users: int = Field(1, ge=0)
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    max_collision_rate: float = Field(0.5, ge=0, le=1)
+    min_level_utilization: float = Field(0.0, ge=0, le=1)
+    max_null_code_rate: float = Field(0.0, ge=0, le=1)
+
+
+class TrainingConfig(_Strict):
+    preset: str = "conf/model/small.yaml"
+    max_docs_per_source: int = Field(4000, ge=1)
+
+
+class PipelineSettings(_Strict):
+    spark_profile: str = "local"
+    tables_root: str
+    model_dir: str
+    sources: str = "conf/sources.yaml"
+    encoder: TextEncoderConfig = TextEncoderConfig()
+    inference: InferenceConfig = InferenceConfig()
+    quality: QualityGates = QualityGates()
+    training: TrainingConfig = TrainingConfig()
+
+    def table_path(self, name: str) -> str:
+        """Location of the path-based Delta table ``name``."""
+        return str(Path(self.tables_root).expanduser().absolute() / name)
+
+    def sources_config(self) -> SourcesConfig:
+        return load_sources(_resolve(self.sources))
+
+    def resolve(self, path: str) -> Path:
+        return _resolve(path)
+
+
+def _resolve(path: str) -> Path:
+    """A config-relative path: as given if it exists from the CWD, else under the repo root."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return CONF_DIR.parent / candidate
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["quality.max_collision_rate=0.2", "inference.partitions=8"]`` -> nested dict (YAML-typed values)."""
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"override {pair!r} is not of the form key.path=value")
+        key, value = pair.split("=", 1)
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = yaml.safe_load(value)
+    return nested
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> PipelineSettings:
+    """Load the pipeline settings (default ``conf/pipeline.yaml``)."""
+    return load_model(PipelineSettings, path or CONF_DIR / "pipeline.yaml", overrides)
+
+
+def load_sources(path: str | Path | None = None) -> SourcesConfig:
+    return load_model(SourcesConfig, path or CONF_DIR / "sources.yaml")

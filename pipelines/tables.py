@@ -1,0 +1,259 @@
+"""Delta table catalogue of u2qt: names, schemas, partitioning, and the tokenizer-version guard.
+
+Every table is a path-based Delta table under ``settings.tables_root``; :func:`register_views`
+exposes them (plus token-string views) to Spark SQL for analysts.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from pipelines.settings import PipelineSettings
+from u2qt_core.errors import U2QTError
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_VERSION_PROPERTY = "u2qt.tokenizer_version"
+
+
+class TokenizerVersionMismatch(U2QTError):
+    """A table generation holds codes of another tokenizer version (invariant 2)."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...] = ()
+    versioned: bool = False     # holds codes: pinned to one tokenizer version per table generation
+    description: str = ""
+
+
+CODES = T.ArrayType(T.ShortType(), containsNull=False)
+
+RAW_EVENTS = TableSpec(
+    "raw_events",
+    T.StructType([
+        T.StructField("user_id", T.LongType()),
+        T.StructField("event_ts", T.TimestampType()),
+        T.StructField("event_date", T.DateType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("text", T.StringType()),
+        T.StructField("amount", T.DoubleType()),
+        T.StructField("status", T.StringType()),
+    ]),
+    ("event_date",),
+    description="one row per behaviour event, one text line each",
+)
+
+USER_PROFILE = TableSpec(
+    "user_profile",
+    T.StructType([
+        T.StructField("user_id", T.LongType()),
+        T.StructField("as_of", T.DateType()),
+        T.StructField("age", T.IntegerType()),
+        T.StructField("gender", T.StringType()),
+        T.StructField("city_tier", T.IntegerType()),
+        T.StructField("account_age_days", T.IntegerType()),
+        T.StructField("num_cards", T.IntegerType()),
+        T.StructField("avg_balance", T.DoubleType()),
+        T.StructField("credit_score", T.IntegerType()),
+        T.StructField("device_os", T.StringType()),
+        T.StructField("is_merchant", T.BooleanType()),
+        T.StructField("engagement", T.DoubleType()),
+    ]),
+    description="tabular attributes and engagement score, one snapshot row per user and as_of date",
+)
+
+STAGING_DAY_TOKENS = TableSpec(
+    "staging_day_tokens",
+    T.StructType([
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("codes", CODES),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    ("event_date",),
+    versioned=True,
+    description="the night's inference output before its quality gates pass (not for analysts)",
+)
+
+USER_DAY_TOKENS = TableSpec(
+    "user_day_tokens",
+    T.StructType([
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("codes", CODES, False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    ("event_date",),
+    versioned=True,
+    description="fact table: one row per active (user, source, day); a date is rewritten whole",
+)
+
+USER_TOKEN_HISTORY = TableSpec(
+    "user_token_history",
+    T.StructType([
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("dates", T.ArrayType(T.DateType(), False), False),
+        T.StructField("tokens", CODES, False),
+        T.StructField("tokens_per_day", T.IntegerType(), False),
+        T.StructField("n_days", T.IntegerType(), False),
+        T.StructField("last_date", T.DateType(), False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("updated_at", T.TimestampType(), False),
+    ]),
+    versioned=True,
+    description="per (user, source): tokens of every active day in date order, tokens_per_day each",
+)
+
+USER_TOKENS = TableSpec(
+    "user_tokens",
+    T.StructType([
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("as_of", T.DateType(), False),
+        T.StructField("token_tuple", T.ArrayType(T.ShortType(), False), False),
+        T.StructField("sources_present", T.ArrayType(T.StringType(), False), False),
+        T.StructField("engagement", T.DoubleType(), False),
+        T.StructField("collision_suffix", T.IntegerType(), False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    versioned=True,
+    description="collision-resolved identity: each user's latest full token tuple (-1 for a source "
+                "not active that day) and its suffix among users with the same tuple",
+)
+
+QUARANTINE = TableSpec(
+    "quarantine",
+    T.StructType([
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("source_table", T.StringType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("row_json", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    ("event_date",),
+    description="input rows the night could not use, with the reason; rewritten per date",
+)
+
+RUN_METRICS = TableSpec(
+    "run_metrics",
+    T.StructType([
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("step", T.StringType(), False),
+        T.StructField("status", T.StringType(), False),
+        T.StructField("tokenizer_version", T.StringType()),
+        T.StructField("active_users", T.LongType()),
+        T.StructField("token_rows", T.LongType()),
+        T.StructField("quarantined_rows", T.LongType()),
+        T.StructField("collision_rate", T.DoubleType()),
+        T.StructField("min_level_utilization", T.DoubleType()),
+        T.StructField("seconds", T.DoubleType()),
+        T.StructField("metrics_json", T.StringType()),
+        T.StructField("recorded_at", T.TimestampType(), False),
+    ]),
+    description="one row per run step: counts, utilization, collision rate, timings (append-only log)",
+)
+
+OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, USER_TOKEN_HISTORY, USER_TOKENS, QUARANTINE, RUN_METRICS)
+ALL_TABLES = (RAW_EVENTS, USER_PROFILE, *OUTPUT_TABLES)
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def ensure_table(spark: SparkSession, settings: PipelineSettings, spec: TableSpec, tokenizer_version: str | None = None) -> str:
+    """Create ``spec`` if missing; for versioned tables check (or pin) the tokenizer version.
+
+    Returns the table path. Raises :class:`TokenizerVersionMismatch` when the table was
+    created for another tokenizer version.
+    """
+    from delta.tables import DeltaTable
+
+    path = settings.table_path(spec.name)
+    if not table_exists(spark, path):
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        if spec.versioned and tokenizer_version:
+            builder = builder.property(TOKENIZER_VERSION_PROPERTY, tokenizer_version)
+        if spec.description:
+            builder = builder.comment(spec.description)
+        builder.execute()
+        log.info("created Delta table %s at %s", spec.name, path)
+    elif spec.versioned and tokenizer_version:
+        check_tokenizer_version(spark, spec.name, path, tokenizer_version)
+    return path
+
+
+def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    rows = spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()
+    return {row["key"]: row["value"] for row in rows}
+
+
+def check_tokenizer_version(spark: SparkSession, name: str, path: str, tokenizer_version: str) -> None:
+    pinned = table_properties(spark, path).get(TOKENIZER_VERSION_PROPERTY)
+    if pinned is None:
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{TOKENIZER_VERSION_PROPERTY}' = '{tokenizer_version}')")
+    elif pinned != tokenizer_version:
+        raise TokenizerVersionMismatch(
+            f"table {name} at {path} holds codes of tokenizer {pinned}, this run uses {tokenizer_version}: "
+            "codes of two versions are never mixed. Re-tokenize the history into a new table generation "
+            "(`u2qt backfill` with a new tables_root) or point model_dir back at tokenizer "
+            f"{pinned}."
+        )
+
+
+def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
+    path = settings.table_path(name)
+    if not table_exists(spark, path):
+        raise U2QTError(f"Delta table {name} does not exist at {path}")
+    return spark.read.format("delta").load(path)
+
+
+def register_views(spark: SparkSession, settings: PipelineSettings, shared_levels: int | None = None) -> list[str]:
+    """Expose every existing table as a temp view of the same name, plus token-string views.
+
+    ``user_day_token_strings`` renders each code as ``<s1_0412>`` (shared level 1) or
+    ``<bill3_0087>`` (source bill, level 3); ``shared_levels`` comes from the tokenizer config.
+    """
+    registered = []
+    for spec in ALL_TABLES:
+        path = settings.table_path(spec.name)
+        if table_exists(spark, path):
+            spark.read.format("delta").load(path).createOrReplaceTempView(spec.name)
+            registered.append(spec.name)
+    if "user_day_tokens" in registered and shared_levels is not None:
+        spark.sql(f"""
+            CREATE OR REPLACE TEMP VIEW user_day_token_strings AS
+            SELECT user_id, event_date, source, codes,
+                   transform(codes, (code, i) ->
+                       concat('<', IF(i < {shared_levels}, 's', source), CAST(i + 1 AS STRING), '_',
+                              format_string('%04d', code), '>')) AS token_strings,
+                   tokenizer_version
+            FROM user_day_tokens
+        """)
+        registered.append("user_day_token_strings")
+    if "user_tokens" in registered:
+        spark.sql("""
+            CREATE OR REPLACE TEMP VIEW user_identity AS
+            SELECT user_id, as_of, token_tuple, collision_suffix,
+                   concat('<c_', CAST(collision_suffix AS STRING), '>') AS collision_token,
+                   tokenizer_version
+            FROM user_tokens
+        """)
+        registered.append("user_identity")
+    return registered
