@@ -1,0 +1,146 @@
+"""World configuration: a pydantic model loaded from conf/world/*.yaml.
+
+A bad parameter fails at load time with a message that names the file and the key, e.g.
+``conf/world/demo.yaml: n_users: must be >= 1``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .vocab import SOURCES
+
+BAD_ROW_KINDS: tuple[str, ...] = ("null_user_id", "bad_source", "empty_text", "date_mismatch")
+
+
+class WorldConfigError(ValueError):
+    """A world configuration that does not validate; the message names the offending key(s)."""
+
+
+class WorldConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(ge=0, description="Root seed; every random draw derives from (seed, user_id, stream, day).")
+    n_users: int = Field(ge=1)
+    user_id_start: int = Field(default=1, ge=0, description="user_id of the first user; ids are contiguous.")
+    start_date: dt.date = Field(description="First day of the token-history window (and profile as_of).")
+    n_days: int = Field(ge=1, le=3660, description="Days of history written to raw_events.")
+    label_window_days: int = Field(default=7, ge=1, le=366,
+                                   description="Days right after the history on which labels are defined.")
+    rec_train_days: int = Field(default=21, ge=1, le=366)
+    rec_eval_days: int = Field(default=3, ge=1, le=366)
+    rec_start_offset_days: int | None = Field(
+        default=None, ge=0,
+        description="Day (relative to start_date) where the recommendation log begins; default: right after history.")
+    rec_impressions_per_day: float = Field(default=2.0, gt=0, le=200,
+                                           description="Mean impressions per user per day in rec_impressions.")
+    n_items: int = Field(default=2000, ge=20, description="Items in the recommendation catalogue.")
+    mean_events_per_active_day: float = Field(default=4.0, ge=1, le=500)
+    inactive_day_rate: float = Field(default=0.6, ge=0, lt=1,
+                                     description="Share of (user, day) pairs with no events at all (approximate).")
+    launderer_rate: float = Field(default=0.03, ge=0, le=0.2,
+                                  description="Share of users with the latent laundering propensity.")
+    bad_row_rate: float = Field(default=0.0, ge=0, le=0.5,
+                                description="Probability that an event also yields one malformed copy.")
+    bad_row_kinds: tuple[str, ...] = Field(default=BAD_ROW_KINDS)
+    source_weights: dict[str, float] = Field(
+        default_factory=lambda: {"bill": 0.28, "spm": 0.30, "mini": 0.14, "app": 0.18, "search": 0.10},
+        description="Base share of events per source (renormalised; traits shift it per user).")
+    num_partitions: int | None = Field(
+        default=None, ge=1,
+        description="Spark partitions for generation (does not change the content; None: default parallelism).")
+
+    @field_validator("bad_row_kinds")
+    @classmethod
+    def _kinds_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(BAD_ROW_KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; allowed: {list(BAD_ROW_KINDS)}")
+        if not v:
+            raise ValueError("must list at least one kind")
+        return tuple(v)
+
+    @field_validator("source_weights")
+    @classmethod
+    def _sources_known(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return {s: float(v.get(s, 0.0)) for s in SOURCES}
+
+    @model_validator(mode="after")
+    def _ids_fit_bigint(self) -> "WorldConfig":
+        if self.user_id_start + self.n_users > 2**62:
+            raise ValueError("user_id_start + n_users must stay below 2**62")
+        return self
+
+    # ---- derived calendar -------------------------------------------------------------------
+    @property
+    def end_date(self) -> dt.date:
+        """Last day of history (inclusive)."""
+        return self.start_date + dt.timedelta(days=self.n_days - 1)
+
+    @property
+    def label_window(self) -> tuple[dt.date, dt.date]:
+        start = self.start_date + dt.timedelta(days=self.n_days)
+        return start, start + dt.timedelta(days=self.label_window_days - 1)
+
+    @property
+    def rec_start_date(self) -> dt.date:
+        off = self.n_days if self.rec_start_offset_days is None else self.rec_start_offset_days
+        return self.start_date + dt.timedelta(days=off)
+
+    @property
+    def rec_days(self) -> int:
+        return self.rec_train_days + self.rec_eval_days
+
+    def history_dates(self) -> list[dt.date]:
+        return [self.start_date + dt.timedelta(days=i) for i in range(self.n_days)]
+
+    def user_ids(self) -> range:
+        return range(self.user_id_start, self.user_id_start + self.n_users)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        bound = next(iter(ctx.values()), "?")
+        return f"{key}: must be {bounds[kind]} {bound} (got {err.get('input')!r})"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown parameter"
+    if kind == "missing":
+        return f"{key}: required parameter is missing"
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    return f"{key}: {msg} (got {err.get('input')!r})"
+
+
+def validate_world_config(data: dict[str, Any], origin: str = "<dict>") -> WorldConfig:
+    try:
+        return WorldConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{origin}: {_format_error(e)}" for e in exc.errors()]
+        raise WorldConfigError("\n".join(lines)) from None
+
+
+def load_world_config(path: str | Path, overrides: dict | None = None) -> WorldConfig:
+    """Load and validate a world YAML; ``overrides`` (top-level keys) win over the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorldConfigError(f"{path}: cannot read world config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise WorldConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    data = {**raw, **(overrides or {})}
+    return validate_world_config(data, origin=str(path))
