@@ -14,24 +14,26 @@ from pyspark.sql import functions as F
 
 from pipelines.settings import SourcesConfig, TabularFeature
 
-INPUT_COLUMNS = ("user_id", "source", "document", "features")
+INPUT_COLUMNS = ("user_id", "event_date", "source", "document", "features")
 
 
 def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
-    """``events`` (valid raw_events rows of one day) -> (user_id, source, document, features=null)."""
+    """Valid ``raw_events`` rows -> one row per (user_id, event_date, source):
+    ``(user_id, event_date, source, document, features=null)``."""
     doc = sources.document
-    counted = events.groupBy("user_id", "source", "text").agg(
+    counted = events.groupBy("user_id", "event_date", "source", "text").agg(
         F.count(F.lit(1)).alias("n"), F.min("event_ts").alias("first_ts")
     )
-    rank_window = Window.partitionBy("user_id", "source").orderBy(F.desc("n"), F.asc("first_ts"), F.asc("text"))
+    rank_window = Window.partitionBy("user_id", "event_date", "source").orderBy(F.desc("n"), F.asc("first_ts"), F.asc("text"))
     ranked = counted.withColumn("rank", F.row_number().over(rank_window)).where(F.col("rank") <= doc.max_lines)
     line = _format_line(doc.count_format)
     labels = F.create_map(*[item for name, src in sources.text_sources.items() for item in (F.lit(name), F.lit(src.label))])
-    grouped = ranked.groupBy("user_id", "source").agg(
+    grouped = ranked.groupBy("user_id", "event_date", "source").agg(
         F.array_sort(F.collect_list(F.struct(F.col("rank"), line.alias("line")))).alias("lines")
     )
     return grouped.select(
         "user_id",
+        "event_date",
         "source",
         F.concat(labels[F.col("source")], F.lit(": "),
                  F.array_join(F.transform("lines", lambda x: x["line"]), doc.line_separator)).alias("document"),
@@ -75,9 +77,11 @@ def feature_expressions(features: list[TabularFeature]) -> list[Column]:
 
 
 def build_tabular_inputs(profiles: DataFrame, sources: SourcesConfig) -> DataFrame:
-    """Valid profile rows of active users -> (user_id, source, document=null, features)."""
+    """Valid profile rows with an ``event_date`` column (the day they serve) ->
+    ``(user_id, event_date, source, document=null, features)``."""
     return profiles.select(
         "user_id",
+        "event_date",
         F.lit(sources.tabular.name).alias("source"),
         F.lit(None).cast("string").alias("document"),
         F.array(*feature_expressions(sources.tabular.features)).alias("features"),

@@ -35,8 +35,8 @@ def split_by_rules(frame: DataFrame, rules: list[tuple[Column, Column]]) -> Spli
     return Split(valid, rejected)
 
 
-def raw_event_rules(sources: SourcesConfig, event_date: str) -> list[tuple[Column, Column]]:
-    """Checks for one day's ``raw_events`` rows (the partition filter already holds the date)."""
+def raw_event_rules(sources: SourcesConfig) -> list[tuple[Column, Column]]:
+    """Checks for ``raw_events`` rows (of one day or many)."""
     known = list(sources.text_sources)
     return [
         (F.col("user_id").isNull(), F.lit("user_id is null")),
@@ -45,8 +45,10 @@ def raw_event_rules(sources: SourcesConfig, event_date: str) -> list[tuple[Colum
          F.concat(F.lit("unknown source '"), F.col("source"), F.lit(f"' (known: {', '.join(known)})"))),
         (F.col("text").isNull() | (F.length(F.trim(F.col("text"))) == 0), F.lit("text is empty")),
         (F.col("event_ts").isNull(), F.lit("event_ts is null")),
-        (F.to_date(F.col("event_ts")) != F.to_date(F.lit(event_date)),
-         F.concat(F.lit("event_ts "), F.col("event_ts").cast("string"), F.lit(f" is not on event_date {event_date}"))),
+        (F.col("event_date").isNull(), F.lit("event_date is null")),
+        (F.to_date(F.col("event_ts")) != F.col("event_date"),
+         F.concat(F.lit("event_ts "), F.col("event_ts").cast("string"), F.lit(" is not on event_date "),
+                  F.col("event_date").cast("string"))),
     ]
 
 

@@ -1,0 +1,53 @@
+# u2qt: two commands do everything on a fresh machine.
+#   make demo   set up (cached), then run the whole stack end to end on a small synthetic world
+#   make test   set up (cached), then run the test suite
+# Set-up is idempotent: the venv (with the ~3 GB CUDA torch wheel) and the Delta jars are cached
+# per machine under $(U2QT_CACHE) (default ~/.cache/u2qt); a second run installs nothing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+PY := .venv/bin/python
+DEMO_DIR ?= data/demo
+
+export PYTHONPATH := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench bench-model eval clean lock help
+
+help:
+	@echo "make demo | make test | make bench | make bench-model | make eval | make setup | make clean"
+
+setup:
+	@$(PYTHON) scripts/setup_env.py
+
+demo: setup
+	rm -rf $(DEMO_DIR)
+	U2QT_TABLES_ROOT=$(DEMO_DIR)/lake U2QT_MODEL_DIR=$(DEMO_DIR)/model \
+		$(PY) -m pipelines.cli demo --world-config conf/world/demo.yaml --airflow-home $(DEMO_DIR)/airflow
+
+test: setup
+	$(PY) -m pytest -q --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) -m benchmarks.run_all --out bench_results
+
+bench-model: setup
+	$(PY) -m benchmarks.bench_model --out bench_results
+
+eval: setup
+	$(PY) -m pipelines.cli eval --world-config conf/world/eval.yaml --out reports/eval
+
+# Re-pin requirements/lock.txt from the direct dependencies in pyproject.toml (needs PyPI).
+lock:
+	rm -rf /tmp/u2qt-lock-venv && $(PYTHON) -m venv /tmp/u2qt-lock-venv
+	/tmp/u2qt-lock-venv/bin/pip install -q --upgrade pip
+	/tmp/u2qt-lock-venv/bin/pip install -q ".[test]"
+	/tmp/u2qt-lock-venv/bin/pip freeze --exclude u2qt > requirements/lock.txt
+
+clean:
+	rm -rf data .u2qt reports bench_results spark-warehouse metastore_db derby.log .pytest_cache

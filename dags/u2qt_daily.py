@@ -1,0 +1,74 @@
+"""Airflow DAG ``u2qt_daily``: tokenize one day of user behaviour into Delta tables.
+
+One run per daily data interval; the run for interval [D, D+1) tokenizes date D once that day
+is over. Its three tasks are the idempotent steps of :mod:`pipelines.daily_job` (stage ->
+quality gates -> publish): each reads what the previous one wrote to Delta, so any task can be
+retried or re-run alone, and a failed gate stops the run before anything is published.
+
+Configuration comes from ``conf/pipeline.yaml`` (or the file named by ``U2QT_PIPELINE_CONFIG``);
+its ``${VAR:-default}`` entries make tables_root, model_dir and the Spark profile settable per
+deployment. Backfills: ``airflow backfill create --dag-id u2qt_daily --from-date ... --to-date ...``
+(or ``u2qt backfill``); dates may be processed in any order.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+
+def _day_run():
+    """Settings, Spark session and the :class:`DayRun` of the current Airflow run."""
+    from pipelines.daily_job import DayRun, load_tokenizer_info
+    from pipelines.settings import load_settings
+    from pipelines.spark_session import get_spark
+
+    context = get_current_context()
+    settings = load_settings(os.environ.get("U2QT_PIPELINE_CONFIG"))
+    spark = get_spark(settings.spark_profile, app_name="u2qt_daily")
+    interval_start = context.get("data_interval_start") or context["logical_date"]
+    event_date = interval_start.date().isoformat()
+    return DayRun(spark, settings, event_date, context["run_id"], load_tokenizer_info(settings))
+
+
+@dag(
+    dag_id="u2qt_daily",
+    description="Tokenize the day's active users into user_day_tokens / user_token_history / user_tokens",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["u2qt"],
+)
+def u2qt_daily():
+    @task
+    def stage() -> dict:
+        """Validate inputs (quarantine bad rows), build documents, run inference into staging."""
+        from dataclasses import asdict
+
+        from pipelines.daily_job import stage as stage_day
+
+        return asdict(stage_day(_day_run()))
+
+    @task
+    def quality_gates(staged: dict) -> dict:
+        """Fail loudly, before publishing, if the staged day breaks a quality gate."""
+        from pipelines.daily_job import check_quality
+
+        return {"staged": staged, **check_quality(_day_run())}
+
+    @task
+    def publish(metrics: dict) -> dict:
+        """Replace the date in user_day_tokens, MERGE history, update collision-resolved identities."""
+        from pipelines.daily_job import publish as publish_day
+
+        return {**publish_day(_day_run()), "active_users": metrics["active_users"]}
+
+    publish(quality_gates(stage()))
+
+
+u2qt_daily()

@@ -1,0 +1,220 @@
+"""``u2qt``: the command line of the pipeline.
+
+Every command takes ``--config`` (default ``conf/pipeline.yaml``) and repeatable
+``--set key.path=value`` overrides, e.g. ``--set quality.max_collision_rate=0.2``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines.settings import PipelineSettings, load_settings, parse_overrides
+from u2qt_core.errors import U2QTError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+log = logging.getLogger("u2qt")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override: key.path=value (repeatable)")]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("py4j", "urllib3", "filelock", "httpx", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineSettings:
+    return load_settings(config, parse_overrides(overrides))
+
+
+def _spark(settings: PipelineSettings, app_name: str):
+    from pipelines.spark_session import get_spark
+
+    return get_spark(settings.spark_profile, app_name=app_name)
+
+
+def _dates(start: str, end: str) -> list[str]:
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if last < first:
+        raise typer.BadParameter(f"end date {end} is before start date {start}")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def world(world_config: Annotated[Path, typer.Argument(help="world YAML, e.g. conf/world/demo.yaml")],
+          config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Write a synthetic world (raw_events, user_profile, labels, rec log) as Delta tables."""
+    from pipelines.world import load_world_config, write_world
+
+    settings = _settings(config, set_)
+    summary = write_world(_spark(settings, "u2qt_world"), load_world_config(world_config), settings.tables_root)
+    typer.echo(json.dumps(_jsonable(summary), indent=2, default=str))
+
+
+@app.command()
+def train(config: ConfigOption = None, set_: SetOption = None,
+          start_date: Annotated[Optional[str], typer.Option(help="first day sampled")] = None,
+          end_date: Annotated[Optional[str], typer.Option(help="last day sampled")] = None) -> None:
+    """Sample inputs from the lake, train the MRQ-VAE tokenizer, save it to model_dir."""
+    from pipelines.train_job import train as train_tokenizer
+
+    settings = _settings(config, set_)
+    summary = train_tokenizer(_spark(settings, "u2qt_train"), settings, start_date=start_date, end_date=end_date)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2, default=str))
+
+
+@app.command("run-day")
+def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+            config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Tokenize one date directly (stage, quality gates, publish), without Airflow."""
+    from pipelines.daily_job import run_day as run
+
+    settings = _settings(config, set_)
+    metrics = run(_spark(settings, "u2qt_daily"), settings, event_date)
+    typer.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@app.command()
+def backfill(start: Annotated[str, typer.Argument(help="first date, YYYY-MM-DD")],
+             end: Annotated[str, typer.Argument(help="last date, YYYY-MM-DD")],
+             config: ConfigOption = None, set_: SetOption = None,
+             via_airflow: Annotated[bool, typer.Option(help="run each date as a u2qt_daily dag.test()")] = False,
+             airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME for --via-airflow")] = Path(".u2qt/airflow")) -> None:
+    """Tokenize every date from START to END (inclusive), oldest first."""
+    settings = _settings(config, set_)
+    if via_airflow:
+        _run_dates_with_airflow(_dates(start, end), airflow_home, config, set_)
+        return
+    from pipelines.daily_job import run_day as run
+
+    spark = _spark(settings, "u2qt_backfill")
+    for event_date in _dates(start, end):
+        run(spark, settings, event_date)
+
+
+def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Optional[Path], overrides: Optional[list[str]]) -> None:
+    import os
+
+    from pipelines.airflow_runner import prepare_airflow_home, run_dag_for_date
+
+    if config:
+        os.environ["U2QT_PIPELINE_CONFIG"] = str(Path(config).absolute())
+    if overrides:
+        raise typer.BadParameter("--set is not passed through Airflow runs; use a config file or U2QT_* variables")
+    prepare_airflow_home(airflow_home)
+    for event_date in dates:
+        run_dag_for_date("u2qt_daily", event_date)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (registered as views)")],
+        config: ConfigOption = None, set_: SetOption = None,
+        limit: Annotated[int, typer.Option(help="rows shown")] = 20) -> None:
+    """Run Spark SQL over the token tables: user_day_tokens, user_token_history, user_tokens,
+    user_day_token_strings, user_identity, quarantine, run_metrics, raw_events, user_profile."""
+    settings = _settings(config, set_)
+    spark = _spark(settings, "u2qt_sql")
+    _register(spark, settings)
+    spark.sql(query).show(limit, truncate=False)
+
+
+def _register(spark, settings: PipelineSettings) -> list[str]:
+    from pipelines.tables import register_views
+
+    shared = None
+    try:
+        from pipelines.daily_job import load_tokenizer_info
+
+        shared = load_tokenizer_info(settings).shared_prefix_levels
+    except U2QTError as exc:
+        log.warning("token-string views skipped: %s", exc)
+    return register_views(spark, settings, shared_levels=shared)
+
+
+@app.command()
+def tables(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """List the Delta tables with their location and row count."""
+    from pipelines.tables import ALL_TABLES, table_exists
+
+    settings = _settings(config, set_)
+    spark = _spark(settings, "u2qt_tables")
+    for spec in ALL_TABLES:
+        path = settings.table_path(spec.name)
+        rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else None
+        typer.echo(f"{spec.name:<22} {'-' if rows is None else rows:>10}  {path}")
+
+
+DEMO_QUERY = """
+SELECT h.user_id, h.source, h.n_days, h.dates, h.tokens, s.token_strings AS last_day_tokens,
+       i.collision_suffix
+FROM user_token_history h
+JOIN user_day_token_strings s ON s.user_id = h.user_id AND s.source = h.source AND s.event_date = h.last_date
+JOIN user_identity i ON i.user_id = h.user_id
+ORDER BY h.user_id, h.source
+"""
+
+
+@app.command()
+def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/demo.yaml"),
+         config: ConfigOption = None, set_: SetOption = None,
+         airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME (SQLite)")] = Path(".u2qt/airflow")) -> None:
+    """The whole stack end to end: world -> train -> u2qt_daily DAG per date -> Spark SQL."""
+    from pipelines.airflow_runner import prepare_airflow_home
+
+    prepare_airflow_home(airflow_home)  # before anything imports airflow
+    from pipelines.world import load_world_config, write_world
+
+    started = time.monotonic()
+    settings = _settings(config, set_)
+    spark = _spark(settings, "u2qt_demo")
+    world_cfg = load_world_config(world_config)
+    summary = write_world(spark, world_cfg, settings.tables_root)
+    log.info("demo: world written: %s", _jsonable(summary))
+    from pipelines.train_job import train as train_tokenizer
+
+    trained = train_tokenizer(spark, settings)
+    log.info("demo: tokenizer %s trained", trained["tokenizer_version"])
+    dates = [(world_cfg.start_date + timedelta(days=i)).isoformat() for i in range(world_cfg.n_days)]
+    _run_dates_with_airflow(dates, airflow_home, config, set_)
+    _register(spark, settings)
+    typer.echo("\nToken history (Spark SQL over the Delta tables):")
+    spark.sql(DEMO_QUERY).show(12, truncate=False)
+    spark.sql("SELECT event_date, step, status, active_users, token_rows, quarantined_rows, "
+              "round(collision_rate, 4) AS collision_rate, round(seconds, 1) AS seconds "
+              "FROM run_metrics ORDER BY recorded_at").show(30, truncate=False)
+    typer.echo(f"Tables are Delta tables under {Path(settings.tables_root).absolute()}; the tokenizer is in "
+               f"{Path(settings.model_dir).absolute()}. Query them with: u2qt sql \"SELECT ... FROM user_token_history\"")
+    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def _jsonable(obj):
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else obj
+
+
+def run() -> None:
+    """Entry point that turns deliberate errors into one clear line and exit code 2."""
+    try:
+        app()
+    except U2QTError as exc:
+        logging.getLogger("u2qt").error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,94 @@
+"""Shared fixtures: a real local Spark session with Delta, per-test lake folders, pipeline
+settings pointing at them, a tiny synthetic world and a tiny trained tokenizer.
+
+Nothing here mocks Spark, Delta, Airflow or the models: the fixtures build the real things,
+small. Heavy fixtures are session-scoped and written once under a session tmp folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_WORLD = REPO_ROOT / "conf" / "world" / "tiny.yaml"
+TINY_PRESET = "conf/model/tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One Delta-enabled local SparkSession for the whole test session."""
+    from pipelines.spark_session import get_spark
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = get_spark("local", app_name="u2qt-tests", extra_conf={
+        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.driver.memory": "2g",
+    })
+    yield session
+    session.stop()
+
+
+def make_settings(tables_root: Path, model_dir: Path, **overrides):
+    """Pipeline settings on the repo's conf, pointed at test folders, with the tiny preset."""
+    from pipelines.settings import load_settings
+
+    base = {
+        "tables_root": str(tables_root),
+        "model_dir": str(model_dir),
+        "spark_profile": "local",
+        "inference": {"partitions": 2, "batch_rows": 64},
+        "training": {"preset": TINY_PRESET, "max_docs_per_source": 200},
+        "quality": {"max_collision_rate": 1.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_settings(REPO_ROOT / "conf" / "pipeline.yaml", base)
+
+
+@pytest.fixture(scope="session")
+def tiny_world_config():
+    from pipelines.world import load_world_config
+
+    return load_world_config(TINY_WORLD)
+
+
+@pytest.fixture(scope="session")
+def trained_lake(spark, tmp_path_factory, tiny_world_config):
+    """A tiny world written as Delta tables plus a tiny tokenizer trained on it (read-only: copy
+    it with :func:`fresh_lake` before writing)."""
+    from pipelines.train_job import train
+    from pipelines.world import write_world
+
+    root = tmp_path_factory.mktemp("trained-lake")
+    settings = make_settings(root / "lake", root / "model")
+    write_world(spark, tiny_world_config, settings.tables_root)
+    summary = train(spark, settings)
+    return {"root": root, "settings": settings, "summary": summary, "world": tiny_world_config}
+
+
+@pytest.fixture
+def fresh_lake(trained_lake, tmp_path):
+    """A private copy of the trained lake for one test (outputs written there stay there)."""
+    root = tmp_path / "lake-copy"
+    shutil.copytree(trained_lake["root"], root)
+    return make_settings(root / "lake", root / "model")
+
+
+@pytest.fixture
+def world_dates(tiny_world_config) -> list[str]:
+    from datetime import timedelta
+
+    start = tiny_world_config.start_date
+    return [(start + timedelta(days=i)).isoformat() for i in range(tiny_world_config.n_days)]
