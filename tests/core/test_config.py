@@ -1,0 +1,107 @@
+"""Model preset loading and validation (u2qt_core.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from u2qt_core.config import MRQVAEConfig, load_model_preset
+from u2qt_core.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _tiny_raw() -> dict:
+    return yaml.safe_load((CONF_DIR / "tiny.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", ["default", "paper_v2", "small", "tiny"])
+def test_shipped_presets_are_valid(name: str) -> None:
+    preset = load_model_preset(CONF_DIR / f"{name}.yaml")
+    cfg = preset.mrqvae
+    assert cfg.sources == ["bill", "spm", "mini", "app", "search", "tabular"]
+    assert cfg.input_dims["tabular"] == 15
+    assert cfg.tabular_sources == ["tabular"]
+    assert cfg.num_levels == cfg.shared_levels + cfg.specific_levels
+
+
+def test_paper_v2_matches_the_paper() -> None:
+    cfg = load_model_preset(CONF_DIR / "paper_v2.yaml").mrqvae
+    assert (cfg.shared_levels, cfg.specific_levels, cfg.num_codes, cfg.code_dim) == (4, 2, 1024, 256)
+    assert cfg.input_dims["bill"] == 1024 and cfg.embed_dim == 1024
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    raw = _tiny_raw()
+    raw["mrqvae"]["num_codez"] = 8
+    path = _write(tmp_path, raw)
+    with pytest.raises(ConfigError) as info:
+        load_model_preset(path)
+    message = str(info.value)
+    assert str(path) in message and "mrqvae.num_codez" in message
+
+
+def test_bad_value_names_key_path(tmp_path: Path) -> None:
+    raw = _tiny_raw()
+    raw["mrqvae"]["num_codes"] = 1
+    with pytest.raises(ConfigError, match=r"preset\.yaml: mrqvae\.num_codes: "):
+        load_model_preset(_write(tmp_path, raw))
+    raw = _tiny_raw()
+    raw["train"]["lr"] = -1
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_model_preset(_write(tmp_path, raw))
+
+
+def test_cross_field_problems_name_the_key(tmp_path: Path) -> None:
+    raw = _tiny_raw()
+    del raw["mrqvae"]["input_dims"]["spm"]
+    with pytest.raises(ConfigError, match=r"mrqvae\.input_dims\.spm: missing"):
+        load_model_preset(_write(tmp_path, raw))
+    raw = _tiny_raw()
+    raw["mrqvae"]["tabular_sources"] = ["profile"]
+    with pytest.raises(ConfigError, match=r"mrqvae\.tabular_sources: 'profile'"):
+        load_model_preset(_write(tmp_path, raw))
+    raw = _tiny_raw()
+    raw["mrqvae"]["shared_levels"] = 0
+    raw["mrqvae"]["specific_levels"] = 0
+    with pytest.raises(ConfigError, match=r"mrqvae\.shared_levels"):
+        load_model_preset(_write(tmp_path, raw))
+
+
+def test_overrides_are_merged_before_validation() -> None:
+    text = {s: 1024 for s in ["bill", "spm", "mini", "app", "search"]}
+    preset = load_model_preset(
+        CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text, "embed_dim": 1024}}
+    )
+    assert preset.mrqvae.input_dims == {**text, "tabular": 15}
+    with pytest.raises(ConfigError, match=r"mrqvae\.input_dims\.bill: text source width 1024 != embed_dim 384"):
+        load_model_preset(CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text}})
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_model_preset(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mrqvae: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_model_preset(bad)
+
+
+def test_source_names_must_be_token_safe() -> None:
+    with pytest.raises(ValueError, match="no digits"):
+        MRQVAEConfig(sources=["app2"], input_dims={"app2": 384})
+    with pytest.raises(ValueError, match="reserved"):
+        MRQVAEConfig(sources=["s"], input_dims={"s": 384})
+
+
+def test_text_only_config_needs_no_tabular_sources() -> None:
+    cfg = MRQVAEConfig(sources=["bill"], input_dims={"bill": 384})
+    assert cfg.tabular_sources == [] and cfg.text_sources == ["bill"]

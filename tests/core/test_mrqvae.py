@@ -1,0 +1,193 @@
+"""The MRQ-VAE model: eqs. 3-8, straight-through gradients, variants, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from u2qt_core.config import MRQVAEConfig
+from u2qt_core.errors import InputError
+from u2qt_core.mrqvae import MRQVAE, mean_loss
+
+SOURCES = ["bill", "spm", "tabular"]
+
+
+def tiny_config(**overrides: object) -> MRQVAEConfig:
+    base: dict[str, object] = dict(
+        sources=SOURCES,
+        input_dims={"bill": 12, "spm": 12, "tabular": 5},
+        embed_dim=12,
+        num_codes=16,
+        code_dim=8,
+        hidden_dim=32,
+        kmeans_buffer_multiple=2,
+        kmeans_iters=5,
+        dead_code_window=10,
+    )
+    base.update(overrides)
+    return MRQVAEConfig(**base)
+
+
+def make_data(n: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Clustered toy data: each source is a mixture of a few Gaussian blobs."""
+    g = torch.Generator().manual_seed(seed)
+    data = {}
+    for offset, (source, dim) in enumerate([("bill", 12), ("spm", 12), ("tabular", 5)]):
+        centres = torch.randn(6, dim, generator=g) * 2 + offset
+        pick = torch.randint(0, 6, (n,), generator=g)
+        data[source] = centres[pick] + 0.3 * torch.randn(n, dim, generator=g)
+    return data
+
+
+def warm_up(model: MRQVAE, data: dict[str, torch.Tensor], steps: int = 40, lr: float = 3e-3) -> MRQVAE:
+    """A few AdamW steps on random mini-batches (initialises every codebook)."""
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        batch = {s: x[torch.randint(0, x.shape[0], (32,), generator=g)] for s, x in data.items()}
+        loss = mean_loss(model.forward_batch(batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 10 == 0:
+            model.reset_dead_codes(opt)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[MRQVAE, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    data = make_data()
+    return warm_up(MRQVAE(tiny_config()), data), data
+
+
+def test_decode_codes_equals_forward_quantized(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, data = trained
+    assert model.uninitialized_codebooks() == []
+    for source in SOURCES:
+        out = model(data[source], source)
+        assert out.codes.shape == (128, 4)
+        assert torch.equal(out.codes, model.quantize(data[source], source))
+        decoded = model.decode_codes(out.codes, source)
+        torch.testing.assert_close(decoded, out.quantized, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.codes_to_vectors(out.codes, source).sum(-2), decoded)
+        torch.testing.assert_close(model.reconstruct(out.codes, source), out.reconstruction, atol=1e-5, rtol=1e-5)
+        # the quantized vector differs from the latent (it really is quantised)
+        assert not torch.allclose(out.quantized, out.latent)
+
+
+def test_residual_norm_does_not_grow_across_levels(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, data = trained
+    for source in SOURCES:
+        _, _, norms = model.quantize_with_residuals(data[source], source)
+        means = norms.mean(0)  # ||r^1|| .. ||r^{L+1}||
+        assert means.shape == (5,)
+        assert torch.all(means[1:] <= means[:-1] + 1e-6), f"{source}: {means.tolist()}"
+        assert means[-1] < 0.8 * means[0]
+
+
+def test_gradients_reach_tabular_encoder_and_shared_mlp(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, data = trained
+    model.zero_grad()
+    out = model(data["tabular"][:16], "tabular")
+    out.recon_loss.backward()  # reconstruction only: the path goes through the straight-through estimator
+    for name, module in [("tabular encoder", model.tabular_encoders["tabular"]), ("shared MLP", model.shared_encoder)]:
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+    # eq. 8's codebook term trains the codebooks; the reconstruction does not
+    assert model.codebooks["shared_1"].embedding.grad is None or float(model.codebooks["shared_1"].embedding.grad.abs().sum()) == 0
+    model.zero_grad()
+    model(data["tabular"][:16], "tabular").rq_loss.backward()
+    assert float(model.codebooks["shared_1"].embedding.grad.abs().sum()) > 0
+    assert float(model.codebooks["src_tabular_3"].embedding.grad.abs().sum()) > 0
+    assert float(model.shared_encoder[0].weight.grad.abs().sum()) > 0  # commitment term
+    model.zero_grad()
+
+
+def test_codes_to_vectors_is_differentiable_wrt_codebooks(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, _ = trained
+    model.zero_grad()
+    codes = torch.tensor([[[0, 1, 2, 3], [4, 5, 6, 7]]])  # [1, 2, L]
+    vectors = model.codes_to_vectors(codes, "spm")
+    assert vectors.shape == (1, 2, 4, 8)
+    vectors.sum().backward()
+    grad = model.codebooks["shared_1"].embedding.grad
+    assert grad is not None and float(grad[0].abs().sum()) > 0 and float(grad[2].abs().sum()) == 0
+    assert float(model.codebooks["src_spm_4"].embedding.grad[7].abs().sum()) > 0
+    model.zero_grad()
+
+
+@pytest.mark.parametrize("variant", ["multiview", "shared_only", "specific_only", "union"])
+def test_each_variant_gives_codes_in_range(variant: str) -> None:
+    torch.manual_seed(0)
+    data = make_data(64)
+    model = warm_up(MRQVAE(tiny_config(variant=variant)), data, steps=12)
+    assert model.uninitialized_codebooks() == []
+    k, n_src = 16, len(SOURCES)
+    sizes = model.codebook_sizes()
+    for i, source in enumerate(SOURCES):
+        codes = model.quantize(data[source], source)
+        assert codes.shape == (64, 4) and codes.dtype == torch.long
+        if variant == "union":
+            assert set(sizes) == {f"union.{level}" for level in range(1, 5)}
+            assert all(v == k * (1 + n_src) for v in sizes.values())
+            own = (codes >= k * (1 + i)) & (codes < k * (2 + i))
+            assert torch.all((codes < k) | own) and torch.all(codes >= 0)
+        else:
+            assert torch.all((codes >= 0) & (codes < k))
+    expected_names = {
+        "multiview": {"shared.1", "shared.2"} | {f"{s}.{lv}" for s in SOURCES for lv in (3, 4)},
+        "shared_only": {f"shared.{lv}" for lv in range(1, 5)},
+        "specific_only": {f"{s}.{lv}" for s in SOURCES for lv in range(1, 5)},
+    }
+    if variant in expected_names:
+        assert set(sizes) == expected_names[variant]
+
+
+def test_union_masks_other_sources_blocks() -> None:
+    torch.manual_seed(0)
+    model = MRQVAE(tiny_config(variant="union", kmeans_init=False))
+    with pytest.raises(InputError, match=r"code 40 is out of range"):
+        model.decode_codes(torch.tensor([[0, 0, 0, 40]]), "bill")  # 40 is in spm's block [32, 48)
+    model.decode_codes(torch.tensor([[0, 16, 31, 5]]), "bill")  # shared block + bill block [16, 32)
+
+
+def test_warm_up_passes_residual_through_until_initialised() -> None:
+    torch.manual_seed(0)
+    model = MRQVAE(tiny_config())
+    model.train()
+    out = model(make_data(8)["bill"], "bill")  # 8 < 2 * K rows: nothing initialised yet
+    assert torch.all(out.codes == -1)
+    torch.testing.assert_close(out.quantized, out.latent)
+    assert float(out.rq_loss) == 0.0 and torch.isfinite(out.loss)
+    assert model.uninitialized_codebooks() != []
+
+
+def test_input_errors_are_clear(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, data = trained
+    with pytest.raises(InputError, match=r"unknown source 'mail'.*known sources"):
+        model.quantize(data["bill"], "mail")
+    with pytest.raises(InputError, match=r"source 'tabular': expected input of shape \[B, 5\], got \[128, 12\]"):
+        model.quantize(data["bill"], "tabular")
+    bad = data["spm"][:4].clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(InputError, match=r"source 'spm': non-finite value .* in row 2"):
+        model(bad, "spm")
+    with pytest.raises(InputError, match=r"expected codes of shape \[\.\.\., 4\]"):
+        model.decode_codes(torch.zeros(3, 2, dtype=torch.long), "bill")
+    with pytest.raises(InputError, match=r"level 3 .*code 16 is out of range"):
+        model.decode_codes(torch.tensor([[0, 0, 16, 0]]), "bill")
+    with pytest.raises(InputError, match="unknown source"):
+        model.forward_batch({"bill": data["bill"], "mail": data["bill"]})
+
+
+def test_bf16_autocast_keeps_fp32_distances(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    model, data = trained
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        codes = model.quantize(data["bill"], "bill")  # eval path ignores autocast entirely
+        out = model(data["bill"], "bill")
+    assert torch.equal(codes, model.quantize(data["bill"], "bill"))
+    assert out.codes.shape == (128, 4) and torch.isfinite(out.loss)

@@ -1,0 +1,246 @@
+"""Configuration of the MRQ-VAE tokenizer and of its training (pydantic v2).
+
+A model preset is a YAML file with two top-level keys, ``mrqvae:`` (:class:`MRQVAEConfig`) and
+``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``.  Unknown keys are rejected with
+their name, and every validation problem is reported as a :class:`~u2qt_core.errors.ConfigError`
+whose message reads ``"<file>: <key.path>: <problem>"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from u2qt_core.errors import ConfigError
+
+__all__ = [
+    "MRQVAEConfig",
+    "TrainConfig",
+    "ModelPreset",
+    "load_model_preset",
+    "format_validation_error",
+    "RESERVED_SOURCE_NAMES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Source names must read unambiguously inside token strings such as ``<bill3_0087>``:
+#: lowercase letters and inner underscores, no digits (a trailing digit would merge with the level).
+SOURCE_NAME_RE = re.compile(r"^[a-z](?:[a-z_]*[a-z])?$")
+#: Names used by token strings ("s" shared, "c" collision) and codebook names ("shared", "union").
+RESERVED_SOURCE_NAMES = frozenset({"s", "c", "shared", "union"})
+
+
+class _KeyProblem(ValueError):
+    """A cross-field validation problem attached to a key below the model being validated."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.problem = message
+
+
+class MRQVAEConfig(BaseModel):
+    """Architecture of the multi-view residual-quantised VAE (FOUNDv2 eqs. 3-8)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str]
+    input_dims: dict[str, int]
+    tabular_sources: list[str] = ["tabular"]
+    embed_dim: int = Field(384, ge=1)
+    shared_levels: int = Field(2, ge=0)
+    specific_levels: int = Field(2, ge=0)
+    num_codes: int = Field(1024, ge=2)
+    code_dim: int = Field(256, ge=1)
+    hidden_dim: int = Field(512, ge=1)
+    commitment_weight: float = Field(0.25, ge=0.0)
+    variant: Literal["multiview", "shared_only", "specific_only", "union"] = "multiview"
+    kmeans_init: bool = True
+    kmeans_buffer_multiple: int = Field(4, ge=1)
+    kmeans_iters: int = Field(10, ge=0)
+    dead_code_threshold: int = Field(1, ge=0)
+    dead_code_window: int = Field(50, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tabular_sources(cls, data: Any) -> Any:
+        # The default ["tabular"] only applies when such a source exists; a text-only config
+        # need not spell out ``tabular_sources: []``.
+        if isinstance(data, dict) and "tabular_sources" not in data:
+            sources = data.get("sources")
+            if isinstance(sources, list):
+                data = {**data, "tabular_sources": [s for s in ["tabular"] if s in sources]}
+        return data
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, sources: list[str]) -> list[str]:
+        if not sources:
+            raise ValueError("must name at least one source")
+        seen: set[str] = set()
+        for name in sources:
+            if not SOURCE_NAME_RE.match(name):
+                raise ValueError(
+                    f"source name {name!r} must be lowercase letters with inner underscores "
+                    "(no digits: they would merge with the level number in token strings)"
+                )
+            if name in RESERVED_SOURCE_NAMES:
+                raise ValueError(f"source name {name!r} is reserved ({sorted(RESERVED_SOURCE_NAMES)})")
+            if name in seen:
+                raise ValueError(f"source {name!r} is listed twice")
+            seen.add(name)
+        return sources
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> MRQVAEConfig:
+        for name in self.sources:
+            if name not in self.input_dims:
+                raise _KeyProblem(f"input_dims.{name}", "missing: every source needs an input width")
+        for name, dim in self.input_dims.items():
+            if name not in self.sources:
+                raise _KeyProblem(f"input_dims.{name}", f"not a source (sources: {self.sources})")
+            if dim < 1:
+                raise _KeyProblem(f"input_dims.{name}", f"must be >= 1, got {dim}")
+        for name in self.tabular_sources:
+            if name not in self.sources:
+                raise _KeyProblem("tabular_sources", f"{name!r} is not in sources {self.sources}")
+        for name in self.sources:
+            if name not in self.tabular_sources and self.input_dims[name] != self.embed_dim:
+                raise _KeyProblem(
+                    f"input_dims.{name}",
+                    f"text source width {self.input_dims[name]} != embed_dim {self.embed_dim}; text "
+                    "embeddings feed the shared MLP directly, so set embed_dim to the text-encoder width",
+                )
+        if self.num_levels < 1:
+            raise _KeyProblem("shared_levels", "shared_levels + specific_levels must be >= 1")
+        return self
+
+    @property
+    def num_levels(self) -> int:
+        """Tokens per source, ``L = Lc + Lu`` (for every variant)."""
+        return self.shared_levels + self.specific_levels
+
+    @property
+    def text_sources(self) -> list[str]:
+        """Sources fed as precomputed embeddings (not through the tabular MLP), in token order."""
+        return [s for s in self.sources if s not in self.tabular_sources]
+
+    def level_kind(self, level: int) -> Literal["shared", "specific", "union"]:
+        """Kind of codebook used at 1-based ``level``: shared, source-specific or union."""
+        if not 1 <= level <= self.num_levels:
+            raise ValueError(f"level {level} outside 1..{self.num_levels}")
+        if self.variant == "union":
+            return "union"
+        if self.variant == "shared_only":
+            return "shared"
+        if self.variant == "specific_only":
+            return "specific"
+        return "shared" if level <= self.shared_levels else "specific"
+
+    @property
+    def token_shared_levels(self) -> int:
+        """Number of leading levels whose tokens are shared ``<sL_code>`` tokens (non-union)."""
+        if self.variant == "shared_only":
+            return self.num_levels
+        if self.variant == "specific_only":
+            return 0
+        return self.shared_levels
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings of :func:`u2qt_core.training.train_mrqvae`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(1024, ge=1)
+    steps: int = Field(2000, ge=0)
+    grad_clip: float = Field(1.0, ge=0.0)  # 0 disables clipping
+    seed: int = 0
+    checkpoint_every: int = Field(0, ge=0)  # 0: only the final checkpoint
+    log_every: int = Field(50, ge=1)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", device):
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+        return device
+
+
+class ModelPreset(BaseModel):
+    """A model preset file: architecture plus training settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mrqvae: MRQVAEConfig
+    train: TrainConfig = TrainConfig()
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overrides`` merged in recursively (dicts merge, other values replace)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    """Render a pydantic error as ``"<origin>: <key.path>: <problem>"`` lines."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        message = item["msg"]
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, _KeyProblem):
+            loc.append(cause.key)
+            message = cause.problem
+        elif item["type"] == "value_error" and isinstance(cause, Exception):
+            message = str(cause)
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key"
+        key_path = ".".join(loc) if loc else "<root>"
+        lines.append(f"{origin}: {key_path}: {message}")
+    return "\n".join(lines)
+
+
+def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None) -> ModelPreset:
+    """Load and validate a model preset YAML.
+
+    ``overrides`` is a nested dict deep-merged into the YAML before validation, e.g.
+    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``.  Raises :class:`ConfigError` naming the file
+    and the offending key path.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read model preset: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: <root>: expected a mapping with keys 'mrqvae' and 'train'")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        preset = ModelPreset.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc
+    logger.debug("loaded model preset %s", path)
+    return preset
