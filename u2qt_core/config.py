@@ -187,10 +187,16 @@ class ModelPreset(BaseModel):
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``overrides`` merged in recursively (dicts merge, other values replace)."""
+    """Return ``base`` with ``overrides`` merged in recursively.
+
+    Dicts merge key by key, other values replace, and ``None`` deletes the key (e.g. to drop a
+    source's entry from ``input_dims`` after narrowing ``sources``).
+    """
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -220,7 +226,7 @@ def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None)
     """Load and validate a model preset YAML.
 
     ``overrides`` is a nested dict deep-merged into the YAML before validation, e.g.
-    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``.  Raises :class:`ConfigError` naming the file
+    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``; a ``None`` value deletes the key.  Raises :class:`ConfigError` naming the file
     and the offending key path.
     """
     path = Path(path)

@@ -127,6 +127,11 @@ class MRQVAE(nn.Module):
         self._check_source(source)
         return [self.codebooks[key] for key in self._routes[source]]
 
+    def route_names(self, source: str) -> list[str]:
+        """Public name of the codebook used at each level for ``source`` (index 0 = level 1)."""
+        self._check_source(source)
+        return [self._public_names[key] for key in self._routes[source]]
+
     def named_codebooks(self) -> dict[str, Codebook]:
         """Public codebook name ("shared.1", "bill.3", "union.2") -> codebook, in level order."""
         return {self._public_names[key]: cb for key, cb in self.codebooks.items()}
