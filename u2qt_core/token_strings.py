@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from u2qt_core.config import SOURCE_NAME_RE
+from u2qt_core.config import SOURCE_NAME_RE, MRQVAEConfig
 from u2qt_core.errors import InputError
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "collision_token",
     "parse_token",
     "tokens_to_codes",
+    "tokens_for_config",
+    "vocabulary",
 ]
 
 Variant = Literal["multiview", "shared_only", "specific_only", "union"]
@@ -173,3 +175,32 @@ def tokens_to_codes(
         specific = [parse_token(t).kind == "specific" for t in tokens]
         codes = [c + k * (1 + index) if is_specific else c for c, is_specific in zip(codes, specific, strict=True)]
     return source, codes
+
+
+def tokens_for_config(codes: Sequence[int], source: str, config: MRQVAEConfig) -> list[str]:
+    """:func:`codes_to_tokens` with the variant, levels, K and source order taken from ``config``."""
+    return codes_to_tokens(
+        codes,
+        source,
+        config.token_shared_levels,
+        config.variant,
+        num_codes=config.num_codes,
+        sources=config.sources,
+    )
+
+
+def vocabulary(config: MRQVAEConfig, *, max_collision_suffix: int = 0) -> list[str]:
+    """Every code token a tokenizer with ``config`` can emit (level order, shared tokens first
+    within a level, then sources in ``config.sources`` order), followed by ``<c_0>`` ..
+    ``<c_{max_collision_suffix}>``.  Deterministic: usable as an embedding-table index."""
+    k = config.num_codes
+    tokens: list[str] = []
+    for level in range(1, config.num_levels + 1):
+        kind = config.level_kind(level)
+        if kind in ("shared", "union"):
+            tokens.extend(code_to_token(c, level, source=None, shared_levels=0, num_codes=k) for c in range(k))
+        if kind in ("specific", "union"):
+            for source in config.sources:
+                tokens.extend(code_to_token(c, level, source=source, shared_levels=0, num_codes=k) for c in range(k))
+    tokens.extend(collision_token(i) for i in range(max_collision_suffix + 1))
+    return tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from u2qt_core.config import MRQVAEConfig
 from u2qt_core.errors import InputError
 from u2qt_core.token_strings import (
     ParsedToken,
@@ -11,7 +12,9 @@ from u2qt_core.token_strings import (
     codes_to_tokens,
     collision_token,
     parse_token,
+    tokens_for_config,
     tokens_to_codes,
+    vocabulary,
 )
 
 
@@ -67,3 +70,23 @@ def test_tokens_to_codes_rejects_inconsistent_sequences() -> None:
         tokens_to_codes(["<s1_0001>", "<c_0>"])
     with pytest.raises(InputError, match="must be >= 0"):
         code_to_token(-1, 1, source=None, shared_levels=1)
+
+
+@pytest.mark.parametrize("variant", ["multiview", "shared_only", "specific_only", "union"])
+def test_vocabulary_covers_every_emittable_token(variant: str) -> None:
+    config = MRQVAEConfig(
+        sources=["bill", "tabular"], input_dims={"bill": 8, "tabular": 3}, embed_dim=8,
+        num_codes=4, shared_levels=1, specific_levels=2, variant=variant,
+    )
+    vocab = vocabulary(config, max_collision_suffix=2)
+    assert len(vocab) == len(set(vocab)) and vocab[-3:] == ["<c_0>", "<c_1>", "<c_2>"]
+    per_level = {"multiview": 1 + 2 + 2, "shared_only": 3, "specific_only": 6, "union": 3 * 3}[variant]
+    assert len(vocab) - 3 == per_level * 4
+    offsets = {"union": {"bill": 4, "tabular": 8}}.get(variant, {"bill": 0, "tabular": 0})
+    for source in ["bill", "tabular"]:
+        for codes in ([0, 1, 2], [3, 3, 3]):
+            codes = [c + (offsets[source] if (variant == "union" and i > 0) else 0) for i, c in enumerate(codes)]
+            tokens = tokens_for_config(codes, source, config)
+            assert set(tokens) <= set(vocab)
+            expected_source = None if variant == "shared_only" else source
+            assert tokens_to_codes(tokens, variant=variant, num_codes=4, sources=config.sources) == (expected_source, codes)
