@@ -199,7 +199,7 @@ class CausalQFormerEncoder(nn.Module):
         for s, x in inputs.items():
             mask = masks[s].bool()
             h = self.input_proj[s](x) + self.position.weight[: x.shape[1]]
-            kpm, has_any = _safe_key_padding(mask)
+            kpm, _ = _safe_key_padding(mask)
             h = self.encoder(h, src_key_padding_mask=kpm)
             out[s] = h * mask.unsqueeze(-1).to(h.dtype)  # padded positions are zero
         return out

@@ -140,7 +140,7 @@ class TextEncoder:
         self.config = config
         folder = Path(config.model_path) if config.model_path is not None else minilm_model_path()
         if not folder.is_dir():
-            raise ConfigError(f"text encoder model folder does not exist: {folder}")
+            raise ConfigError(f"text encoder model folder does not exist (or is not a folder): {folder}")
         if not (folder / "config.json").is_file():
             raise ConfigError(f"text encoder model folder has no config.json: {folder}")
         self.model_path = folder
