@@ -236,6 +236,7 @@ def test_bad_histories_rejected() -> None:
         )
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft on transformers 5
 def test_descriptions_through_text_encoder_and_lora(tokenizer: MRQVAE) -> None:
     """Descriptions embedded by MiniLM (frozen), then with LoRA adapters that train."""
     from u2qt_core.encoders.text import TextEncoderConfig
