@@ -201,6 +201,20 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
     typer.echo(f"demo finished in {time.monotonic() - started:.0f} s")
 
 
+@app.command("eval")
+def evaluate(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/eval.yaml"),
+             eval_config: Annotated[Path, typer.Option(help="evaluation YAML")] = Path("conf/eval.yaml"),
+             out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/eval"),
+             config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Benchmark world -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage -> report."""
+    from pipelines.eval_job import run_eval
+
+    settings = _settings(config, set_)
+    report = run_eval(_spark(settings, "u2qt_eval"), settings, world_config=world_config,
+                      eval_config=eval_config, out_dir=out)
+    typer.echo(f"report written to {report}")
+
+
 def _jsonable(obj):
     from dataclasses import asdict, is_dataclass
 

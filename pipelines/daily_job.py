@@ -105,7 +105,7 @@ class DayRun:
     def replace_partition(self, frame: DataFrame, spec: tables.TableSpec) -> None:
         """Atomically replace this date's partition of ``spec`` with ``frame``."""
         tables.ensure_table(self.spark, self.settings, spec, self.tokenizer.version)
-        (frame.select(*[F.col(f.name).cast(f.dataType) for f in spec.schema.fields])
+        (frame.select(*[f.name for f in spec.schema.fields])
             .write.format("delta").mode("overwrite")
             .option("replaceWhere", self.date_predicate)
             .save(self.path(spec.name)))

@@ -32,7 +32,7 @@ class TableSpec:
     description: str = ""
 
 
-CODES = T.ArrayType(T.ShortType(), containsNull=False)
+CODES = T.ArrayType(T.ShortType())
 
 RAW_EVENTS = TableSpec(
     "raw_events",
@@ -79,7 +79,6 @@ STAGING_DAY_TOKENS = TableSpec(
         T.StructField("run_id", T.StringType(), False),
     ]),
     ("event_date",),
-    versioned=True,
     description="the night's inference output before its quality gates pass (not for analysts)",
 )
 
@@ -103,7 +102,7 @@ USER_TOKEN_HISTORY = TableSpec(
     T.StructType([
         T.StructField("user_id", T.LongType(), False),
         T.StructField("source", T.StringType(), False),
-        T.StructField("dates", T.ArrayType(T.DateType(), False), False),
+        T.StructField("dates", T.ArrayType(T.DateType()), False),
         T.StructField("tokens", CODES, False),
         T.StructField("tokens_per_day", T.IntegerType(), False),
         T.StructField("n_days", T.IntegerType(), False),
@@ -120,8 +119,8 @@ USER_TOKENS = TableSpec(
     T.StructType([
         T.StructField("user_id", T.LongType(), False),
         T.StructField("as_of", T.DateType(), False),
-        T.StructField("token_tuple", T.ArrayType(T.ShortType(), False), False),
-        T.StructField("sources_present", T.ArrayType(T.StringType(), False), False),
+        T.StructField("token_tuple", T.ArrayType(T.ShortType()), False),
+        T.StructField("sources_present", T.ArrayType(T.StringType()), False),
         T.StructField("engagement", T.DoubleType(), False),
         T.StructField("collision_suffix", T.IntegerType(), False),
         T.StructField("tokenizer_version", T.StringType(), False),

@@ -1,0 +1,132 @@
+"""The nightly job on a tiny world: real Spark, real Delta, real MiniLM + tiny MRQ-VAE."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from pipelines import tables
+from pipelines.daily_job import QualityGateFailed, run_day
+from tests.conftest import make_settings
+
+HISTORY_COLUMNS = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date", "tokenizer_version"]
+
+
+@pytest.fixture(scope="module")
+def two_days(trained_lake, tmp_path_factory, spark):
+    """Both world dates processed in order on a private copy of the trained lake."""
+    root = tmp_path_factory.mktemp("two-days")
+    shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
+    settings = make_settings(root / "lake", root / "model")
+    dates = [(trained_lake["world"].start_date + __import__("datetime").timedelta(days=i)).isoformat()
+             for i in range(trained_lake["world"].n_days)]
+    metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
+    return {"settings": settings, "dates": dates, "metrics": metrics}
+
+
+def _expected_active(spark, settings, event_date):
+    """(user_id, event_date, source) the night must tokenize, computed straight from the inputs."""
+    raw = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
+    known = list(settings.sources_config().text_sources)
+    valid = raw.where(
+        F.col("user_id").isNotNull() & F.col("source").isin(known) & (F.length(F.trim("text")) > 0)
+        & (F.to_date("event_ts") == F.col("event_date"))
+    )
+    text_rows = valid.select("user_id", "event_date", "source").distinct()
+    tabular = valid.select("user_id", "event_date").distinct().join(
+        tables.read_table(spark, settings, "user_profile").select("user_id"), "user_id"
+    ).withColumn("source", F.lit("tabular"))
+    return text_rows.unionByName(tabular.select("user_id", "event_date", "source"))
+
+
+def test_day_tokens_cover_every_active_user_source(spark, two_days):
+    settings = two_days["settings"]
+    for event_date in two_days["dates"]:
+        got = (tables.read_table(spark, settings, "user_day_tokens")
+               .where(F.col("event_date") == event_date).select("user_id", "event_date", "source"))
+        expected = _expected_active(spark, settings, event_date)
+        assert expected.count() > 0
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_codes_have_one_token_per_level_within_codebook(spark, two_days, trained_lake):
+    from pipelines.daily_job import load_tokenizer_info
+
+    info = load_tokenizer_info(two_days["settings"])
+    rows = tables.read_table(spark, two_days["settings"], "user_day_tokens").collect()
+    assert rows
+    for row in rows:
+        assert len(row["codes"]) == info.num_levels
+        assert all(0 <= c < info.num_codes for c in row["codes"])
+        assert row["tokenizer_version"] == info.version
+
+
+def test_history_holds_each_day_in_order(spark, two_days):
+    settings = two_days["settings"]
+    history = tables.read_table(spark, settings, "user_token_history")
+    day = tables.read_table(spark, settings, "user_day_tokens")
+    # rebuild the expected history from the fact table: dates in order, codes concatenated
+    expected = (day.groupBy("user_id", "source")
+                .agg(F.array_sort(F.collect_list(F.struct("event_date", "codes"))).alias("e"))
+                .select("user_id", "source",
+                        F.transform("e", lambda x: x["event_date"]).alias("dates"),
+                        F.flatten(F.transform("e", lambda x: x["codes"])).alias("tokens")))
+    assert_df_equality(history.select("user_id", "source", "dates", "tokens"), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+    assert history.where(F.size("tokens") != F.col("n_days") * F.col("tokens_per_day")).count() == 0
+
+
+def test_collision_suffixes_match_reference(spark, two_days):
+    from u2qt_core.collisions import collision_suffixes
+
+    identity = tables.read_table(spark, two_days["settings"], "user_tokens").toPandas()
+    assert len(identity) > 0
+    expected = collision_suffixes(np.stack(identity["token_tuple"].to_numpy()).astype(np.int64),
+                                  identity["engagement"].to_numpy(), identity["user_id"].to_numpy())
+    assert identity["collision_suffix"].tolist() == expected.tolist()
+
+
+def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_dates):
+    for event_date in world_dates:
+        run_day(spark, fresh_lake, event_date)
+    before = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
+    identity_before = tables.read_table(spark, fresh_lake, "user_tokens").drop("run_id").toPandas()
+    run_day(spark, fresh_lake, world_dates[0])
+    after = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
+    key = ["user_id", "source"]
+    before, after = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
+    assert before.drop(columns=["dates", "tokens"]).equals(after.drop(columns=["dates", "tokens"]))
+    assert [list(x) for x in before["tokens"]] == [list(x) for x in after["tokens"]]
+    assert [list(x) for x in before["dates"]] == [list(x) for x in after["dates"]]
+    identity_after = tables.read_table(spark, fresh_lake, "user_tokens").drop("run_id").toPandas()
+    assert len(identity_after) == len(identity_before)
+    day_rows = tables.read_table(spark, fresh_lake, "user_day_tokens").groupBy("event_date").count().collect()
+    assert {str(r["event_date"]): r["count"] for r in day_rows}.keys() == set(world_dates)
+
+
+def test_backfilling_an_older_date_gives_the_in_order_history(spark, two_days, fresh_lake, world_dates):
+    for event_date in reversed(world_dates):  # newest first: the older date is a backfill
+        run_day(spark, fresh_lake, event_date)
+    in_order = tables.read_table(spark, two_days["settings"], "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
+    backfilled = tables.read_table(spark, fresh_lake, "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
+    assert_df_equality(backfilled, in_order, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_failed_quality_gate_publishes_nothing(spark, fresh_lake, world_dates):
+    strict = fresh_lake.model_copy(update={"quality": fresh_lake.quality.model_copy(update={"min_active_users": 10**6})})
+    with pytest.raises(QualityGateFailed, match="min_active_users"):
+        run_day(spark, strict, world_dates[0])
+    assert not tables.table_exists(spark, strict.table_path("user_day_tokens"))
+    failed = tables.read_table(spark, strict, "run_metrics").where("step = 'quality' AND status = 'failed'").count()
+    assert failed == 1
+
+
+def test_a_second_tokenizer_version_is_refused(spark, fresh_lake, world_dates):
+    run_day(spark, fresh_lake, world_dates[0])
+    path = fresh_lake.table_path("user_token_history")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{tables.TOKENIZER_VERSION_PROPERTY}' = 'u2qt-000000000000')")
+    with pytest.raises(tables.TokenizerVersionMismatch, match="u2qt-000000000000"):
+        run_day(spark, fresh_lake, world_dates[1])
