@@ -172,6 +172,7 @@ def stage(run: DayRun) -> StageResult:
         instructions={name: src.instruction for name, src in sources.text_sources.items()},
         tabular_sources=run.tokenizer.tabular_sources,
         batch_rows=run.settings.inference.batch_rows,
+        torch_threads=run.settings.inference.torch_threads,
     )
     tokenize = make_tokenize_udf(spec)
     staged = inputs.select(

@@ -33,6 +33,7 @@ class InferenceSpec:
     instructions: dict[str, str]          # text source -> instruction (used by last-token pooling)
     tabular_sources: tuple[str, ...]
     batch_rows: int = 256
+    torch_threads: int = 1                # intra-op threads per Python worker (match spark.task.cpus)
 
 
 def _spec_key(spec: InferenceSpec) -> str:
@@ -43,6 +44,11 @@ class InputEmbedder:
     """Builds MRQ-VAE inputs: text rows through the LLM encoder, tabular rows as they are."""
 
     def __init__(self, spec: InferenceSpec) -> None:
+        import torch
+
+        if spec.torch_threads > 0:
+            # every Spark task owns spark.task.cpus cores; torch's default (all cores) oversubscribes them
+            torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.encoder = get_text_encoder(spec.encoder)
 
@@ -101,7 +107,7 @@ class TokenizerRuntime:
 
 
 _CACHE: dict[tuple[str, str], object] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: the runtime builds the embedder under it
 
 
 def _cached(kind: str, spec: InferenceSpec, build):

@@ -76,6 +76,7 @@ class SourcesConfig(_Strict):
 class InferenceConfig(_Strict):
     partitions: int = Field(4, ge=1)
     batch_rows: int = Field(256, ge=1)
+    torch_threads: int = Field(1, ge=0)   # per Python worker; 0 = torch's default
 
 
 class QualityGates(_Strict):

@@ -16,7 +16,8 @@ from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_VERSION_PROPERTY = "u2qt.tokenizer_version"
+# (a key containing "token" would be redacted by Spark's spark.redaction.regex in SHOW TBLPROPERTIES)
+TOKENIZER_VERSION_PROPERTY = "u2qt.vocab_version"
 
 
 class TokenizerVersionMismatch(U2QTError):

@@ -55,6 +55,7 @@ def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFr
         model_dir="", tokenizer_version="", encoder=settings.encoder,
         instructions={name: src.instruction for name, src in sources.text_sources.items()},
         tabular_sources=tabular_sources, batch_rows=settings.inference.batch_rows,
+        torch_threads=settings.inference.torch_threads,
     )
     embed = make_embed_udf(spec)
     rows = (inputs.repartition(settings.inference.partitions, "user_id")

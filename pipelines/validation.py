@@ -71,6 +71,6 @@ def to_quarantine(rejected: DataFrame, source_table: str, event_date: str, run_i
         F.to_date(F.lit(event_date)).alias("event_date"),
         F.lit(source_table).alias("source_table"),
         F.col("reason"),
-        F.to_json(F.struct(*[F.col(c) for c in payload])).alias("row_json"),
+        F.to_json(F.struct(*[F.col(c) for c in payload]), {"ignoreNullFields": "false"}).alias("row_json"),
         F.lit(run_id).alias("run_id"),
     )
