@@ -276,7 +276,7 @@ def measure_storage(spark: SparkSession, folder: Path, *, user_ids: dict[str, np
         keys.append(pd.DataFrame({"user_id": user_ids[source], "day": days[source], "source": source}))
     frame = pd.concat(keys, ignore_index=True)
     frame["event_date"] = [start_date + timedelta(days=int(d)) for d in frame["day"]]
-    frame = frame.drop(columns="day")
+    frame = frame[["user_id", "event_date", "source"]]
     token_schema = T.StructType([T.StructField("user_id", T.LongType(), False), T.StructField("event_date", T.DateType(), False),
                                  T.StructField("source", T.StringType(), False), T.StructField("codes", T.ArrayType(T.ShortType()), False)])
     embed_schema = T.StructType([*token_schema.fields[:3], T.StructField("embedding", T.ArrayType(T.FloatType()), False)])
