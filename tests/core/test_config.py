@@ -28,7 +28,7 @@ def test_shipped_presets_are_valid(name: str) -> None:
     preset = load_model_preset(CONF_DIR / f"{name}.yaml")
     cfg = preset.mrqvae
     assert cfg.sources == ["bill", "spm", "mini", "app", "search", "tabular"]
-    assert cfg.input_dims["tabular"] == 15
+    assert cfg.input_dims["tabular"] == 13
     assert cfg.tabular_sources == ["tabular"]
     assert cfg.num_levels == cfg.shared_levels + cfg.specific_levels
 
@@ -81,7 +81,7 @@ def test_overrides_are_merged_before_validation() -> None:
     preset = load_model_preset(
         CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text, "embed_dim": 1024}}
     )
-    assert preset.mrqvae.input_dims == {**text, "tabular": 15}
+    assert preset.mrqvae.input_dims == {**text, "tabular": 13}
     with pytest.raises(ConfigError, match=r"mrqvae\.input_dims\.bill: text source width 1024 != embed_dim 384"):
         load_model_preset(CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text}})
 
