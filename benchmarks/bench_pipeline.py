@@ -1,0 +1,360 @@
+"""The real nightly Spark job on a world bigger than the demo.
+
+    python -m benchmarks.bench_pipeline --out bench_results [--config conf/bench.yaml] [--quick]
+
+Steps, all on a temporary lake with the repo's ``conf/pipeline.yaml`` (local Spark profile):
+
+1. ``write_world`` of ``conf/world/bench.yaml`` with size overrides (default 2,000 users x 2 days);
+2. ``train_job.train`` (sample, embed in Spark, train the MRQ-VAE on the driver, save);
+3. every world date through ``daily_job``'s own ``stage`` / ``check_quality`` / ``publish``, timed
+   per step; inside ``publish`` the history MERGE and the identity update are timed by wrapping
+   ``daily_job.merge_history`` / ``daily_job.update_identities`` for the duration of the run
+   (the job's code runs unchanged);
+4. a re-run of the last date (``rerun: publish`` re-publishes it: the MERGE finds the date
+   already there; ``rerun: day`` runs all three steps again);
+5. Delta table sizes: live bytes (``DESCRIBE DETAIL``), bytes on disk, rows, bytes per row;
+6. history growth: the last date's tokens MERGEd again under ``synthetic_history_days`` later
+   dates (no encoding: the same users, more history per row), then shares of those users at the
+   longest history -- so a MERGE's cost can be read against history length and active users.
+   Delta's own MERGE metrics (rows copied / updated / inserted, files rewritten) come with each.
+
+Writes ``<out>/bench_pipeline.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    Stopwatch,
+    bench_environment,
+    load_average,
+    load_bench_config,
+    machine_facts,
+    repo_path,
+    setup_logging,
+    spark_session,
+    write_result,
+)
+
+log = logging.getLogger("benchmarks.pipeline")
+
+MERGE_METRICS = (
+    "numSourceRows", "numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsMatchedUpdated",
+    "numTargetRowsCopied", "numTargetRowsDeleted", "numOutputRows", "numTargetFilesAdded",
+    "numTargetFilesRemoved", "numTargetBytesAdded", "numTargetBytesRemoved", "executionTimeMs",
+    "scanTimeMs", "rewriteTimeMs",
+)
+
+
+@contextlib.contextmanager
+def timed_publish_parts():
+    """Wrap ``daily_job.merge_history`` and ``daily_job.update_identities`` with timers while the
+    context is open; yields a list that receives ``(name, event_date, seconds)`` per call."""
+    from pipelines import daily_job
+
+    calls: list[tuple[str, str, float]] = []
+    originals = {name: getattr(daily_job, name) for name in ("merge_history", "update_identities")}
+
+    def wrap(name, fn):
+        def timed(run, day_tokens):
+            start = time.perf_counter()
+            try:
+                return fn(run, day_tokens)
+            finally:
+                calls.append((name, run.event_date, time.perf_counter() - start))
+        return timed
+
+    for name, fn in originals.items():
+        setattr(daily_job, name, wrap(name, fn))
+    try:
+        yield calls
+    finally:
+        for name, fn in originals.items():
+            setattr(daily_job, name, fn)
+
+
+def last_commit(spark, path: str) -> dict[str, Any]:
+    """Version, operation and the MERGE-relevant operation metrics of a Delta table's last commit."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).history(1).select("version", "operation", "operationMetrics").first()
+    metrics = row["operationMetrics"] or {}
+    return {"version": int(row["version"]), "operation": row["operation"],
+            **{k: int(metrics[k]) for k in MERGE_METRICS if k in metrics}}
+
+
+def _dir_bytes(path: Path) -> tuple[int, int, int]:
+    """(data file bytes, _delta_log bytes, file count) under ``path``."""
+    data = logb = files = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            size = (Path(root) / name).stat().st_size
+            files += 1
+            if "_delta_log" in Path(root).parts:
+                logb += size
+            elif not name.endswith(".crc"):
+                data += size
+    return data, logb, files
+
+
+def table_sizes(spark, tables_root: str) -> dict[str, dict[str, Any]]:
+    """Per Delta table: rows, live bytes and files (current snapshot), bytes on disk, bytes per row."""
+    out = {}
+    root = Path(tables_root)
+    for folder in sorted(p for p in root.iterdir() if (p / "_delta_log").is_dir()):
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{folder}`").select("sizeInBytes", "numFiles", "partitionColumns").first()
+        rows = spark.read.format("delta").load(str(folder)).count()
+        data_bytes, log_bytes, files = _dir_bytes(folder)
+        entry = {
+            "rows": rows,
+            "live_bytes": int(detail["sizeInBytes"]),
+            "live_files": int(detail["numFiles"]),
+            "partition_columns": list(detail["partitionColumns"]),
+            "disk_data_bytes": data_bytes,
+            "disk_log_bytes": log_bytes,
+            "disk_files": files,
+            "live_bytes_per_row": int(detail["sizeInBytes"]) / rows if rows else None,
+        }
+        out[folder.name] = entry
+    return out
+
+
+def history_shape(spark, path: str) -> dict[str, Any]:
+    """Rows of ``user_token_history`` and the mean / max days of history per row."""
+    from pyspark.sql import functions as F
+
+    row = spark.read.format("delta").load(path).agg(
+        F.count(F.lit(1)).alias("rows"), F.avg("n_days").alias("mean_days"), F.max("n_days").alias("max_days"),
+        F.sum("n_days").alias("day_tokens")).first()
+    return {"rows": int(row["rows"]), "mean_days": float(row["mean_days"] or 0), "max_days": int(row["max_days"] or 0),
+            "day_entries": int(row["day_tokens"] or 0)}
+
+
+def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage", "quality", "publish")) -> dict[str, Any]:
+    """The job's three steps for one date, each timed; plus MERGE metrics and throughput."""
+    from pipelines import daily_job, tables
+
+    run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
+    out: dict[str, Any] = {"event_date": event_date, "steps": list(steps)}
+    first_call = len(calls)
+    if "stage" in steps:
+        with Stopwatch() as sw:
+            staged = daily_job.stage(run)
+        out["stage_seconds"] = sw.seconds
+        out["stage"] = {k: v for k, v in staged.__dict__.items() if k != "seconds"}
+    if "quality" in steps:
+        with Stopwatch() as sw:
+            metrics = daily_job.check_quality(run)
+        out["quality_seconds"] = sw.seconds
+        out["quality"] = {k: metrics[k] for k in ("active_users", "token_rows", "collision_rate", "quarantine_rate",
+                                                   "min_level_utilization", "rows_per_source", "utilization")}
+    history_before = history_shape(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name)) \
+        if tables.table_exists(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name)) else {"rows": 0}
+    if "publish" in steps:
+        with Stopwatch() as sw:
+            daily_job.publish(run)
+        out["publish_seconds"] = sw.seconds
+        for name, day, seconds in calls[first_call:]:
+            if day == event_date:
+                out[f"{name}_seconds"] = seconds
+        out["history_merge"] = last_commit(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name))
+        out["history_before"] = history_before
+        out["history_after"] = history_shape(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name))
+        src = out["history_merge"].get("numSourceRows")
+        if src and out.get("merge_history_seconds"):
+            out["history_merge_rows_per_s"] = src / out["merge_history_seconds"]
+    if "quality" in steps:
+        per_source = out["quality"]["rows_per_source"]
+        text_rows = sum(n for s, n in per_source.items() if s != run.sources.tabular.name)
+        out["text_documents"] = text_rows
+        out["tabular_rows"] = per_source.get(run.sources.tabular.name, 0)
+        if "stage_seconds" in out:
+            out["stage_documents_per_s"] = text_rows / out["stage_seconds"]
+            out["stage_token_rows_per_s"] = out["quality"]["token_rows"] / out["stage_seconds"]
+    out["total_seconds"] = sum(out.get(f"{s}_seconds", 0.0) for s in ("stage", "quality", "publish"))
+    log.info("pipeline: %s %s: %s", event_date, "+".join(steps),
+             {k: round(v, 2) for k, v in out.items() if k.endswith("_seconds") or k.endswith("_per_s")})
+    return out
+
+
+def merge_only(spark, settings, info, day_tokens, event_date: str) -> dict[str, Any]:
+    """``daily_job.merge_history`` of ``day_tokens`` re-dated to ``event_date``, timed."""
+    from pyspark.sql import functions as F
+
+    from pipelines import daily_job, tables
+
+    run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
+    shifted = day_tokens.withColumn("event_date", F.to_date(F.lit(event_date))).localCheckpoint(eager=True)
+    source_rows = shifted.count()
+    path = settings.table_path(tables.USER_TOKEN_HISTORY.name)
+    before = history_shape(spark, path)
+    with Stopwatch() as sw:
+        daily_job.merge_history(run, shifted)
+    commit = last_commit(spark, path)
+    entry = {"event_date": event_date, "source_rows": source_rows, "seconds": sw.seconds,
+             "rows_per_s": source_rows / sw.seconds, "history_before": before, "merge": commit}
+    log.info("pipeline: MERGE %s: %d rows into history (mean %.1f days/row) in %.2fs; copied %s, files +%s/-%s",
+             event_date, source_rows, before["mean_days"], sw.seconds, commit.get("numTargetRowsCopied"),
+             commit.get("numTargetFilesAdded"), commit.get("numTargetFilesRemoved"))
+    return entry
+
+
+def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict[str, Any]:
+    """The benchmark (see the module docstring); returns the JSON payload's ``results``."""
+    import torch
+    from pyspark.sql import functions as F
+
+    from benchmarks.bench_model import pipeline_settings
+    from pipelines import daily_job, tables
+    from pipelines.train_job import train
+    from pipelines.world import load_world_config, write_world
+
+    own_tmp = tmp_root is None
+    tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-pipeline-")) if own_tmp else Path(tmp_root)
+    default_threads = torch.get_num_threads()
+    try:
+        spark = spark_session(tmp_root)
+        world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
+        settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
+        out: dict[str, Any] = {
+            "parameters": {
+                "world": str(params["world"]), "world_overrides": params.get("world_overrides") or {},
+                "n_users": world.n_users, "n_days": world.n_days,
+                "settings_overrides": params.get("settings_overrides") or {},
+                "spark_profile": settings.spark_profile,
+                "spark_master": spark.sparkContext.master,
+                "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+                "inference": settings.inference.model_dump(),
+                "training_preset": settings.training.preset,
+                "max_docs_per_source": settings.training.max_docs_per_source,
+                "driver_torch_threads": int(params.get("driver_torch_threads", 1)),
+                "rerun": params.get("rerun", "publish"),
+            }
+        }
+
+        with Stopwatch() as sw:
+            summary = write_world(spark, world, settings.tables_root)
+        out["world"] = {"seconds": sw.seconds, "rows": summary.rows, "malformed_rows": summary.malformed_total}
+        raw = out["world"]["rows"].get("raw_events", 0)
+        out["world"]["raw_events_per_s"] = raw / sw.seconds if sw.seconds else None
+        log.info("pipeline: world %d users x %d days written in %.1fs: %s", world.n_users, world.n_days, sw.seconds, summary.rows)
+
+        # the MRQ-VAE trains on the driver; torch's default (all cores) competes with the Spark
+        # workers of the same machine, so the driver's thread count is a benchmark parameter
+        torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
+        with Stopwatch() as sw:
+            trained = train(spark, settings)
+        out["train"] = {
+            "seconds": sw.seconds, "embed_seconds": trained["embed_seconds"], "train_seconds": trained["train_seconds"],
+            "training_rows": trained["training_rows"], "steps": trained["steps"],
+            "embed_documents_per_s": sum(n for s, n in trained["training_rows"].items() if s != "tabular")
+            / trained["embed_seconds"] if trained["embed_seconds"] else None,
+            "utilization_per_codebook": {n: c["utilization"] for n, c in trained["metrics"]["per_codebook"].items()},
+            "collision_rate_per_source": {s: v["collision_rate"] for s, v in trained["metrics"]["per_source"].items()},
+        }
+        log.info("pipeline: trained in %.1fs (embed %.1fs, MRQ-VAE %.1fs) on %s", sw.seconds,
+                 trained["embed_seconds"], trained["train_seconds"], trained["training_rows"])
+
+        with Stopwatch() as sw:
+            info = daily_job.load_tokenizer_info(settings)
+        out["load_tokenizer_info_seconds"] = sw.seconds
+        dates = [d.isoformat() for d in world.history_dates()]
+        days = []
+        with timed_publish_parts() as calls:
+            for d in dates:
+                days.append(run_date(spark, settings, info, d, calls))
+            rerun_steps = ("stage", "quality", "publish") if params.get("rerun") == "day" else ("publish",)
+            rerun = run_date(spark, settings, info, dates[-1], calls, steps=rerun_steps)
+            rerun["rerun"] = True
+            days.append(rerun)
+        out["days"] = days
+        out["table_sizes"] = table_sizes(spark, settings.tables_root)
+        udt = out["table_sizes"].get("user_day_tokens", {})
+        out["bytes_per_token_row"] = udt.get("live_bytes_per_row")
+
+        # history growth at constant active users, then active users at constant history
+        last = date.fromisoformat(dates[-1])
+        day_tokens = (tables.read_table(spark, settings, tables.USER_DAY_TOKENS.name)
+                      .where(F.col("event_date") == F.to_date(F.lit(dates[-1]))).localCheckpoint(eager=True))
+        growth = []
+        n_syn = int(params.get("synthetic_history_days", 0))
+        for k in range(1, n_syn + 1):
+            growth.append(merge_only(spark, settings, info, day_tokens, (last + timedelta(days=k)).isoformat()))
+        fractions = []
+        for i, share in enumerate(params.get("active_fractions") or []):
+            subset = day_tokens.where((F.abs(F.xxhash64("user_id")) % 1000) < int(round(float(share) * 1000)))
+            entry = merge_only(spark, settings, info, subset, (last + timedelta(days=n_syn + 1 + i)).isoformat())
+            entry["active_share"] = float(share)
+            fractions.append(entry)
+        out["history_growth"] = growth
+        out["active_share_merges"] = fractions
+        out["history_table_after_synthetic"] = table_sizes(spark, settings.tables_root).get(tables.USER_TOKEN_HISTORY.name)
+        return out
+    finally:
+        torch.set_num_threads(default_threads)
+        if own_tmp:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def summary_lines(payload: dict) -> list[str]:
+    r = payload["results"]
+    p = r["parameters"]
+    lines = [f"bench_pipeline: {p['n_users']} users x {p['n_days']} days, wall {payload.get('wall_seconds', 0):.0f}s",
+             f"  world write {r['world']['seconds']:.1f}s ({r['world']['rows'].get('raw_events')} raw_events)",
+             f"  train {r['train']['seconds']:.1f}s (embed {r['train']['embed_seconds']:.1f}s at "
+             f"{r['train']['embed_documents_per_s']:.1f} docs/s, MRQ-VAE {r['train']['train_seconds']:.1f}s)"]
+    for d in r["days"]:
+        tag = " (re-run)" if d.get("rerun") else ""
+        parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "merge_history_seconds") if k in d]
+        extra = f", {d['stage_documents_per_s']:.1f} docs/s through stage" if "stage_documents_per_s" in d else ""
+        merge = d.get("history_merge", {})
+        lines.append(f"  {d['event_date']}{tag}: " + ", ".join(parts) + extra +
+                     f"; MERGE src {merge.get('numSourceRows')} rows, copied {merge.get('numTargetRowsCopied')}")
+    if r.get("bytes_per_token_row"):
+        lines.append(f"  user_day_tokens: {r['bytes_per_token_row']:.1f} live bytes per token row")
+    for g in r.get("history_growth", []):
+        lines.append(f"  MERGE at {g['history_before']['mean_days']:.2f} days/row: {g['seconds']:.2f}s for {g['source_rows']} rows")
+    for g in r.get("active_share_merges", []):
+        lines.append(f"  MERGE share {g['active_share']:.2f}: {g['seconds']:.2f}s for {g['source_rows']} rows")
+    return lines
+
+
+def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
+    """Run ``config['pipeline']`` and write ``<out_dir>/bench_pipeline.json``."""
+    bench_environment()
+    payload: dict[str, Any] = {"benchmark": "bench_pipeline", "machine": machine_facts()}
+    load_before = load_average()
+    with Stopwatch() as sw:
+        payload["results"] = bench_pipeline(config["pipeline"], tmp_root)
+    payload["wall_seconds"] = sw.seconds
+    payload["load_average_before"] = load_before
+    payload["load_average_after"] = load_average()
+    write_result(out_dir, "bench_pipeline", payload)
+    for line in summary_lines(payload):
+        log.info("%s", line)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    run(load_bench_config(args.config, quick=args.quick), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Shared helpers of the benchmarks: settings (``conf/bench.yaml``), machine facts, interleaved
+timing (median of repeats), and the JSON result files.
+
+Timing rule: variants that are compared (thread counts, sorted vs unsorted, batch sizes) are
+timed *interleaved* in the same run -- round ``r`` times every variant once, in an order that
+rotates each round -- so background load on a shared machine hits them alike and their ratio
+stays meaningful even when absolute numbers drift.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "bench.yaml"
+
+log = logging.getLogger("benchmarks")
+
+
+# --------------------------------------------------------------------------- settings
+def deep_merge(base: dict, overrides: dict | None) -> dict:
+    """``base`` with ``overrides`` merged in recursively (dicts merge, other values replace)."""
+    merged = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_bench_config(path: str | Path | None = None, *, quick: bool = False) -> dict:
+    """``conf/bench.yaml`` (or ``path``); with ``quick`` its ``quick:`` section is merged over it."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    quick_overrides = raw.pop("quick", {}) or {}
+    return deep_merge(raw, quick_overrides) if quick else raw
+
+
+def repo_path(path: str | Path) -> Path:
+    """A config path: absolute as given, else relative to the repository root."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+# --------------------------------------------------------------------------- machine facts
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the numbers depend on: CPU, memory, library versions, device, torch threads, load."""
+    import torch
+
+    facts: dict[str, Any] = {
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_1_5_15": load_average(),
+        "torch": torch.__version__,
+        "torch_threads_default": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "git_commit": _git_commit(),
+    }
+    if torch.cuda.is_available():
+        facts["cuda_device"] = torch.cuda.get_device_name(0)
+    try:
+        facts["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    for module in ("transformers", "numpy", "pyspark", "delta"):
+        try:
+            facts[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            try:
+                from importlib.metadata import version
+
+                facts[module] = version({"delta": "delta-spark"}.get(module, module))
+            except Exception:  # noqa: BLE001 -- a missing version is not an error here
+                pass
+    return facts
+
+
+# --------------------------------------------------------------------------- timing
+def summarize(seconds: list[float], work: float | None = None, unit: str = "items") -> dict[str, Any]:
+    """Median / min / max of repeat times; with ``work`` (items per repeat) also items per second."""
+    median = statistics.median(seconds)
+    out: dict[str, Any] = {
+        "median_s": median,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "repeats_s": [round(s, 6) for s in seconds],
+    }
+    if work is not None:
+        out[f"{unit}_per_repeat"] = work
+        out[f"{unit}_per_s_median"] = work / median if median > 0 else None
+        out[f"{unit}_per_s_all"] = [round(work / s, 3) if s > 0 else None for s in seconds]
+    return out
+
+
+def time_interleaved(
+    variants: dict[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    setup: dict[str, Callable[[], Any]] | None = None,
+    sync: Callable[[], Any] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant, ``repeats`` rounds, variant order rotating per round.
+
+    ``setup[name]`` runs (untimed) before each call of ``name`` (e.g. set torch threads);
+    ``sync`` runs after each call inside the timed region (e.g. ``torch.cuda.synchronize``).
+    """
+    names = list(variants)
+    setup = setup or {}
+    for name in names:
+        for _ in range(warmup):
+            if name in setup:
+                setup[name]()
+            start = time.perf_counter()
+            variants[name]()
+            if sync:
+                sync()
+            log.debug("warm-up %s: %.3fs", name, time.perf_counter() - start)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name in setup:
+                setup[name]()
+            start = time.perf_counter()
+            variants[name]()
+            if sync:
+                sync()
+            times[name].append(time.perf_counter() - start)
+            log.debug("round %d/%d %s: %.3fs", r + 1, repeats, name, times[name][-1])
+    return times
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
+
+    def __enter__(self) -> "Stopwatch":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+# --------------------------------------------------------------------------- output
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _jsonable(value.item())
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_result(out_dir: str | Path, name: str, payload: dict) -> Path:
+    """Write ``<out_dir>/<name>.json`` (pretty, NaN -> null) and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s", path)
+    return path
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("py4j", "u2qt_core.quantization", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def bench_environment() -> None:
+    """Offline model loading, quiet tokenizers; safe to call more than once."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def spark_session(tmp_root: Path, app_name: str = "u2qt-bench"):
+    """The local Delta SparkSession of the benches (the active one if there is one)."""
+    from pipelines.spark_session import get_spark
+
+    return get_spark("local", app_name=app_name, extra_conf={
+        "spark.sql.warehouse.dir": str(tmp_root / "spark-warehouse"),
+    })

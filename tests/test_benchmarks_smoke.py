@@ -1,0 +1,80 @@
+"""Smoke runs of the benchmarks at tiny sizes: they run end to end and write the JSON layout the
+summary relies on.  Timings are never asserted (the machine is shared)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import bench_model, bench_pipeline, run_all
+from benchmarks.common import load_bench_config, summarize, time_interleaved
+
+
+@pytest.fixture(scope="module")
+def quick_config():
+    return load_bench_config(quick=True)
+
+
+def test_quick_config_replaces_sizes(quick_config):
+    full = load_bench_config()
+    assert full["model"]["mrqvae"]["preset"] == "conf/model/default.yaml"
+    assert full["model"]["mrqvae"]["batch_sizes"] == [256, 1024, 4096]
+    assert quick_config["model"]["mrqvae"]["preset"] == "conf/model/tiny.yaml"
+    presets = {k for k, v in quick_config["model"]["quality"]["presets"].items() if v}
+    assert presets == {"tiny"}
+
+
+def test_time_interleaved_rotates_and_counts():
+    order: list[str] = []
+    times = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order[:2] == ["a", "b"]  # warm-up
+    assert order[2:] == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    s = summarize(times["a"], 10, "rows")
+    assert set(s) >= {"median_s", "repeats_s", "rows_per_s_median", "rows_per_s_all"}
+
+
+def test_bench_model_mrqvae_and_encoder(quick_config, tmp_path):
+    payload = bench_model.run(quick_config, tmp_path, only=["mrqvae", "encoder"])
+    written = json.loads((tmp_path / "bench_model.json").read_text())
+    assert written["benchmark"] == "bench_model"
+    assert {"cpu_count", "torch", "device", "torch_threads_default"} <= set(written["machine"])
+    mrq = written["sections"]["mrqvae"]
+    assert mrq["initialised_codebooks"] == ["shared.1", "shared.2", "bill.3", "bill.4"]
+    assert set(mrq["cpu"]) == {"cpu_threads1_batch8", "cpu_threads1_batch32"}
+    for r in mrq["cpu"].values():
+        assert len(r["repeats_s"]) == 2 and r["embeddings_per_s_median"] > 0
+    enc = written["sections"]["encoder"]
+    assert set(enc["results"]) == {"fixed16_threads1", "mixed_sorted_threads1", "mixed_unsorted_threads1"}
+    assert "mixed_sorted_over_unsorted_threads1" in enc["ratios"]
+    assert enc["mixed_set"]["padding_sorted"]["processed_tokens"] <= enc["mixed_set"]["padding_unsorted"]["processed_tokens"]
+    assert abs(enc["fixed_length_sets"]["16"]["tokens_mean"] - 16) <= 2
+    assert bench_model.summary_lines(payload)
+
+
+def test_padding_stats_sorted_never_worse():
+    lengths = [5, 40, 7, 33, 12, 9, 50, 3]
+    sorted_ = bench_model.padding_stats(lengths, 3, True)
+    unsorted = bench_model.padding_stats(lengths, 3, False)
+    assert sorted_["real_tokens"] == unsorted["real_tokens"] == sum(lengths)
+    assert sorted_["processed_tokens"] <= unsorted["processed_tokens"]
+
+
+@pytest.mark.slow
+def test_quality_and_pipeline_quick(quick_config, tmp_path):
+    """Spark: the tiny world through the quality benchmark and the whole nightly job (minutes)."""
+    model = bench_model.run(quick_config, tmp_path / "out", only=["quality"], tmp_root=tmp_path / "q")
+    quality = model["sections"]["quality"]["presets"]["tiny"]
+    assert set(quality["utilization_per_codebook"]) >= {"shared.1", "shared.2", "bill.3", "tabular.4"}
+    assert set(quality["collision_rate_per_source"]) >= {"bill", "tabular"}
+
+    pipeline = bench_pipeline.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "p")
+    r = json.loads((tmp_path / "out" / "bench_pipeline.json").read_text())["results"]
+    assert [d.get("rerun", False) for d in r["days"]] == [False, False, True]
+    assert r["days"][0]["history_merge"]["operation"] == "MERGE"
+    assert r["days"][-1]["steps"] == ["publish"]
+    assert r["table_sizes"]["user_day_tokens"]["rows"] > 0 and r["bytes_per_token_row"] > 0
+    assert len(r["history_growth"]) == 1 and len(r["active_share_merges"]) == 1
+    summary = run_all.summarize(model, pipeline)
+    md = run_all.markdown(summary)
+    assert md.count("\n| Pipeline |") >= 5 and "| Quality (tiny) |" in md
