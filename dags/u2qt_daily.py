@@ -29,8 +29,9 @@ def _day_run():
     context = get_current_context()
     settings = load_settings(os.environ.get("U2QT_PIPELINE_CONFIG"))
     spark = get_spark(settings.spark_profile, app_name="u2qt_daily")
-    interval_start = context.get("data_interval_start") or context["logical_date"]
-    event_date = interval_start.date().isoformat()
+    # scheduled runs: logical_date == data_interval_start == the day to tokenize; a manual run or
+    # dag.test(logical_date=D) names the day itself (its inferred interval would end at D)
+    event_date = context["logical_date"].date().isoformat()
     return DayRun(spark, settings, event_date, context["run_id"], load_tokenizer_info(settings))
 
 

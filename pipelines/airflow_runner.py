@@ -51,7 +51,7 @@ def load_dag(dag_id: str):
     """Parse ``dags/`` and return ``dag_id``; import errors are raised with the file named."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
         details = "\n".join(f"{path}: {err}" for path, err in bag.import_errors.items())
         raise U2QTError(f"the DAG folder {DAGS_FOLDER} has import errors:\n{details}")

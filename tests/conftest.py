@@ -24,7 +24,11 @@ TINY_PRESET = "conf/model/tiny.yaml"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One Delta-enabled local SparkSession for the whole test session."""
+    import logging
+
     from pipelines.spark_session import get_spark
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its close() logs after pytest closed the streams
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     session = get_spark("local", app_name="u2qt-tests", extra_conf={
