@@ -202,38 +202,23 @@ class Tokenized:
 
 def _preset(settings: PipelineSettings, cfg, encoder_dim: int, *, steps: int, mrqvae: dict | None = None,
             drop_source: str | None = None):
-    from u2qt_core.config import load_model_preset
-
+    """The evaluation's model preset via :func:`pipelines.train_job.preset_for` (sources and input
+    widths from this pipeline), from ``cfg.tokenizer.preset`` + overrides, optionally without one source."""
     sources = settings.sources_config()
-    names = [s for s in sources.all_sources if s != drop_source]
-    dims = {name: encoder_dim for name in sources.text_sources} | {sources.tabular.name: sources.tabular.width}
-    tabular = [sources.tabular.name] if sources.tabular.name in names else []
     overrides = {
-        "mrqvae": {**cfg.tokenizer.overrides.get("mrqvae", {}), "sources": names,
-                   "input_dims": {n: dims[n] for n in names}, "tabular_sources": tabular, "embed_dim": encoder_dim,
-                   **(mrqvae or {})},
+        "mrqvae": {**cfg.tokenizer.overrides.get("mrqvae", {}), **(mrqvae or {})},
         "train": {**cfg.tokenizer.overrides.get("train", {}), "steps": steps, "seed": cfg.seed,
                   "checkpoint_every": 0, "log_every": max(steps // 4, 1)},
     }
-    raw = load_model_preset(settings.resolve(cfg.tokenizer.preset)).model_dump(mode="json")
-    raw["mrqvae"].pop("input_dims", None)  # replaced whole: the preset's widths may name other sources
-    for section, values in overrides.items():
-        raw[section].update(values)
-    return _validate_preset(raw)
-
-
-def _validate_preset(raw: dict):
-    from u2qt_core.config import ModelPreset, format_validation_error
-    from u2qt_core.errors import ConfigError
-
-    try:
-        return ModelPreset.model_validate(raw)
-    except Exception as exc:  # pydantic ValidationError -> the project's key-naming error
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise ConfigError(format_validation_error(exc, "eval tokenizer preset")) from exc
-        raise
+    if drop_source:
+        names = [s for s in sources.all_sources if s != drop_source]
+        dims = {name: encoder_dim for name in sources.text_sources} | {sources.tabular.name: sources.tabular.width}
+        overrides["mrqvae"].update(
+            sources=names, input_dims={**{n: dims[n] for n in names}, drop_source: None},
+            tabular_sources=[n for n in [sources.tabular.name] if n in names])
+    eval_settings = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"preset": cfg.tokenizer.preset})})
+    return preset_for(eval_settings, encoder_dim, overrides)
 
 
 def train_tokenizer(name: str, embeddings: dict[str, np.ndarray], preset) -> Tokenized:
@@ -313,7 +298,7 @@ def alignment_ablation(spark: SparkSession, settings: PipelineSettings, world_cf
     from tqdm.auto import tqdm
 
     from u2qt_core.alignment import AlignmentConfig, AlignmentTrainer
-    from u2qt_core.evaluation.representations import token_histories
+    from u2qt_core.evaluation.representations import ScaledCodebook, token_histories
 
     a = cfg.alignment
     n_users = len(user_ids)
@@ -330,6 +315,8 @@ def alignment_ablation(spark: SparkSession, settings: PipelineSettings, world_cf
         log.info("encoding %d future-behaviour descriptions, e.g. %r", len(descriptions), descriptions[0][:200])
         text_emb = np.asarray(encoder.encode(descriptions), dtype=np.float32)
         np.save(cache_path, text_emb)
+    scaled = ScaledCodebook(main.model, main.codes, target_rms=a.token_rms)
+    log.info("alignment: codebook vectors scaled by %.1f to RMS %.1f", scaled.scale, a.token_rms)
     results = {}
     for task_set in tqdm(["none", *a.task_sets], desc="alignment task sets"):
         parts = set(task_set.split("+")) if task_set != "none" else set()
@@ -342,7 +329,7 @@ def alignment_ablation(spark: SparkSession, settings: PipelineSettings, world_cf
             lambda_semantic=0.4 if "S" in parts else 0.0,
         )
         started = time.monotonic()
-        trainer = AlignmentTrainer(main.model, train_hist.select(active), acfg,
+        trainer = AlignmentTrainer(scaled, train_hist.select(active), acfg,
                                    text_embeddings=text_emb[active] if "S" in parts else None)
         history = trainer.fit()
         with torch.no_grad():
@@ -466,17 +453,30 @@ def recommendation(spark: SparkSession, settings: PipelineSettings, cfg, main: T
 
 
 # --------------------------------------------------------------------------- ablations
-def _bag_probe(tok: Tokenized, rows_user, n_users, sources, cfg, probe) -> dict:
-    from u2qt_core.evaluation.representations import bag_of_codes
+def token_features(tok: Tokenized, rows_user, n_users: int, sources: list[str], kind: str, bag_transform: str = "log1p"):
+    """User features from a tokenizer's codes: ``bag`` of codes, or ``vectors`` = per source the
+    mean over the user's days of the quantized vector (sum of the selected code vectors)."""
+    import torch
+
+    from u2qt_core.evaluation.representations import bag_of_codes, mean_embeddings
 
     present = [s for s in sources if s in tok.codes]
-    bag = bag_of_codes(rows_user, tok.codes, n_users=n_users, sources=present, num_codes=_num_codes(tok),
-                       transform=cfg.probe.bag_transform)
-    return probe(bag)
+    if kind == "bag":
+        return bag_of_codes(rows_user, tok.codes, n_users=n_users, sources=present, num_codes=_num_codes(tok),
+                            transform=bag_transform)
+    with torch.no_grad():
+        vectors = {s: tok.model.decode_codes(torch.from_numpy(tok.codes[s]), s).numpy() for s in present}
+    dim = tok.model.config.code_dim
+    return mean_embeddings(rows_user, vectors, n_users=n_users, sources=present, dims={s: dim for s in present})
+
+
+def _ablation_probe(tok: Tokenized, rows_user, n_users, sources, cfg, probe) -> dict:
+    return probe(token_features(tok, rows_user, n_users, sources, cfg.ablations.representation, cfg.probe.bag_transform))
 
 
 def codebook_ablation(settings, cfg, encoder_dim, embeddings, *, rows_user, n_users, sources, probe) -> tuple[list[dict], dict]:
-    """Every configured codebook design trained for ``ablations.steps`` and probed (bag of codes).
+    """Every configured codebook design trained for ``ablations.steps`` and probed
+    (``ablations.representation``, C fixed per task).
     Returns the table rows and the trained tokenizers by design name."""
     from tqdm.auto import tqdm
 
@@ -493,14 +493,14 @@ def codebook_ablation(settings, cfg, encoder_dim, embeddings, *, rows_user, n_us
                      "levels": design.shared_levels + design.specific_levels, "variant": design.variant,
                      "min_utilization": float(min(util)), "recon_cosine": float(np.mean(cos)),
                      "train_seconds": round(tok.seconds, 1),
-                     **_bag_probe(tok, rows_user, n_users, sources, cfg, probe)})
+                     **_ablation_probe(tok, rows_user, n_users, sources, cfg, probe)})
         log.info("design %s: avg AUC %.4f KS %.4f", design.name, rows[-1]["avg_auc"], rows[-1]["avg_ks"])
     return rows, trained
 
 
 def source_ablation(settings, cfg, encoder_dim, embeddings, *, rows_user, n_users, sources, probe,
                     all_sources_row: dict | None) -> list[dict]:
-    """Retrain the tokenizer without each source in turn and probe the bag of codes of the rest."""
+    """Retrain the tokenizer without each source in turn and probe the tokens of the other sources."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -510,7 +510,7 @@ def source_ablation(settings, cfg, encoder_dim, embeddings, *, rows_user, n_user
         preset = _preset(settings, cfg, encoder_dim, steps=cfg.ablations.steps, drop_source=source)
         tok = train_tokenizer(f"without {source}", {s: x for s, x in embeddings.items() if s != source}, preset)
         rows.append({"name": f"(-) {source}", "train_seconds": round(tok.seconds, 1),
-                     **_bag_probe(tok, rows_user, n_users, [s for s in sources if s != source], cfg, probe)})
+                     **_ablation_probe(tok, rows_user, n_users, [s for s in sources if s != source], cfg, probe)})
         log.info("without %s: avg AUC %.4f KS %.4f", source, rows[-1]["avg_auc"], rows[-1]["avg_ks"])
     return rows
 
@@ -543,6 +543,15 @@ def tsne_panels(designs: dict[str, Tokenized], embeddings: dict[str, np.ndarray]
     return panels, scores
 
 
+def pca_per_source(x: dict[str, np.ndarray], dims: int, seed: int) -> dict[str, np.ndarray]:
+    """Each source's rows projected on its first ``dims`` principal components (sources with at
+    most ``dims`` columns are kept as they are)."""
+    from sklearn.decomposition import PCA
+
+    return {s: (PCA(n_components=dims, random_state=seed).fit_transform(v) if v.shape[1] > dims else v)
+            for s, v in x.items()}
+
+
 # --------------------------------------------------------------------------- the command
 def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: Path, eval_config: Path,
              out_dir: Path) -> Path:
@@ -556,7 +565,7 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
     from u2qt_core.evaluation.config import load_eval_config
     from u2qt_core.evaluation.probes import probe_tasks, split_users
     from u2qt_core.evaluation.report import plot_tsne, plot_utilization, render_report
-    from u2qt_core.evaluation.representations import bag_of_codes, mean_embeddings, tfidf_features, user_documents
+    from u2qt_core.evaluation.representations import mean_embeddings, tfidf_features, user_documents
 
     started = time.monotonic()
     cfg = load_eval_config(eval_config)
@@ -564,8 +573,11 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = out_dir / "cache"
+    from threadpoolctl import threadpool_limits
+
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
+    blas_limits = threadpool_limits(cfg.torch_threads)  # BLAS threads busy-wait on a shared CPU too
     timings: dict[str, float] = {}
     notes: list[str] = []
 
@@ -599,8 +611,9 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
         splits = {task: split_users(y[task], cfg.probe.test_size, cfg.seed) for task in cfg.tasks}
         p = cfg.probe
 
-        def probe(features):
-            return probe_tasks(features, y, splits, c_grid=p.c_grid, cv_folds=p.cv_folds, max_iter=p.max_iter, seed=cfg.seed)
+        def probe(features, c_by_task=None):
+            return probe_tasks(features, y, splits, c_grid=p.c_grid, cv_folds=p.cv_folds, max_iter=p.max_iter,
+                               seed=cfg.seed, c_by_task=c_by_task)
 
         # ---- main tokenizer
         main_preset = _preset(settings, cfg, encoder.dim, steps=cfg.tokenizer.steps)
@@ -612,17 +625,17 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
 
         # ---- representations
         reps: dict[str, dict] = {}
-        bag = bag_of_codes(rows_user, main.codes, n_users=n_users, sources=sources, num_codes=_num_codes(main),
-                           transform=p.bag_transform)
-        reps["tokens_bag"] = {"label": "U2QT tokens: bag of codes", **probe(bag)}
-        with torch.no_grad():
-            qvec = {s: main.model.decode_codes(torch.from_numpy(c), s).numpy() for s, c in main.codes.items()}
-        reps["tokens_vectors"] = {"label": "U2QT tokens: mean quantized vector per source",
-                                  **probe(mean_embeddings(rows_user, qvec, n_users=n_users, sources=sources,
-                                                          dims={s: mc.code_dim for s in sources}))}
+        reps["tokens_bag"] = {"label": "U2QT tokens: bag of codes",
+                              **probe(token_features(main, rows_user, n_users, sources, "bag", p.bag_transform))}
+        reps["tokens_vectors"] = {"label": "U2QT tokens: mean quantized (codebook) vector per source",
+                                  **probe(token_features(main, rows_user, n_users, sources, "vectors"))}
         continuous = mean_embeddings(rows_user, emb.x, n_users=n_users, sources=sources,
                                      dims={s: emb.x[s].shape[1] for s in sources})
         reps["continuous"] = {"label": "Continuous encoder embeddings, mean per source (FOUND-style)", **probe(continuous)}
+        reps["continuous_pca"] = {
+            "label": f"Continuous embeddings, PCA to {mc.code_dim} dims per source, mean per source (control)",
+            **probe(mean_embeddings(rows_user, pca_per_source(emb.x, mc.code_dim, cfg.seed), n_users=n_users,
+                                    sources=sources, dims={s: min(mc.code_dim, emb.x[s].shape[1]) for s in sources}))}
         texts = user_documents(emb.documents, user_ids)
         tf = p.tfidf
         tfidf = tfidf_features(texts, max_features=tf.max_features, min_df=tf.min_df, ngram_max=tf.ngram_max,
@@ -661,15 +674,21 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
             t = lap("storage", t)
 
         # ---- ablations (tables 3, 4)
+        ref = reps["tokens_vectors" if cfg.ablations.representation == "vectors" else "tokens_bag"]
+        fixed_c = {task: r["c"] for task, r in ref["tasks"].items()}
+
+        def ablation_probe(features):
+            return probe(features, c_by_task=fixed_c)
+
         designs, trained = codebook_ablation(settings, cfg, encoder.dim, emb.x, rows_user=rows_user, n_users=n_users,
-                                             sources=sources, probe=probe)
+                                             sources=sources, probe=ablation_probe)
         t = lap("codebook ablation", t)
         all_row = next((r for r in designs if r["variant"] == "multiview" and r["levels"] == mc.num_levels
                         and r["volume"] == f"{mc.num_codes}x{mc.code_dim}"), None)
         source_rows = []
         if cfg.ablations.drop_sources:
             source_rows = source_ablation(settings, cfg, encoder.dim, emb.x, rows_user=rows_user, n_users=n_users,
-                                          sources=sources, probe=probe, all_sources_row=all_row)
+                                          sources=sources, probe=ablation_probe, all_sources_row=all_row)
             t = lap("source ablation", t)
 
         # ---- figures
@@ -698,7 +717,8 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
             "within_0.01_of_continuous": bool(gap >= -0.01), "tasks_beating_tfidf": beats,
             "text": (f"Best token representation: {reps[best_token]['label']} — avg AUC "
                      f"{reps[best_token]['avg_auc']:.4f} vs continuous {reps['continuous']['avg_auc']:.4f} "
-                     f"(gap {gap:+.4f}; target >= -0.01: {'met' if gap >= -0.01 else 'NOT met'}); beats raw TF-IDF on "
+                     f"(gap {gap:+.4f}; target >= -0.01: {'met' if gap >= -0.01 else 'NOT met'}; best of the "
+                f"{len(token_keys)} token representations); beats raw TF-IDF on "
                      f"{len(beats)}/{len(cfg.tasks)} tasks ({', '.join(beats) or 'none'}; target >= 3: "
                      f"{'met' if len(beats) >= 3 else 'NOT met'})."),
         }
@@ -730,6 +750,10 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
             "recommendation": rec,
             "storage": storage,
             "ablation_codebooks": designs,
+            "ablation_note": (
+                f"Each tokenizer trained {cfg.ablations.steps} steps on all embeddings, probed with the "
+                f"'{cfg.ablations.representation}' token representation and C fixed per task to the value the main "
+                f"probe of that representation picked ({fixed_c}). Volume = codes per codebook x code dim."),
             "ablation_sources": source_rows,
             "main_tokenizer_metrics": main.metrics,
             "tsne_silhouette_by_source": silhouettes,
@@ -750,6 +774,7 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
         return report
     finally:
         torch.set_num_threads(previous_threads)
+        blas_limits.restore_original_limits()
 
 
 def _json_default(value):

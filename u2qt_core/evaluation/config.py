@@ -93,6 +93,9 @@ class AlignmentSettings(_Strict):
     period: int = Field(7, ge=1)
     window_days: int = Field(7, ge=1)
     max_steps_per_user: int = Field(64, ge=1)
+    token_rms: float = Field(3.0, gt=0)
+    """Codebook vectors are rescaled to this per-element RMS before the sequence model
+    (see :class:`u2qt_core.evaluation.representations.ScaledCodebook`)."""
 
     @field_validator("task_sets")
     @classmethod
@@ -145,6 +148,9 @@ class CodebookDesign(_Strict):
 
 class AblationSettings(_Strict):
     steps: int = Field(400, ge=1)
+    representation: Literal["vectors", "bag"] = "vectors"
+    """Token representation probed in the ablations (mean quantized vector per source, or bag of
+    codes), with C fixed per task to the C the main probe of that representation picked."""
     codebook_designs: list[CodebookDesign] = []
     drop_sources: bool = True
 
@@ -159,7 +165,7 @@ class EvalConfig(_Strict):
     tasks: list[Literal["takeout", "purchasing_power", "money_laundering", "games"]] = Field(
         default_factory=lambda: ["takeout", "purchasing_power", "money_laundering", "games"]
     )
-    torch_threads: int = Field(2, ge=1)
+    torch_threads: int = Field(1, ge=1)
     rewrite_world: bool = False
     tokenizer: TokenizerSettings = TokenizerSettings()
     probe: ProbeSettings = ProbeSettings()

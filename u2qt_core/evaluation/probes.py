@@ -5,9 +5,9 @@ Protocol (identical for every representation, so the numbers compare):
 * users are split once per task into train/test by :func:`split_users` — a seeded
   ``StratifiedShuffleSplit`` on the label, so every representation sees the same users;
 * features are standardised (``StandardScaler`` fitted on the train users only);
-* an L2 ``LogisticRegression`` (lbfgs, ``class_weight=None``) is fitted on the train users, its
-  ``C`` chosen from ``c_grid`` by stratified ``cv_folds``-fold cross-validation on the train
-  users only (ROC AUC), then refitted on all train users;
+* an L2 logistic regression (lbfgs) is fitted on the train users, its ``C`` chosen from ``c_grid``
+  by stratified ``cv_folds``-fold cross-validation on the train users only (ROC AUC,
+  ``LogisticRegressionCV``), then refitted on all train users;
 * on the test users: AUC = :func:`sklearn.metrics.roc_auc_score`, KS =
   :func:`scipy.stats.ks_2samp` statistic between the scores of positive and negative users
   (the maximum gap between the two empirical score CDFs).
@@ -23,10 +23,9 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import ks_2samp
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, StratifiedShuffleSplit
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
 from u2qt_core.errors import InputError
@@ -85,21 +84,21 @@ def linear_probe(
         x_train, x_test = x_train.toarray(), x_test.toarray()
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    grid = list(c_grid)
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    grid = sorted(float(c) for c in c_grid)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if len(grid) > 1:
-            search = GridSearchCV(
-                model, {"logisticregression__C": grid}, scoring="roc_auc",
-                cv=StratifiedKFold(cv_folds, shuffle=True, random_state=seed), n_jobs=1, refit=True,
-            )
-            search.fit(x_train, labels[train])
-            best_c = float(search.best_params_["logisticregression__C"])
-            fitted = search.best_estimator_
+            # warm-started regularisation path per fold, C picked by mean CV ROC AUC, refit on all train users
+            fitted = LogisticRegressionCV(
+                Cs=grid, cv=StratifiedKFold(cv_folds, shuffle=True, random_state=seed), scoring="roc_auc",
+                max_iter=max_iter, n_jobs=1, refit=True, l1_ratios=(0.0,), use_legacy_attributes=False,
+            ).fit(x_train, labels[train])
+            best_c = float(np.atleast_1d(fitted.C_)[0])
         else:
-            best_c = float(grid[0])
-            fitted = model.set_params(logisticregression__C=best_c).fit(x_train, labels[train])
+            best_c = grid[0]
+            fitted = LogisticRegression(C=best_c, max_iter=max_iter).fit(x_train, labels[train])
     scores = fitted.decision_function(x_test)
     return ProbeResult(
         auc=float(roc_auc_score(labels[test], scores)),
@@ -120,11 +119,14 @@ def probe_tasks(
     cv_folds: int = 3,
     max_iter: int = 2000,
     seed: int = 0,
+    c_by_task: dict[str, float] | None = None,
 ) -> dict:
-    """:func:`linear_probe` for every task: ``{"tasks": {task: result dict}, "avg_auc", "avg_ks"}``."""
+    """:func:`linear_probe` for every task: ``{"tasks": {task: result dict}, "avg_auc", "avg_ks", "dim"}``.
+    ``c_by_task`` fixes C per task (no inner CV), e.g. the C picked for a reference representation."""
     results = {}
     for task, y in labels.items():
-        results[task] = linear_probe(features, y, split=splits[task], c_grid=list(c_grid), cv_folds=cv_folds,
+        grid = [c_by_task[task]] if c_by_task else list(c_grid)
+        results[task] = linear_probe(features, y, split=splits[task], c_grid=grid, cv_folds=cv_folds,
                                      max_iter=max_iter, seed=seed).as_dict()
     return {
         "tasks": results,

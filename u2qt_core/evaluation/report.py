@@ -155,7 +155,8 @@ def render_report(results: dict[str, Any], figures: dict[str, str]) -> str:
                     f"{st['ratio_total']:.1f}x with the Delta log.", ""]
 
     if results.get("ablation_codebooks"):
-        out += ["## Ablation: codebook design and size (bag-of-codes probes; FOUNDv2 table 3 analogue)", ""]
+        out += ["## Ablation: codebook design and size (FOUNDv2 table 3 analogue)", "",
+                results.get("ablation_note", ""), ""]
         rows = [[e["name"], e["volume"], e["avg_auc"], e["avg_ks"], e.get("min_utilization"), e.get("recon_cosine")]
                 + [_auc_ks(e["tasks"].get(t)) for t in tasks] for e in results["ablation_codebooks"]]
         out.append(markdown_table(["design", "volume KxD", "avg AUC", "avg KS", "min util.", "recon cos", *tasks], rows))
