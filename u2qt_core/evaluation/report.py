@@ -40,7 +40,7 @@ def plot_utilization(per_codebook: dict[str, dict[str, Any]], path: Path, title:
     ax.set_xticks(range(len(order)), order)
     ax.set_ylabel("utilization (share of codes used)")
     ax.set_ylim(0, 1.05)
-    ax.set_title(title or "Codebook utilization per level")
+    ax.set_title(title or "Codebook utilization per level", fontsize=9)
     ax.legend(fontsize=8, ncol=min(len(levels), 4))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
