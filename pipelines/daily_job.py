@@ -303,34 +303,53 @@ def _history_merge_expressions(L: int) -> dict[str, str]:
     }
 
 
-def merge_history(run: DayRun, day_tokens: DataFrame) -> None:
+def merge_history(run: DayRun, day_tokens: DataFrame) -> int:
+    """MERGE the day's tokens into ``user_token_history``; returns the rows that changed.
+
+    Rows whose history already holds exactly (date, codes) are dropped before the MERGE, so a
+    re-run matches nothing and writes nothing."""
     from delta.tables import DeltaTable
 
     L = run.tokenizer.num_levels
     path = tables.ensure_table(run.spark, run.settings, tables.USER_TOKEN_HISTORY, run.tokenizer.version)
     expr = _history_merge_expressions(L)
-    (DeltaTable.forPath(run.spark, path).alias("t")
-        .merge(day_tokens.alias("s"), "t.user_id = s.user_id AND t.source = s.source")
-        .whenMatchedUpdate(
-            condition=f"NOT ({expr['unchanged']})",
-            set={
-                "dates": expr["dates"], "tokens": expr["tokens"], "n_days": expr["n_days"],
-                "last_date": expr["last_date"], "tokenizer_version": "s.tokenizer_version",
-                "updated_at": "current_timestamp()",
-            })
+    target = DeltaTable.forPath(run.spark, path)
+    changed = (day_tokens.alias("s")
+               .join(target.toDF().alias("t"),
+                     (F.col("s.user_id") == F.col("t.user_id")) & (F.col("s.source") == F.col("t.source")), "left")
+               .where(F.col("t.user_id").isNull() | ~F.expr(expr["unchanged"]))
+               .select("s.*")
+               .localCheckpoint(eager=True))
+    n_changed = changed.count()
+    if n_changed == 0:
+        log.info("history: every row already holds %s: nothing to merge", run.event_date)
+        return 0
+    (target.alias("t")
+        .merge(changed.alias("s"), "t.user_id = s.user_id AND t.source = s.source")
+        .whenMatchedUpdate(set={
+            "dates": expr["dates"], "tokens": expr["tokens"], "n_days": expr["n_days"],
+            "last_date": expr["last_date"], "tokenizer_version": "s.tokenizer_version",
+            "updated_at": "current_timestamp()",
+        })
         .whenNotMatchedInsert(values={
             "user_id": "s.user_id", "source": "s.source", "dates": "array(s.event_date)", "tokens": "s.codes",
             "tokens_per_day": str(L), "n_days": "1", "last_date": "s.event_date",
             "tokenizer_version": "s.tokenizer_version", "updated_at": "current_timestamp()",
         })
         .execute())
+    return n_changed
 
 
-def update_identities(run: DayRun, day_tokens: DataFrame) -> None:
+IDENTITY_COLUMNS = ("as_of", "token_tuple", "sources_present", "engagement", "tokenizer_version", "run_id")
+
+
+def update_identities(run: DayRun, day_tokens: DataFrame) -> int:
     """Upsert each active user's latest tuple into ``user_tokens`` and re-rank the suffix of every
-    tuple group the day touched (groups users joined and groups they left): within a group of
-    identical tuples the most engaged user keeps suffix 0, ties broken by user_id."""
+    tuple group the day changed (groups users joined and groups they left): within a group of
+    identical tuples the most engaged user keeps suffix 0, ties broken by user_id. Returns the
+    number of users whose row changed (0 on a re-run)."""
     from delta.tables import DeltaTable
+    from pyspark.sql import Window
 
     spark = run.spark
     path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
@@ -339,31 +358,42 @@ def update_identities(run: DayRun, day_tokens: DataFrame) -> None:
                 .join(engagement, "user_id", "left")
                 .select("user_id", F.to_date(F.lit(run.event_date)).alias("as_of"), "token_tuple", "sources_present",
                         F.coalesce("engagement", F.lit(0.0)).alias("engagement"),
-                        F.lit(run.tokenizer.version).alias("tokenizer_version"), F.lit(run.run_id).alias("run_id"))
-                .localCheckpoint(eager=True))
+                        F.lit(run.tokenizer.version).alias("tokenizer_version"), F.lit(run.run_id).alias("run_id")))
     current = DeltaTable.forPath(spark, path)
-    # groups touched: the tuples users move to, and the ones they leave (read before the MERGE)
-    touched = (incoming.select("token_tuple")
-               .unionByName(current.toDF().join(incoming.select("user_id"), "user_id", "left_semi").select("token_tuple"))
+    old = current.toDF().select("user_id", *[F.col(c).alias(f"old_{c}") for c in ("as_of", "token_tuple", "engagement", "tokenizer_version")])
+    # keep users that are new, or whose newer-or-same-day state differs (a backfilled older day never wins)
+    changed = (incoming.join(old, "user_id", "left")
+               .where(F.col("old_as_of").isNull()
+                      | ((F.col("as_of") >= F.col("old_as_of"))
+                         & ((F.col("as_of") != F.col("old_as_of")) | (F.col("token_tuple") != F.col("old_token_tuple"))
+                            | (F.col("engagement") != F.col("old_engagement"))
+                            | (F.col("tokenizer_version") != F.col("old_tokenizer_version")))))
+               .localCheckpoint(eager=True))
+    n_changed = changed.count()
+    if n_changed == 0:
+        log.info("identities: no user's tuple changed on %s: nothing to merge", run.event_date)
+        return 0
+    # groups touched: the tuples users move to and the ones they leave (read before the MERGE)
+    touched = (changed.select("token_tuple")
+               .unionByName(changed.where(F.col("old_token_tuple").isNotNull()).select(F.col("old_token_tuple").alias("token_tuple")))
                .distinct().localCheckpoint(eager=True))
     (current.alias("t")
-        .merge(incoming.alias("s"), "t.user_id = s.user_id")
-        .whenMatchedUpdate(
-            condition="s.as_of >= t.as_of AND (s.as_of != t.as_of OR s.token_tuple != t.token_tuple "
-                      "OR s.engagement != t.engagement OR s.tokenizer_version != t.tokenizer_version)",
-            set={c: f"s.{c}" for c in ("as_of", "token_tuple", "sources_present", "engagement", "tokenizer_version", "run_id")})
-        .whenNotMatchedInsert(values={**{c: f"s.{c}" for c in incoming.columns}, "collision_suffix": "0"})
+        .merge(changed.select("user_id", *IDENTITY_COLUMNS).alias("s"), "t.user_id = s.user_id")
+        .whenMatchedUpdate(set={c: f"s.{c}" for c in IDENTITY_COLUMNS})
+        .whenNotMatchedInsert(values={"user_id": "s.user_id", **{c: f"s.{c}" for c in IDENTITY_COLUMNS}, "collision_suffix": "0"})
         .execute())
-
-    from pyspark.sql import Window
 
     members = DeltaTable.forPath(spark, path).toDF().join(touched, "token_tuple", "left_semi")
     rank = Window.partitionBy("token_tuple").orderBy(F.desc("engagement"), F.asc("user_id"))
-    ranked = members.select("user_id", (F.row_number().over(rank) - 1).alias("suffix"))
-    (DeltaTable.forPath(spark, path).alias("t")
-        .merge(ranked.alias("r"), "t.user_id = r.user_id")
-        .whenMatchedUpdate(condition="t.collision_suffix != r.suffix", set={"collision_suffix": "r.suffix"})
-        .execute())
+    reranked = (members.select("user_id", "collision_suffix", (F.row_number().over(rank) - 1).alias("suffix"))
+                .where(F.col("collision_suffix") != F.col("suffix"))
+                .localCheckpoint(eager=True))
+    if reranked.count():
+        (DeltaTable.forPath(spark, path).alias("t")
+            .merge(reranked.alias("r"), "t.user_id = r.user_id")
+            .whenMatchedUpdate(set={"collision_suffix": "r.suffix"})
+            .execute())
+    return n_changed
 
 
 def publish(run: DayRun) -> dict:
@@ -376,9 +406,11 @@ def publish(run: DayRun) -> dict:
             f"staging_day_tokens for {run.event_date} was written by another tokenizer; re-run the stage step")
     day_tokens = staged.where(F.col("codes").isNotNull()).localCheckpoint(eager=True)
     run.replace_partition(day_tokens, tables.USER_DAY_TOKENS)
-    merge_history(run, day_tokens)
-    update_identities(run, day_tokens)
-    metrics = {"token_rows": day_tokens.count()}
+    metrics = {
+        "token_rows": day_tokens.count(),
+        "history_rows_changed": merge_history(run, day_tokens),
+        "identities_changed": update_identities(run, day_tokens),
+    }
     run.record("publish", "ok", time.monotonic() - started, metrics)
     log.info("published %s: %d token rows", run.event_date, metrics["token_rows"])
     return metrics
@@ -389,8 +421,8 @@ def run_day(spark: SparkSession, settings: PipelineSettings, event_date: str, ru
     run = DayRun(spark, settings, event_date, run_id or default_run_id(event_date), load_tokenizer_info(settings))
     staged = stage(run)
     metrics = check_quality(run)
-    publish(run)
-    return {"stage": asdict(staged), **metrics}
+    published = publish(run)
+    return {"stage": asdict(staged), **metrics, "publish": published}
 
 
 def default_run_id(event_date: str) -> str:

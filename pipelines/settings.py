@@ -90,6 +90,7 @@ class QualityGates(_Strict):
 class TrainingConfig(_Strict):
     preset: str = "conf/model/small.yaml"
     max_docs_per_source: int = Field(4000, ge=1)
+    torch_threads: int = Field(1, ge=0)   # driver-side training; 0 = torch's default
 
 
 class PipelineSettings(_Strict):

@@ -16,6 +16,10 @@ from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
 
+# MERGE targets: with deletion vectors a MERGE marks replaced rows instead of rewriting every file
+# that holds a matched row, so a night's write follows the rows it changes, not the table size.
+MERGE_TARGET_PROPERTIES = (("delta.enableDeletionVectors", "true"),)
+
 # (a key containing "token" would be redacted by Spark's spark.redaction.regex in SHOW TBLPROPERTIES)
 TOKENIZER_VERSION_PROPERTY = "u2qt.vocab_version"
 
@@ -31,6 +35,7 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     versioned: bool = False     # holds codes: pinned to one tokenizer version per table generation
     description: str = ""
+    properties: tuple[tuple[str, str], ...] = ()
 
 
 CODES = T.ArrayType(T.ShortType())
@@ -113,6 +118,7 @@ USER_TOKEN_HISTORY = TableSpec(
     ]),
     versioned=True,
     description="per (user, source): tokens of every active day in date order, tokens_per_day each",
+    properties=MERGE_TARGET_PROPERTIES,
 )
 
 USER_TOKENS = TableSpec(
@@ -130,6 +136,7 @@ USER_TOKENS = TableSpec(
     versioned=True,
     description="collision-resolved identity: each user's latest full token tuple (-1 for a source "
                 "not active that day) and its suffix among users with the same tuple",
+    properties=MERGE_TARGET_PROPERTIES,
 )
 
 QUARANTINE = TableSpec(
@@ -192,6 +199,8 @@ def ensure_table(spark: SparkSession, settings: PipelineSettings, spec: TableSpe
             builder = builder.property(TOKENIZER_VERSION_PROPERTY, tokenizer_version)
         if spec.description:
             builder = builder.comment(spec.description)
+        for key, value in spec.properties:
+            builder = builder.property(key, value)
         builder.execute()
         log.info("created Delta table %s at %s", spec.name, path)
     elif spec.versioned and tokenizer_version:

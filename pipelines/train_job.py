@@ -87,7 +87,11 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     from u2qt_core.metrics import codebook_metrics
     from u2qt_core.training import train_mrqvae
 
+    import torch
+
     started = time.monotonic()
+    if settings.training.torch_threads > 0:
+        torch.set_num_threads(settings.training.torch_threads)
     encoder_dim = get_text_encoder(settings.encoder).dim
     preset = preset_for(settings, encoder_dim, preset_overrides)
     inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed)

@@ -94,7 +94,12 @@ def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_date
         run_day(spark, fresh_lake, event_date)
     before = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     identity_before = tables.read_table(spark, fresh_lake, "user_tokens").drop("run_id").toPandas()
-    run_day(spark, fresh_lake, world_dates[0])
+    history_versions = _delta_versions(spark, fresh_lake.table_path("user_token_history"))
+    rerun = run_day(spark, fresh_lake, world_dates[0])
+    # nothing changed, so nothing was merged: no new version of the history or identity tables
+    assert rerun["publish"]["history_rows_changed"] == 0
+    assert rerun["publish"]["identities_changed"] == 0
+    assert _delta_versions(spark, fresh_lake.table_path("user_token_history")) == history_versions
     after = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     key = ["user_id", "source"]
     before, after = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
@@ -105,6 +110,12 @@ def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_date
     assert len(identity_after) == len(identity_before)
     day_rows = tables.read_table(spark, fresh_lake, "user_day_tokens").groupBy("event_date").count().collect()
     assert {str(r["event_date"]): r["count"] for r in day_rows}.keys() == set(world_dates)
+
+
+def _delta_versions(spark, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).history().count()
 
 
 def test_backfilling_an_older_date_gives_the_in_order_history(spark, two_days, fresh_lake, world_dates):
