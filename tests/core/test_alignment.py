@@ -37,15 +37,6 @@ ITEMS = [["coffee", "tea"], ["train tickets"], ["groceries"], ["books", "pens"],
          ["game credits"], ["flowers"], ["medicine"], ["shoes", "a jacket"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> object:
-    """One torch thread: on a small shared CPU, intra-op threads busy-wait and run 5-10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ------------------------------------------------------------------------------------ losses
 def test_token_weights_match_formula() -> None:
     mask = torch.tensor([[True, True, True, False], [True, True, True, True]])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from u2qt_core.checkpoint import load_tokenizer, save_tokenizer, tokenizer_versi
 from u2qt_core.config import MRQVAEConfig
 from u2qt_core.errors import CheckpointError
 from u2qt_core.mrqvae import MRQVAE, mean_loss
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors on a shared 2-core box: one intra-op thread is ~10x faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 SOURCES = ["bill", "tabular"]

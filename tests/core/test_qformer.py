@@ -16,15 +16,6 @@ from u2qt_core.errors import InputError
 DIMS = {"V": 6, "T": 3, "R": 5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> object:
-    """One torch thread: on a small shared CPU, intra-op threads busy-wait and run 5-10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**kw: object) -> QFormerEncoderConfig:
     base = dict(
         input_dims=DIMS,

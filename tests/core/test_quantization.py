@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,15 +10,6 @@ import u2qt_core.quantization as quantization
 from u2qt_core.config import MRQVAEConfig
 from u2qt_core.mrqvae import MRQVAE, mean_loss
 from u2qt_core.quantization import Codebook, kmeans, nearest_code
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors on a shared 2-core box: one intra-op thread is ~10x faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 SOURCES = ["bill", "spm", "tabular"]

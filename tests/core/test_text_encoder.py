@@ -28,15 +28,6 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> object:
-    """One torch thread: on a small shared CPU, intra-op threads busy-wait and run 5-10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------- MiniLM
 @pytest.fixture(scope="module")
 def minilm() -> TextEncoder:

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from u2qt_core.checkpoint import load_tokenizer, tokenizer_version
 from u2qt_core.config import ModelPreset, load_model_preset
 from u2qt_core.errors import CheckpointError, InputError, TrainingDivergedError
 from u2qt_core.mrqvae import MRQVAE
 from u2qt_core.training import allocate_batch, train_mrqvae
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors on a shared 2-core box: one intra-op thread is ~10x faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 TINY = Path(__file__).resolve().parents[2] / "conf" / "model" / "tiny.yaml"
