@@ -8,7 +8,6 @@ stays meaningful even when absolute numbers drift.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.config_loading import deep_merge
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "bench.yaml"
 
@@ -30,17 +31,6 @@ log = logging.getLogger("benchmarks")
 
 
 # --------------------------------------------------------------------------- settings
-def deep_merge(base: dict, overrides: dict | None) -> dict:
-    """``base`` with ``overrides`` merged in recursively (dicts merge, other values replace)."""
-    merged = copy.deepcopy(base)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_bench_config(path: str | Path | None = None, *, quick: bool = False) -> dict:
     """``conf/bench.yaml`` (or ``path``); with ``quick`` its ``quick:`` section is merged over it."""
     path = Path(path) if path else DEFAULT_CONFIG

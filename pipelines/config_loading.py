@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from u2qt_core.config import format_validation_error
 from u2qt_core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,19 +63,10 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def format_validation_error(path: str | Path, exc: ValidationError) -> str:
-    """``conf/x.yaml: quality.max_collision_rate: Input should be less than or equal to 1``."""
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "<root>"
-        lines.append(f"{path}: {key}: {error['msg']}")
-    return "\n".join(lines)
-
-
 def load_model(model: type[Model], path: str | Path, overrides: dict | None = None) -> Model:
     """Load ``path`` into the pydantic ``model`` with env expansion and key-naming errors."""
     raw = deep_merge(expand_env(read_yaml(path)), overrides)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc)) from None
+        raise ConfigError(format_validation_error(exc, str(path))) from None

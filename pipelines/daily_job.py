@@ -29,7 +29,7 @@ from pyspark.sql.types import StructType
 
 from pipelines import tables
 from pipelines.documents import build_documents, build_tabular_inputs, latest_profiles
-from pipelines.inference import InferenceSpec, make_tokenize_udf
+from pipelines.inference import inference_spec, make_tokenize_udf
 from pipelines.settings import PipelineSettings, SourcesConfig
 from pipelines.validation import profile_rules, raw_event_rules, split_by_rules, to_quarantine
 from u2qt_core.errors import CheckpointError, U2QTError
@@ -165,16 +165,10 @@ def stage(run: DayRun) -> StageResult:
         .unionByName(build_tabular_inputs(profile_check.valid, sources))
         .repartition(run.settings.inference.partitions, "user_id")
     )
-    spec = InferenceSpec(
-        model_dir=run.tokenizer.model_dir,
-        tokenizer_version=run.tokenizer.version,
-        encoder=run.settings.encoder,
-        instructions={name: src.instruction for name, src in sources.text_sources.items()},
-        tabular_sources=run.tokenizer.tabular_sources,
-        batch_rows=run.settings.inference.batch_rows,
-        torch_threads=run.settings.inference.torch_threads,
-    )
-    tokenize = make_tokenize_udf(spec)
+    tokenize = make_tokenize_udf(inference_spec(
+        run.settings, tabular_sources=run.tokenizer.tabular_sources,
+        model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
+    ))
     staged = inputs.select(
         "user_id",
         "event_date",

@@ -12,13 +12,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
 
 from u2qt_core.encoders.text import TextEncoderConfig, get_text_encoder
 from u2qt_core.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from pipelines.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,22 @@ class InferenceSpec:
     tabular_sources: tuple[str, ...]
     batch_rows: int = 256
     torch_threads: int = 1                # intra-op threads per Python worker (match spark.task.cpus)
+
+
+def inference_spec(settings: "PipelineSettings", *, tabular_sources: tuple[str, ...],
+                   model_dir: str = "", tokenizer_version: str = "") -> InferenceSpec:
+    """The spec the pipeline's settings describe (per-source instructions from ``sources.yaml``).
+    ``model_dir`` / ``tokenizer_version`` stay empty for embedding-only UDFs."""
+    sources = settings.sources_config()
+    return InferenceSpec(
+        model_dir=model_dir,
+        tokenizer_version=tokenizer_version,
+        encoder=settings.encoder,
+        instructions={name: src.instruction for name, src in sources.text_sources.items()},
+        tabular_sources=tabular_sources,
+        batch_rows=settings.inference.batch_rows,
+        torch_threads=settings.inference.torch_threads,
+    )
 
 
 def _spec_key(spec: InferenceSpec) -> str:

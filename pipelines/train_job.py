@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.documents import build_documents, build_tabular_inputs, latest_profiles
-from pipelines.inference import InferenceSpec, make_embed_udf
+from pipelines.inference import inference_spec, make_embed_udf
 from pipelines.settings import PipelineSettings
 from pipelines.validation import profile_rules, raw_event_rules, split_by_rules
 from u2qt_core.config import ModelPreset, load_model_preset
@@ -50,14 +50,7 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
 
 def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Run the text encoder over ``inputs`` in Spark and collect ``{source: float32 [n, d]}``."""
-    sources = settings.sources_config()
-    spec = InferenceSpec(
-        model_dir="", tokenizer_version="", encoder=settings.encoder,
-        instructions={name: src.instruction for name, src in sources.text_sources.items()},
-        tabular_sources=tabular_sources, batch_rows=settings.inference.batch_rows,
-        torch_threads=settings.inference.torch_threads,
-    )
-    embed = make_embed_udf(spec)
+    embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular_sources))
     rows = (inputs.repartition(settings.inference.partitions, "user_id")
             .select("source", "user_id", "event_date", embed("source", "document", "features").alias("x"))
             .orderBy("source", "user_id", "event_date")
