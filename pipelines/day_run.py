@@ -1,0 +1,132 @@
+"""One date's run of the nightly job: the tokenizer it uses, where it reads and writes, and
+what every step records in ``run_metrics``.
+
+:class:`DayRun` is shared by the three steps (:mod:`pipelines.stage`, :mod:`pipelines.quality`,
+:mod:`pipelines.daily_job`'s ``publish``); :func:`day_tuples` is the per-user full token tuple
+that the quality gates and the identity table both use.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from pipelines import tables
+from pipelines.settings import PipelineSettings, SourcesConfig
+from u2qt_core.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the driver needs to know about the tokenizer (without loading it for inference)."""
+
+    model_dir: str
+    version: str
+    sources: tuple[str, ...]
+    tabular_sources: tuple[str, ...]
+    num_levels: int
+    shared_prefix_levels: int      # leading levels whose codes come from shared codebooks
+    num_codes: int
+    variant: str
+
+
+def load_tokenizer_info(settings: PipelineSettings) -> TokenizerInfo:
+    from u2qt_core.checkpoint import load_tokenizer
+
+    model_dir = Path(settings.model_dir).expanduser().absolute()
+    if not model_dir.exists():
+        raise CheckpointError(f"model_dir {model_dir} does not exist: train a tokenizer first (`u2qt train`)")
+    model, version = load_tokenizer(model_dir)
+    cfg = model.config
+    shared = {"multiview": cfg.shared_levels, "shared_only": cfg.num_levels, "specific_only": 0}.get(cfg.variant, 0)
+    return TokenizerInfo(
+        model_dir=str(model_dir), version=version, sources=tuple(cfg.sources),
+        tabular_sources=tuple(cfg.tabular_sources), num_levels=cfg.num_levels,
+        shared_prefix_levels=shared, num_codes=cfg.num_codes, variant=cfg.variant,
+    )
+
+
+@dataclass
+class DayRun:
+    """One date's run: where it reads and writes and which tokenizer it uses."""
+
+    spark: SparkSession
+    settings: PipelineSettings
+    event_date: str
+    run_id: str
+    tokenizer: TokenizerInfo
+    sources: SourcesConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        date.fromisoformat(self.event_date)  # ValueError names a bad date early
+        self.sources = self.settings.sources_config()
+        missing = set(self.sources.all_sources) - set(self.tokenizer.sources)
+        if missing:
+            raise CheckpointError(
+                f"tokenizer {self.tokenizer.version} has no codebooks for source(s) {sorted(missing)} "
+                f"configured in {self.settings.sources}"
+            )
+
+    @property
+    def date_predicate(self) -> str:
+        return f"event_date = DATE'{self.event_date}'"
+
+    def path(self, name: str) -> str:
+        return self.settings.table_path(name)
+
+    def read(self, name: str) -> DataFrame:
+        return tables.read_table(self.spark, self.settings, name)
+
+    def replace_partition(self, frame: DataFrame, spec: tables.TableSpec) -> None:
+        """Atomically replace this date's partition of ``spec`` with ``frame``."""
+        tables.ensure_table(self.spark, self.settings, spec, self.tokenizer.version)
+        (frame.select(*[f.name for f in spec.schema.fields])
+            .write.format("delta").mode("overwrite")
+            .option("replaceWhere", self.date_predicate)
+            .save(self.path(spec.name)))
+
+    def record(self, step: str, status: str, seconds: float, metrics: dict) -> None:
+        tables.ensure_table(self.spark, self.settings, tables.RUN_METRICS)
+        row = {
+            "run_id": self.run_id, "event_date": date.fromisoformat(self.event_date), "step": step,
+            "status": status, "tokenizer_version": self.tokenizer.version,
+            "active_users": metrics.get("active_users"), "token_rows": metrics.get("token_rows"),
+            "quarantined_rows": metrics.get("quarantined_rows"),
+            "collision_rate": metrics.get("collision_rate"),
+            "min_level_utilization": metrics.get("min_level_utilization"),
+            "seconds": float(seconds), "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
+        }
+        fields = [f for f in tables.RUN_METRICS.schema.fields if f.name != "recorded_at"]
+        frame = self.spark.createDataFrame(
+            [tuple(row[f.name] for f in fields)], StructType(fields)
+        ).withColumn("recorded_at", F.current_timestamp())
+        frame.write.format("delta").mode("append").save(self.path(tables.RUN_METRICS.name))
+
+
+def day_tuples(run: DayRun, day_tokens: DataFrame) -> DataFrame:
+    """Per active user: the full token tuple over all sources in token order (``-1`` x L for a
+    source without tokens that day) and the sources present."""
+    L = run.tokenizer.num_levels
+    order = run.sources.all_sources
+    per_user = day_tokens.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("source", "codes"))).alias("by_source")
+    )
+    missing = F.array_repeat(F.lit(-1).cast("smallint"), L)
+    return per_user.select(
+        "user_id",
+        F.flatten(F.array(*[F.coalesce(F.col("by_source")[s], missing) for s in order])).alias("token_tuple"),
+        F.filter(F.array(*[F.lit(s) for s in order]), lambda s: F.col("by_source")[s].isNotNull()).alias("sources_present"),
+    )
+
+
+def default_run_id(event_date: str) -> str:
+    return f"manual__{event_date}__{int(time.time())}"

@@ -1,0 +1,90 @@
+"""Step 2 of the night: gates on the staged day (row counts, null/short codes, quarantine rate,
+collision rate, codebook utilization). Failing gates raise before anything is published; the
+metrics are recorded in ``run_metrics`` either way."""
+from __future__ import annotations
+
+import logging
+import time
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.day_run import DayRun, day_tuples
+from u2qt_core.errors import U2QTError
+
+log = logging.getLogger(__name__)
+
+
+class QualityGateFailed(U2QTError):
+    """The staged day failed a quality gate; nothing of it was published."""
+
+
+def collision_rate(tuples: DataFrame) -> float:
+    """Share of users whose full token tuple is shared with at least one other user."""
+    sizes = tuples.groupBy("token_tuple").count()
+    row = sizes.agg(
+        F.sum("count").alias("users"), F.sum(F.when(F.col("count") > 1, F.col("count")).otherwise(0)).alias("colliding")
+    ).first()
+    return float(row["colliding"] or 0) / float(row["users"]) if row and row["users"] else 0.0
+
+
+def level_utilization(run: DayRun, day_tokens: DataFrame) -> dict[str, float]:
+    """Share of codes used per codebook that day: ``shared.1`` over all sources, ``bill.3`` per source."""
+    info = run.tokenizer
+    exploded = day_tokens.select("source", F.posexplode("codes").alias("level0", "code"))
+    shared = (exploded.where(F.col("level0") < info.shared_prefix_levels)
+              .groupBy("level0").agg(F.countDistinct("code").alias("used")).collect())
+    specific = (exploded.where(F.col("level0") >= info.shared_prefix_levels)
+                .groupBy("source", "level0").agg(F.countDistinct("code").alias("used")).collect())
+    out = {f"shared.{r['level0'] + 1}": r["used"] / info.num_codes for r in shared}
+    out.update({f"{r['source']}.{r['level0'] + 1}": r["used"] / info.num_codes for r in specific})
+    return dict(sorted(out.items()))
+
+
+def check_quality(run: DayRun) -> dict:
+    """Compute the staged day's metrics and enforce ``settings.quality``; returns the metrics."""
+    started = time.monotonic()
+    gates = run.settings.quality
+    staged = run.read("staging_day_tokens").where(run.date_predicate).persist()
+    L = run.tokenizer.num_levels
+    token_rows = staged.count()
+    bad_codes = staged.where(F.col("codes").isNull() | (F.size("codes") != L)).count()
+    foreign = staged.where(F.col("tokenizer_version") != run.tokenizer.version).count()
+    raw_rows = run.read("raw_events").where(run.date_predicate).count()
+    quarantined = run.read("quarantine").where(run.date_predicate).where("source_table = 'raw_events'").count()
+    valid_codes = staged.where(F.col("codes").isNotNull() & (F.size("codes") == L))
+    tuples = day_tuples(run, valid_codes)
+    utilization = level_utilization(run, valid_codes)
+    metrics = {
+        "raw_rows": raw_rows,
+        "quarantined_rows": quarantined,
+        "quarantine_rate": quarantined / raw_rows if raw_rows else 0.0,
+        "token_rows": token_rows,
+        "null_code_rate": bad_codes / token_rows if token_rows else 0.0,
+        "foreign_version_rows": foreign,
+        "active_users": tuples.count(),
+        "collision_rate": collision_rate(tuples),
+        "utilization": utilization,
+        "min_level_utilization": min(utilization.values()) if utilization else 0.0,
+        "rows_per_source": {r["source"]: r["count"] for r in staged.groupBy("source").count().collect()},
+    }
+    staged.unpersist()
+    failures = []
+    if metrics["active_users"] < gates.min_active_users:
+        failures.append(f"active users {metrics['active_users']} < min_active_users {gates.min_active_users}")
+    if metrics["quarantine_rate"] > gates.max_quarantine_rate:
+        failures.append(f"quarantine rate {metrics['quarantine_rate']:.4f} > max_quarantine_rate {gates.max_quarantine_rate}")
+    if metrics["null_code_rate"] > gates.max_null_code_rate:
+        failures.append(f"null/short code rate {metrics['null_code_rate']:.4f} > max_null_code_rate {gates.max_null_code_rate}")
+    if foreign:
+        failures.append(f"{foreign} staged rows carry another tokenizer version than {run.tokenizer.version}")
+    if metrics["collision_rate"] > gates.max_collision_rate:
+        failures.append(f"collision rate {metrics['collision_rate']:.4f} > max_collision_rate {gates.max_collision_rate}")
+    if metrics["min_level_utilization"] < gates.min_level_utilization:
+        failures.append(f"lowest codebook utilization {metrics['min_level_utilization']:.4f} < min_level_utilization {gates.min_level_utilization}")
+    seconds = time.monotonic() - started
+    run.record("quality", "failed" if failures else "ok", seconds, {**metrics, "failures": failures})
+    if failures:
+        raise QualityGateFailed(f"{run.event_date}: quality gates failed, nothing published: " + "; ".join(failures))
+    log.info("quality gates passed for %s: %s", run.event_date, {k: metrics[k] for k in ("active_users", "token_rows", "collision_rate", "quarantine_rate")})
+    return metrics
