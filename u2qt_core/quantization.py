@@ -133,6 +133,14 @@ class Codebook(nn.Module):
             raise InputError(f"codebook {self.name}: source {source!r} is not served (serves {self.sources})")
         return getattr(self, f"_allowed_{source}")
 
+    def segment_ranges(self, source: str) -> list[tuple[int, int]]:
+        """Row ranges ``[(start, stop), ...]`` of the segments serving ``source``, in index order
+        (the same codes as :meth:`allowed_codes`, as contiguous blocks of the table)."""
+        if source not in self._segments_of:
+            raise InputError(f"codebook {self.name}: source {source!r} is not served (serves {self.sources})")
+        k = self.num_codes
+        return [(seg * k, (seg + 1) * k) for seg in self._segments_of[source]]
+
     def is_ready(self, source: str) -> bool:
         """Whether every segment serving ``source`` has been initialised."""
         return all(bool(self.initialized[i]) for i in self._segments_of[source])
