@@ -34,7 +34,7 @@ class TokenizerInfo:
     sources: tuple[str, ...]
     tabular_sources: tuple[str, ...]
     num_levels: int
-    shared_prefix_levels: int      # leading levels whose codes come from shared codebooks
+    shared_prefix_levels: int      # MRQVAEConfig.token_shared_levels: leading levels of shared codebooks
     num_codes: int
     variant: str
 
@@ -47,11 +47,10 @@ def load_tokenizer_info(settings: PipelineSettings) -> TokenizerInfo:
         raise CheckpointError(f"model_dir {model_dir} does not exist: train a tokenizer first (`u2qt train`)")
     model, version = load_tokenizer(model_dir)
     cfg = model.config
-    shared = {"multiview": cfg.shared_levels, "shared_only": cfg.num_levels, "specific_only": 0}.get(cfg.variant, 0)
     return TokenizerInfo(
         model_dir=str(model_dir), version=version, sources=tuple(cfg.sources),
         tabular_sources=tuple(cfg.tabular_sources), num_levels=cfg.num_levels,
-        shared_prefix_levels=shared, num_codes=cfg.num_codes, variant=cfg.variant,
+        shared_prefix_levels=cfg.token_shared_levels, num_codes=cfg.num_codes, variant=cfg.variant,
     )
 
 

@@ -1,12 +1,12 @@
-"""Step 2 of the night: gates on the staged day (row counts, null/short codes, quarantine rate,
-collision rate, codebook utilization). Failing gates raise before anything is published; the
+"""Step 2 of the night: gates on the staged day (row counts, null/short codes, codes outside
+their codebook's range, quarantine rate, collision rate, codebook utilization). Failing gates raise before anything is published; the
 metrics are recorded in ``run_metrics`` either way."""
 from __future__ import annotations
 
 import logging
 import time
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.day_run import DayRun, day_tuples
@@ -28,16 +28,47 @@ def collision_rate(tuples: DataFrame) -> float:
     return float(row["colliding"] or 0) / float(row["users"]) if row and row["users"] else 0.0
 
 
+def _union_block_start(run: DayRun) -> Column:
+    """Per row: the first code of its source's own block in a union table, ``K * (1 + i)``."""
+    k = run.tokenizer.num_codes
+    starts = [item for i, s in enumerate(run.tokenizer.sources) for item in (F.lit(s), F.lit(k * (1 + i)))]
+    return F.create_map(*starts)[F.col("source")]
+
+
+def out_of_range_codes(run: DayRun) -> Column:
+    """True for a row holding a code its source cannot emit at that level: outside ``[0, K)``,
+    or for ``union`` outside both the shared block ``[0, K)`` and the source's block."""
+    k = run.tokenizer.num_codes
+    if run.tokenizer.variant == "union":
+        own = _union_block_start(run)
+        return F.exists("codes", lambda c: ~(((c >= 0) & (c < k)) | (own.isNotNull() & (c >= own) & (c < own + k))))
+    return F.exists("codes", lambda c: (c < 0) | (c >= k))
+
+
 def level_utilization(run: DayRun, day_tokens: DataFrame) -> dict[str, float]:
-    """Share of codes used per codebook that day: ``shared.1`` over all sources, ``bill.3`` per source."""
+    """Share of codes used per codebook (block of K codes) that day, each over its own K.
+
+    ``shared.1`` over all sources and ``bill.3`` per source; a ``union`` level reports its
+    shared block as ``union.1.shared`` (codes in ``[0, K)`` of every source) and each source's
+    block as ``union.1.bill`` (that source's codes minus its block start), so no value exceeds 1.
+    """
     info = run.tokenizer
+    k = info.num_codes
     exploded = day_tokens.select("source", F.posexplode("codes").alias("level0", "code"))
+    if info.variant == "union":
+        exploded = exploded.withColumn("_shared", F.col("code") < k)
+        shared = exploded.where("_shared").groupBy("level0").agg(F.countDistinct("code").alias("used")).collect()
+        own = (exploded.where(~F.col("_shared")).groupBy("source", "level0")
+               .agg(F.countDistinct("code").alias("used")).collect())
+        out = {f"union.{r['level0'] + 1}.shared": r["used"] / k for r in shared}
+        out.update({f"union.{r['level0'] + 1}.{r['source']}": r["used"] / k for r in own})
+        return dict(sorted(out.items()))
     shared = (exploded.where(F.col("level0") < info.shared_prefix_levels)
               .groupBy("level0").agg(F.countDistinct("code").alias("used")).collect())
     specific = (exploded.where(F.col("level0") >= info.shared_prefix_levels)
                 .groupBy("source", "level0").agg(F.countDistinct("code").alias("used")).collect())
-    out = {f"shared.{r['level0'] + 1}": r["used"] / info.num_codes for r in shared}
-    out.update({f"{r['source']}.{r['level0'] + 1}": r["used"] / info.num_codes for r in specific})
+    out = {f"shared.{r['level0'] + 1}": r["used"] / k for r in shared}
+    out.update({f"{r['source']}.{r['level0'] + 1}": r["used"] / k for r in specific})
     return dict(sorted(out.items()))
 
 
@@ -52,7 +83,9 @@ def check_quality(run: DayRun) -> dict:
     foreign = staged.where(F.col("tokenizer_version") != run.tokenizer.version).count()
     raw_rows = run.read("raw_events").where(run.date_predicate).count()
     quarantined = run.read("quarantine").where(run.date_predicate).where("source_table = 'raw_events'").count()
-    valid_codes = staged.where(F.col("codes").isNotNull() & (F.size("codes") == L))
+    well_formed = staged.where(F.col("codes").isNotNull() & (F.size("codes") == L))
+    out_of_range = well_formed.where(out_of_range_codes(run)).count()
+    valid_codes = well_formed.where(~out_of_range_codes(run))
     tuples = day_tuples(run, valid_codes)
     utilization = level_utilization(run, valid_codes)
     metrics = {
@@ -62,6 +95,7 @@ def check_quality(run: DayRun) -> dict:
         "token_rows": token_rows,
         "null_code_rate": bad_codes / token_rows if token_rows else 0.0,
         "foreign_version_rows": foreign,
+        "out_of_range_code_rows": out_of_range,
         "active_users": tuples.count(),
         "collision_rate": collision_rate(tuples),
         "utilization": utilization,
@@ -78,6 +112,9 @@ def check_quality(run: DayRun) -> dict:
         failures.append(f"null/short code rate {metrics['null_code_rate']:.4f} > max_null_code_rate {gates.max_null_code_rate}")
     if foreign:
         failures.append(f"{foreign} staged rows carry another tokenizer version than {run.tokenizer.version}")
+    if out_of_range:
+        failures.append(f"{out_of_range} staged rows hold codes outside their codebook's range "
+                        f"(K={run.tokenizer.num_codes}, variant {run.tokenizer.variant})")
     if metrics["collision_rate"] > gates.max_collision_rate:
         failures.append(f"collision rate {metrics['collision_rate']:.4f} > max_collision_rate {gates.max_collision_rate}")
     if metrics["min_level_utilization"] < gates.min_level_utilization:

@@ -82,7 +82,7 @@ class InferenceConfig(_Strict):
 class QualityGates(_Strict):
     min_active_users: int = Field(1, ge=0)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
-    max_collision_rate: float = Field(0.5, ge=0, le=1)
+    max_collision_rate: float = Field(0.005, ge=0, le=1)   # FOUNDv2 reports < 0.5 %
     min_level_utilization: float = Field(0.0, ge=0, le=1)
     max_null_code_rate: float = Field(0.0, ge=0, le=1)
 

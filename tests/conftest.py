@@ -51,6 +51,8 @@ def make_settings(tables_root: Path, model_dir: Path, **overrides):
         "spark_profile": "local",
         "inference": {"partitions": 2, "batch_rows": 64},
         "training": {"preset": TINY_PRESET, "max_docs_per_source": 200},
+        # the tiny world (a few dozen users, K=16) collides far more than the paper's < 0.5 %:
+        # its tests check the pipeline, not tokenizer quality, so the collision gate is open
         "quality": {"max_collision_rate": 1.0},
     }
     for key, value in overrides.items():

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 SOURCE_NAME_RE = re.compile(r"^[a-z](?:[a-z_]*[a-z])?$")
 #: Names used by token strings ("s" shared, "c" collision) and codebook names ("shared", "union").
 RESERVED_SOURCE_NAMES = frozenset({"s", "c", "shared", "union"})
+#: Codes are stored as int16 (``array<smallint>`` in Delta): every code index must be <= this.
+MAX_STORED_CODE = 2**15 - 1
 
 
 class _KeyProblem(ValueError):
@@ -120,7 +122,23 @@ class MRQVAEConfig(BaseModel):
                 )
         if self.num_levels < 1:
             raise _KeyProblem("shared_levels", "shared_levels + specific_levels must be >= 1")
+        if self.code_table_size - 1 > MAX_STORED_CODE:
+            layout = (f"a union level holds num_codes x (1 + {len(self.sources)} sources) = {self.code_table_size} codes"
+                      if self.variant == "union" else f"{self.num_codes} codes")
+            raise _KeyProblem(
+                "num_codes",
+                f"{layout}, but codes are stored as int16 (smallint): the largest code index must be "
+                f"<= {MAX_STORED_CODE}",
+            )
         return self
+
+    @property
+    def code_table_size(self) -> int:
+        """Codes one level's table holds: ``K``, or ``K * (1 + S)`` for a ``union`` level.
+        Every emitted code index lies in ``[0, code_table_size)``."""
+        if self.variant == "union":
+            return self.num_codes * (1 + len(self.sources))
+        return self.num_codes
 
     @property
     def num_levels(self) -> int:
@@ -146,10 +164,12 @@ class MRQVAEConfig(BaseModel):
 
     @property
     def token_shared_levels(self) -> int:
-        """Number of leading levels whose tokens are shared ``<sL_code>`` tokens (non-union)."""
+        """Number of leading levels whose codes all come from shared codebooks (``<sL_code>``
+        tokens).  ``union``: 0, since whether a union code is shared depends on the code (block 0)
+        not on its level.  The one definition of the shared prefix (the pipeline uses it too)."""
         if self.variant == "shared_only":
             return self.num_levels
-        if self.variant == "specific_only":
+        if self.variant in ("specific_only", "union"):
             return 0
         return self.shared_levels
 

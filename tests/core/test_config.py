@@ -105,3 +105,20 @@ def test_source_names_must_be_token_safe() -> None:
 def test_text_only_config_needs_no_tabular_sources() -> None:
     cfg = MRQVAEConfig(sources=["bill"], input_dims={"bill": 384})
     assert cfg.tabular_sources == [] and cfg.text_sources == ["bill"]
+
+
+def test_code_range_must_fit_int16_storage(tmp_path: Path) -> None:
+    """Codes are stored as smallint: K (or a union level's K x (1 + sources)) must fit."""
+    raw = _tiny_raw()
+    raw["mrqvae"]["num_codes"] = 32768  # codes 0..32767: the largest int16
+    assert load_model_preset(_write(tmp_path, raw)).mrqvae.code_table_size == 32768
+    raw["mrqvae"]["num_codes"] = 40000
+    with pytest.raises(ConfigError, match=r"mrqvae\.num_codes: .*int16"):
+        load_model_preset(_write(tmp_path, raw))
+    raw["mrqvae"].update(num_codes=8192, variant="union")  # 8192 x (1 + 6 sources) = 57344
+    with pytest.raises(ConfigError, match=r"mrqvae\.num_codes: a union level holds .* = 57344 codes"):
+        load_model_preset(_write(tmp_path, raw))
+    raw["mrqvae"]["num_codes"] = 4096  # 28672 codes fit
+    cfg = load_model_preset(_write(tmp_path, raw)).mrqvae
+    assert cfg.code_table_size == 4096 * 7
+    assert cfg.token_shared_levels == 0  # no union level is wholly shared
