@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from u2qt_core.config import MRQVAEConfig
 from u2qt_core.errors import InputError
-from u2qt_core.quantization import Codebook
+from u2qt_core.quantization import Codebook, reset_optimizer_rows
 
 __all__ = ["MRQVAE", "MRQVAEOutput", "mean_loss"]
 
@@ -317,8 +317,9 @@ class MRQVAE(nn.Module):
     def reset_dead_codes(self, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
         """Dead-code reset of every codebook (see :meth:`Codebook.reset_dead_codes`).
 
-        When ``optimizer`` is given, its per-parameter running statistics (Adam moments, momentum)
-        of the replaced rows are zeroed too, so stale momentum does not drag a fresh code away.
+        When ``optimizer`` is given, the optimiser state of the replaced rows is reset consistently
+        (:func:`u2qt_core.quantization.reset_optimizer_rows`: no stale momentum, and no inflated
+        step from a zeroed second moment under a late bias correction).
         Returns codebook name -> number of codes replaced.
         """
         counts: dict[str, int] = {}
@@ -326,10 +327,7 @@ class MRQVAE(nn.Module):
             rows = codebook.reset_dead_codes(self.config.dead_code_threshold)
             counts[name] = int(rows.numel())
             if optimizer is not None and rows.numel():
-                state = optimizer.state.get(codebook.embedding, {})
-                for value in state.values():
-                    if isinstance(value, Tensor) and value.shape == codebook.embedding.shape:
-                        value[rows.to(value.device)] = 0
+                reset_optimizer_rows(optimizer, codebook.embedding, rows)
         return counts
 
     def training_state(self) -> dict[str, Tensor]:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from u2qt_core.errors import InputError
 
-__all__ = ["Codebook", "kmeans", "nearest_code", "squared_distances"]
+__all__ = ["Codebook", "kmeans", "nearest_code", "reset_optimizer_rows", "squared_distances"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,35 @@ def kmeans(samples: Tensor, k: int, iters: int) -> Tensor:
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled].unsqueeze(1).to(data.dtype)
     return centroids
+
+
+def reset_optimizer_rows(optimizer: torch.optim.Optimizer, param: Tensor, rows: Tensor) -> None:
+    """Make the optimiser state of the replaced ``rows`` of ``param`` [N, D] consistent with a
+    fresh code that has the same step count as every other row.
+
+    Adam keeps one step count per parameter tensor, so at step t >> 1 its bias corrections are
+    ~1.  Zeroing a row's ``exp_avg_sq`` (as one would for a new parameter) then makes its next
+    updates ``(1 - b1^k) / sqrt(1 - b2^k)`` times the learning rate: 3.2x at the first step,
+    about 6.5x ten steps later (b1=0.9, b2=0.999).  Instead the first moment is zeroed (no
+    stale direction) and the second moment is set to the mean of the rows that were kept (a
+    warm estimate of this table's gradient scale, per dimension), so the row's first steps
+    are at most ~lr, growing with its own momentum.  SGD momentum buffers are zeroed.
+    """
+    state = optimizer.state.get(param)
+    if not state or rows.numel() == 0:
+        return
+    kept = torch.ones(param.shape[0], dtype=torch.bool, device=param.device)
+    kept[rows.to(param.device)] = False
+    with torch.no_grad():
+        for key in ("exp_avg", "momentum_buffer"):
+            value = state.get(key)
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                value[rows.to(value.device)] = 0
+        for key in ("exp_avg_sq", "max_exp_avg_sq"):
+            value = state.get(key)
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                reference = value[kept] if bool(kept.any()) else value
+                value[rows.to(value.device)] = reference.mean(dim=0).to(value.dtype)
 
 
 class Codebook(nn.Module):
@@ -123,6 +152,8 @@ class Codebook(nn.Module):
             allowed = torch.cat([torch.arange(i * num_codes, (i + 1) * num_codes) for i in segs])
             self.register_buffer(f"_allowed_{source}", allowed, persistent=False)
         self._kmeans_buffer: list[list[Tensor]] = [[] for _ in range(self.num_segments)]
+        # segments k-means-initialised since the last dead-code reset: spared by that reset
+        self._fresh: set[int] = set()
         self._recent: dict[str, Tensor] = {}
         self._warned_uninitialized = False
 
@@ -216,6 +247,7 @@ class Codebook(nn.Module):
             self.initialized[seg] = True
             self.usage[seg * k : (seg + 1) * k] = 0
         self._kmeans_buffer[seg] = []
+        self._fresh.add(seg)
         logger.info(
             "k-means initialised codebook %s segment %d from %d residuals", self.name, seg, samples.shape[0]
         )
@@ -235,8 +267,12 @@ class Codebook(nn.Module):
         """Replace codes used fewer than ``threshold`` times since the last reset.
 
         Each dead code of a segment is overwritten by a random recent residual of the sources that
-        segment serves; usage counts of all codes restart from zero (a new window).  Returns the
-        replaced row indices (LongTensor) so the caller can reset optimiser moments of those rows.
+        segment serves, and usage counts restart from zero (a new window).  A segment
+        k-means-initialised since the previous reset is spared this once (grace period), so
+        fresh centroids are first judged on a full window of use, never on the few steps
+        between their initialisation and the end of the window it happened in.  Returns
+        the replaced row indices (LongTensor) so the caller can reset their optimiser state
+        (:func:`reset_optimizer_rows`).
         """
         k = self.num_codes
         replaced: list[Tensor] = []
@@ -245,6 +281,11 @@ class Codebook(nn.Module):
                 if not bool(self.initialized[seg]):
                     continue
                 dead = (self.usage[seg * k : (seg + 1) * k] < threshold).nonzero().flatten()
+                self.usage[seg * k : (seg + 1) * k] = 0
+                if seg in self._fresh:
+                    self._fresh.discard(seg)
+                    logger.debug("codebook %s segment %d: freshly initialised, spared", self.name, seg)
+                    continue
                 pools = [self._recent[s] for s in seg_sources if s in self._recent]
                 if dead.numel() == 0 or not pools:
                     continue
@@ -258,7 +299,6 @@ class Codebook(nn.Module):
                 self.embedding[rows] = pool[pick.to(pool.device)].to(self.embedding.dtype)
                 replaced.append(rows)
                 logger.debug("codebook %s segment %d: reset %d dead codes", self.name, seg, n)
-            self.usage.zero_()
         if replaced:
             return torch.cat(replaced)
         return torch.zeros(0, dtype=torch.long, device=self.embedding.device)
@@ -272,6 +312,7 @@ class Codebook(nn.Module):
                 state[f"kmeans_buffer.{seg}"] = torch.cat(buf).cpu()
         for source, recent in self._recent.items():
             state[f"recent.{source}"] = recent.cpu().clone()
+        state["fresh"] = torch.tensor(sorted(self._fresh), dtype=torch.long)
         return state
 
     def load_training_state(self, state: dict[str, Tensor]) -> None:
@@ -286,3 +327,4 @@ class Codebook(nn.Module):
         self._recent = {
             key.split(".", 1)[1]: value.to(device) for key, value in state.items() if key.startswith("recent.")
         }
+        self._fresh = {int(seg) for seg in state["fresh"].tolist()} if "fresh" in state else set()
