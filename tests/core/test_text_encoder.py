@@ -190,3 +190,66 @@ def test_last_token_pool_left_and_right_padding() -> None:
     right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     assert last_token_pool(hidden, left).flatten().tolist() == [3.0, 7.0]
     assert last_token_pool(hidden, right).flatten().tolist() == [1.0, 7.0]
+
+
+# ------------------------------------------------------------- Qwen3-Embedding's special tokens
+@pytest.fixture(scope="module")
+def qwen3_embedding_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3 with a tokenizer carrying Qwen3-Embedding-0.6B's documented special
+    tokens, built offline: byte-level BPE, ``eos_token`` ``<|im_end|>``, ``pad_token``
+    ``<|endoftext|>``, no bos/unk, and a TemplateProcessing post-processor that appends
+    ``<|endoftext|>`` to every sequence (its tokenizer.json). Ids differ from the real
+    vocabulary (151643..151645); the roles and the post-processor are the ones that matter."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    folder = tmp_path_factory.mktemp("qwen3_embedding_like")
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    eot = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A:0 <|endoftext|>:0", pair="$A:0 <|endoftext|>:0 $B:1 <|endoftext|>:1",
+        special_tokens=[("<|endoftext|>", eot)],
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="left", model_max_length=131072)
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=64,
+                         max_position_embeddings=256, pad_token_id=eot,
+                         eos_token_id=tok.token_to_id("<|im_end|>"))
+    Qwen3Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_qwen3_embedding_pools_its_own_endoftext_token(qwen3_embedding_like: Path) -> None:
+    """QwenLM/Qwen3-Embedding#122: the tokenizer appends <|endoftext|> itself; nothing (least of
+    all <|im_end|>) may be appended after it, and pooling reads that token's state."""
+    from transformers import AutoModel, AutoTokenizer
+
+    enc = TextEncoder(TextEncoderConfig(model_path=str(qwen3_embedding_like), pooling="last_token",
+                                        instruction=INSTRUCTION, device="cpu", batch_size=4))
+    tok = AutoTokenizer.from_pretrained(str(qwen3_embedding_like), local_files_only=True)
+    endoftext, im_end = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    assert tok.eos_token_id == im_end and tok.pad_token_id == endoftext
+    text = "the user paid for coffee"
+    prompt = f"Instruct: {INSTRUCTION}\nQuery:{text}"
+    ids = enc._tokenize([text], INSTRUCTION)[0]
+    assert ids == tok(prompt)["input_ids"]
+    assert ids[-1] == endoftext and im_end not in ids
+    assert enc.pooled_token_id == endoftext
+    model = AutoModel.from_pretrained(str(qwen3_embedding_like), local_files_only=True).eval()
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+    expected = torch.nn.functional.normalize(hidden, dim=-1).numpy()
+    batch = enc.encode([text, "searched cheap flights to paris and opened a game app"])
+    np.testing.assert_allclose(batch[0], expected, atol=1e-5)
+    # truncation keeps the terminator: a long text still ends on <|endoftext|>
+    long_ids = enc._tokenize(["coffee " * 400], INSTRUCTION)[0]
+    assert len(long_ids) <= enc.config.max_length and long_ids[-1] == endoftext

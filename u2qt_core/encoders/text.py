@@ -169,26 +169,42 @@ class TextEncoder:
         if pad_id is None:
             raise ConfigError(f"tokenizer in {folder} has neither a pad nor an eos token")
         self._pad_id = int(pad_id)
-        # Qwen3-Embedding's tokenizer appends <|endoftext|> itself; older exports do not, in which
-        # case the [EOS] is appended here so last-token pooling reads the EOS state (eq. 3).
+        # Last-token pooling reads the token the model was trained to pool. Qwen3-Embedding's
+        # post-processor appends <|endoftext|> (its pad token) while its eos_token is <|im_end|>
+        # (QwenLM/Qwen3-Embedding#122): a tokenizer that already ends every sequence with a
+        # special token is left alone; only one that appends nothing gets its [EOS] here.
         self._append_eos = False
+        self.pooled_token_id: int | None = None
         if config.pooling == "last_token":
-            eos = self.tokenizer.eos_token_id
-            probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-            self._append_eos = eos is not None and (not probe or probe[-1] != eos)
+            self._append_eos, self.pooled_token_id = self._terminator()
 
         logger.info(
-            "text encoder loaded from %s: %s, dim=%d, pooling=%s, device=%s, dtype=%s, attn=%s",
+            "text encoder loaded from %s: %s, dim=%d, pooling=%s (token %s%s), device=%s, dtype=%s, attn=%s",
             folder,
             type(self.model).__name__,
             self.dim,
             config.pooling,
+            self.pooled_token_id,
+            ", appended" if self._append_eos else "",
             self.device,
             self.dtype,
             getattr(self.model.config, "_attn_implementation", "?"),
         )
 
     # ------------------------------------------------------------------ tokenisation
+    def _terminator(self) -> tuple[bool, int | None]:
+        """(append eos?, id of the token last-token pooling reads).
+
+        A probe is tokenized with and without special tokens: when the post-processor adds a
+        special token at the end, that token is the terminator and nothing is appended."""
+        with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        special = set(self.tokenizer.all_special_ids)
+        if len(with_special) > len(plain) and with_special and with_special[-1] in special:
+            return False, int(with_special[-1])
+        eos = self.tokenizer.eos_token_id
+        return eos is not None, (None if eos is None else int(eos))
+
     def _validate(self, texts: Sequence[str]) -> None:
         if isinstance(texts, str):
             raise InputError("encode() takes a sequence of texts, not a single string")
