@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pipelines.conf_files import PACKAGE_ROOT, default_conf_dir, is_url, read_url
 from u2qt_core.config import format_validation_error
 from u2qt_core.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
+REPO_ROOT = PACKAGE_ROOT          # a checkout, site-packages, or a --py-files zip
+CONF_DIR = default_conf_dir()     # see pipelines/conf_files.py for the lookup order
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -50,12 +51,16 @@ def deep_merge(base: dict, overrides: dict | None) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+    """Read a YAML mapping from a file or an http(s):// / file:// URL; errors name the file."""
+    if is_url(path):
+        text = read_url(str(path))
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

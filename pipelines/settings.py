@@ -1,6 +1,7 @@
 """Validated configuration of the pipeline: ``conf/pipeline.yaml`` and ``conf/sources.yaml``."""
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,27 @@ class TrainingConfig(_Strict):
     torch_threads: int = Field(1, ge=0)   # driver-side training; 0 = torch's default
 
 
+class AirflowConfig(_Strict):
+    """How dags/ runs the steps: in the Airflow worker (``in_process``, local/demo) or as one
+    ``spark-submit`` per step through the ``spark_conn_id`` connection (``spark_submit``)."""
+
+    mode: Literal["in_process", "spark_submit"] = "in_process"
+    spark_conn_id: str = "spark_default"
+    start_date: date = date(2026, 1, 1)
+    catchup: bool = False
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: float = Field(5, ge=0)
+    sensor_poke_seconds: int = Field(300, ge=1)    # how often to look for the day's raw_events partition
+    sensor_timeout_hours: float = Field(18, gt=0)  # then the run is skipped, not failed
+    alert_callback: str | None = None              # "module:function(context)"; None logs the failure
+    py_files: str | None = None                    # zip for --py-files; None: built at parse time
+
+
+class CatalogConfig(_Strict):
+    database: str = Field("u2qt", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    metastore: Literal["embedded", "external"] = "embedded"
+
+
 class PipelineSettings(_Strict):
     spark_profile: str = "local"
     tables_root: str
@@ -102,6 +124,8 @@ class PipelineSettings(_Strict):
     inference: InferenceConfig = InferenceConfig()
     quality: QualityGates = QualityGates()
     training: TrainingConfig = TrainingConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    catalog: CatalogConfig = CatalogConfig()
 
     def table_path(self, name: str) -> str:
         """Location of the path-based Delta table ``name``."""
@@ -115,10 +139,13 @@ class PipelineSettings(_Strict):
 
 
 def _resolve(path: str) -> Path:
-    """A config-relative path: as given if it exists from the CWD, else under the repo root."""
+    """A config-relative path: as given if it exists from the CWD, else ``conf/...`` under the
+    default conf folder (a checkout's, an installed package's or a --py-files zip's)."""
     candidate = Path(path).expanduser()
     if candidate.is_absolute() or candidate.exists():
         return candidate
+    if candidate.parts and candidate.parts[0] == "conf":
+        return CONF_DIR.joinpath(*candidate.parts[1:])
     return CONF_DIR.parent / candidate
 
 
