@@ -21,7 +21,7 @@ from u2qt_core.errors import U2QTError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 log = logging.getLogger("u2qt")
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")]
+ConfigOption = Annotated[Optional[str], typer.Option("--config", "-c", help="pipeline YAML path or http(s)/file URL (default: the packaged conf/pipeline.yaml)")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override: key.path=value (repeatable)")]
 
 
@@ -36,10 +36,13 @@ def _settings(config: Optional[Path], overrides: Optional[list[str]]) -> Pipelin
     return load_settings(config, parse_overrides(overrides))
 
 
-def _spark(settings: PipelineSettings, app_name: str):
+_MASTER: dict[str, str | None] = {"master": None}   # the global --master option
+
+
+def _spark(settings: PipelineSettings, app_name: str, extra_conf: dict[str, str] | None = None):
     from pipelines.spark_session import get_spark
 
-    return get_spark(settings.spark_profile, app_name=app_name)
+    return get_spark(settings.spark_profile, app_name=app_name, extra_conf=extra_conf, master=_MASTER["master"])
 
 
 def _dates(start: str, end: str) -> list[str]:
@@ -50,8 +53,10 @@ def _dates(start: str, end: str) -> list[str]:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+         master: Annotated[Optional[str], typer.Option(help="Spark master (wins over $MASTER/$SPARK_MASTER and the profile)")] = None) -> None:
     _setup_logging(verbose)
+    _MASTER["master"] = master
 
 
 @app.command()
@@ -112,7 +117,9 @@ def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Option
     from pipelines.airflow_runner import prepare_airflow_home, run_dag_for_date
 
     if config:
-        os.environ["U2QT_PIPELINE_CONFIG"] = str(Path(config).absolute())
+        from pipelines.conf_files import is_url
+
+        os.environ["U2QT_PIPELINE_CONFIG"] = config if is_url(config) else str(Path(config).absolute())
     if overrides:
         raise typer.BadParameter("--set is not passed through Airflow runs; use a config file or U2QT_* variables")
     prepare_airflow_home(airflow_home)
@@ -156,6 +163,45 @@ def tables(config: ConfigOption = None, set_: SetOption = None) -> None:
         path = settings.table_path(spec.name)
         rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else None
         typer.echo(f"{spec.name:<22} {'-' if rows is None else rows:>10}  {path}")
+
+
+@app.command()
+def catalog(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Register the tables and views under the catalog schema (default u2qt) in the persistent
+    metastore, and write <tables_root>/_catalog/spark.conf for spark-sql / pyspark / notebooks."""
+    from pipelines.catalog import catalog_dir, catalog_session_conf, register_catalog
+
+    settings = _settings(config, set_)
+    names = register_catalog(_spark(settings, "u2qt_catalog", catalog_session_conf(settings)), settings)
+    typer.echo("\n".join(names))
+    if settings.catalog.metastore == "embedded":
+        typer.echo(f"spark-sql --properties-file {catalog_dir(settings) / 'spark.conf'}")
+
+
+@app.command("submit-args")
+def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|train|maintain|backfill|catalog")],
+                dates: Annotated[Optional[list[str]], typer.Argument(help="DATE, or START END")] = None,
+                config: ConfigOption = None, set_: SetOption = None,
+                py_files_dir: Annotated[Optional[Path], typer.Option(help="where the --py-files zip is written")] = None) -> None:
+    """Print the spark-submit command line that runs STEP on this machine (builds the --py-files zip)."""
+    from pipelines.conf_files import is_url
+    from pipelines.submit import STEPS, build_py_files_zip, format_command, submit_command
+
+    if step not in STEPS:
+        raise typer.BadParameter(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
+    settings = _settings(config, set_)
+    location = config if config is None or is_url(config) else str(Path(config).absolute())
+    argv = submit_command(step, dates or [], config=location, profile=settings.spark_profile,
+                          master=_MASTER["master"], py_files=build_py_files_zip(py_files_dir), overrides=set_)
+    typer.echo(format_command(argv))
+
+
+@app.command()
+def package(out: Annotated[Path, typer.Option(help="folder for the zip")] = Path("dist")) -> None:
+    """Build the --py-files zip (pipelines, u2qt_core and the default conf as u2qt_conf)."""
+    from pipelines.submit import build_py_files_zip
+
+    typer.echo(str(build_py_files_zip(out)))
 
 
 DEMO_QUERY = """

@@ -1,7 +1,8 @@
 """Delta table catalogue of u2qt: names, schemas, partitioning, and the tokenizer-version guard.
 
 Every table is a path-based Delta table under ``settings.tables_root``; :func:`register_views`
-exposes them (plus token-string views) to Spark SQL for analysts.
+exposes them (plus the views of :func:`view_definitions`) to one Spark session, and
+:mod:`pipelines.catalog` registers the same tables and views in a persistent catalog.
 """
 from __future__ import annotations
 
@@ -233,36 +234,44 @@ def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> Da
     return spark.read.format("delta").load(path)
 
 
-def register_views(spark: SparkSession, settings: PipelineSettings, shared_levels: int | None = None) -> list[str]:
-    """Expose every existing table as a temp view of the same name, plus token-string views.
+def view_definitions(shared_levels: int | None, table=lambda name: name) -> dict[str, tuple[str, str]]:
+    """The analyst views: ``{view: (table it reads, SELECT ...)}``; ``table(name)`` qualifies the
+    table names (``u2qt.user_day_tokens`` for the persistent catalog, bare for temp views).
 
     ``user_day_token_strings`` renders each code as ``<s1_0412>`` (shared level 1) or
-    ``<bill3_0087>`` (source bill, level 3); ``shared_levels`` comes from the tokenizer config.
+    ``<bill3_0087>`` (source bill, level 3); ``shared_levels`` comes from the tokenizer config
+    (None: the view is left out). ``user_identity`` adds the ``<c_3>`` collision token.
     """
+    views = {}
+    if shared_levels is not None:
+        views["user_day_token_strings"] = ("user_day_tokens", f"""
+            SELECT user_id, event_date, source, codes,
+                   transform(codes, (code, i) ->
+                       concat('<', IF(i < {shared_levels}, 's', source), CAST(i + 1 AS STRING), '_',
+                              format_string('%04d', code), '>')) AS token_strings,
+                   tokenizer_version
+            FROM {table("user_day_tokens")}
+        """)
+    views["user_identity"] = ("user_tokens", f"""
+            SELECT user_id, as_of, token_tuple, collision_suffix,
+                   concat('<c_', CAST(collision_suffix AS STRING), '>') AS collision_token,
+                   tokenizer_version
+            FROM {table("user_tokens")}
+        """)
+    return views
+
+
+def register_views(spark: SparkSession, settings: PipelineSettings, shared_levels: int | None = None) -> list[str]:
+    """Expose every existing table as a temp view of the same name, plus the analyst views
+    (:func:`view_definitions`); the persistent catalog is :mod:`pipelines.catalog`."""
     registered = []
     for spec in ALL_TABLES:
         path = settings.table_path(spec.name)
         if table_exists(spark, path):
             spark.read.format("delta").load(path).createOrReplaceTempView(spec.name)
             registered.append(spec.name)
-    if "user_day_tokens" in registered and shared_levels is not None:
-        spark.sql(f"""
-            CREATE OR REPLACE TEMP VIEW user_day_token_strings AS
-            SELECT user_id, event_date, source, codes,
-                   transform(codes, (code, i) ->
-                       concat('<', IF(i < {shared_levels}, 's', source), CAST(i + 1 AS STRING), '_',
-                              format_string('%04d', code), '>')) AS token_strings,
-                   tokenizer_version
-            FROM user_day_tokens
-        """)
-        registered.append("user_day_token_strings")
-    if "user_tokens" in registered:
-        spark.sql("""
-            CREATE OR REPLACE TEMP VIEW user_identity AS
-            SELECT user_id, as_of, token_tuple, collision_suffix,
-                   concat('<c_', CAST(collision_suffix AS STRING), '>') AS collision_token,
-                   tokenizer_version
-            FROM user_tokens
-        """)
-        registered.append("user_identity")
+    for view, (source_table, select) in view_definitions(shared_levels).items():
+        if source_table in registered:
+            spark.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {select}")
+            registered.append(view)
     return registered
