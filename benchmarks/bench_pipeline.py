@@ -7,16 +7,14 @@ Steps, all on a temporary lake with the repo's ``conf/pipeline.yaml`` (local Spa
 1. ``write_world`` of ``conf/world/bench.yaml`` with size overrides (default 2,000 users x 2 days);
 2. ``train_job.train`` (sample, embed in Spark, train the MRQ-VAE on the driver, save);
 3. every world date through ``daily_job``'s own ``stage`` / ``check_quality`` / ``publish``, timed
-   per step; inside ``publish`` the history MERGE and the identity update are timed by wrapping
-   ``daily_job.merge_history`` / ``daily_job.update_identities`` for the duration of the run
-   (the job's code runs unchanged);
-4. a re-run of the last date (``rerun: publish`` re-publishes it: the MERGE finds the date
-   already there; ``rerun: day`` runs all three steps again);
-5. Delta table sizes: live bytes (``DESCRIBE DETAIL``), bytes on disk, rows, bytes per row;
-6. history growth: the last date's tokens MERGEd again under ``synthetic_history_days`` later
-   dates (no encoding: the same users, more history per row), then shares of those users at the
-   longest history -- so a MERGE's cost can be read against history length and active users.
-   Delta's own MERGE metrics (rows copied / updated / inserted, files rewritten) come with each.
+   per step; inside ``publish`` the fact-table write (which the history view follows) and the
+   identity update are timed by wrapping ``daily_job.publish_day_tokens`` /
+   ``daily_job.update_identities`` for the duration of the run (the job's code runs unchanged);
+4. a re-run of the last date (``rerun: publish`` re-publishes it: nothing changed, nothing is
+   written; ``rerun: day`` runs all three steps again);
+5. Delta table sizes: live bytes (``DESCRIBE DETAIL``), bytes on disk, rows, bytes per row.
+
+History length, total users and backfills at scale: ``benchmarks/bench_scale.py``.
 
 Writes ``<out>/bench_pipeline.json``.
 """
@@ -29,7 +27,6 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +54,12 @@ MERGE_METRICS = (
 
 @contextlib.contextmanager
 def timed_publish_parts():
-    """Wrap ``daily_job.merge_history`` and ``daily_job.update_identities`` with timers while the
+    """Wrap ``daily_job.publish_day_tokens`` and ``daily_job.update_identities`` with timers while the
     context is open; yields a list that receives ``(name, event_date, seconds)`` per call."""
     from pipelines import daily_job
 
     calls: list[tuple[str, str, float]] = []
-    originals = {name: getattr(daily_job, name) for name in ("merge_history", "update_identities")}
+    originals = {name: getattr(daily_job, name) for name in ("publish_day_tokens", "update_identities")}
 
     def wrap(name, fn):
         def timed(run, day_tokens):
@@ -128,11 +125,13 @@ def table_sizes(spark, tables_root: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def history_shape(spark, path: str) -> dict[str, Any]:
-    """Rows of ``user_token_history`` and the mean / max days of history per row."""
+def history_shape(spark, settings) -> dict[str, Any]:
+    """Rows of the ``user_token_history`` view and the mean / max days of history per row."""
     from pyspark.sql import functions as F
 
-    row = spark.read.format("delta").load(path).agg(
+    from pipelines import tables
+
+    row = tables.read_table(spark, settings, "user_token_history").agg(
         F.count(F.lit(1)).alias("rows"), F.avg("n_days").alias("mean_days"), F.max("n_days").alias("max_days"),
         F.sum("n_days").alias("day_tokens")).first()
     return {"rows": int(row["rows"]), "mean_days": float(row["mean_days"] or 0), "max_days": int(row["max_days"] or 0),
@@ -157,8 +156,7 @@ def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage"
         out["quality_seconds"] = sw.seconds
         out["quality"] = {k: metrics[k] for k in ("active_users", "token_rows", "collision_rate", "quarantine_rate",
                                                    "min_level_utilization", "rows_per_source", "utilization")}
-    history_before = history_shape(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name)) \
-        if tables.table_exists(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name)) else {"rows": 0}
+    history_before = history_shape(spark, settings)
     if "publish" in steps:
         with Stopwatch() as sw:
             daily_job.publish(run)
@@ -166,12 +164,9 @@ def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage"
         for name, day, seconds in calls[first_call:]:
             if day == event_date:
                 out[f"{name}_seconds"] = seconds
-        out["history_merge"] = last_commit(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name))
+        out["day_tokens_commit"] = last_commit(spark, settings.table_path(tables.USER_DAY_TOKENS.name))
         out["history_before"] = history_before
-        out["history_after"] = history_shape(spark, settings.table_path(tables.USER_TOKEN_HISTORY.name))
-        src = out["history_merge"].get("numSourceRows")
-        if src and out.get("merge_history_seconds"):
-            out["history_merge_rows_per_s"] = src / out["merge_history_seconds"]
+        out["history_after"] = history_shape(spark, settings)
     if "quality" in steps:
         per_source = out["quality"]["rows_per_source"]
         text_rows = sum(n for s, n in per_source.items() if s != run.sources.tabular.name)
@@ -186,35 +181,12 @@ def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage"
     return out
 
 
-def merge_only(spark, settings, info, day_tokens, event_date: str) -> dict[str, Any]:
-    """``daily_job.merge_history`` of ``day_tokens`` re-dated to ``event_date``, timed."""
-    from pyspark.sql import functions as F
-
-    from pipelines import daily_job, tables
-
-    run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
-    shifted = day_tokens.withColumn("event_date", F.to_date(F.lit(event_date))).localCheckpoint(eager=True)
-    source_rows = shifted.count()
-    path = settings.table_path(tables.USER_TOKEN_HISTORY.name)
-    before = history_shape(spark, path)
-    with Stopwatch() as sw:
-        daily_job.merge_history(run, shifted)
-    commit = last_commit(spark, path)
-    entry = {"event_date": event_date, "source_rows": source_rows, "seconds": sw.seconds,
-             "rows_per_s": source_rows / sw.seconds, "history_before": before, "merge": commit}
-    log.info("pipeline: MERGE %s: %d rows into history (mean %.1f days/row) in %.2fs; copied %s, files +%s/-%s",
-             event_date, source_rows, before["mean_days"], sw.seconds, commit.get("numTargetRowsCopied"),
-             commit.get("numTargetFilesAdded"), commit.get("numTargetFilesRemoved"))
-    return entry
-
-
 def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict[str, Any]:
     """The benchmark (see the module docstring); returns the JSON payload's ``results``."""
     import torch
-    from pyspark.sql import functions as F
 
     from benchmarks.bench_model import pipeline_settings
-    from pipelines import daily_job, tables
+    from pipelines import daily_job
     from pipelines.train_job import train
     from pipelines.world import load_world_config, write_world
 
@@ -281,23 +253,6 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
         udt = out["table_sizes"].get("user_day_tokens", {})
         out["bytes_per_token_row"] = udt.get("live_bytes_per_row")
 
-        # history growth at constant active users, then active users at constant history
-        last = date.fromisoformat(dates[-1])
-        day_tokens = (tables.read_table(spark, settings, tables.USER_DAY_TOKENS.name)
-                      .where(F.col("event_date") == F.to_date(F.lit(dates[-1]))).localCheckpoint(eager=True))
-        growth = []
-        n_syn = int(params.get("synthetic_history_days", 0))
-        for k in range(1, n_syn + 1):
-            growth.append(merge_only(spark, settings, info, day_tokens, (last + timedelta(days=k)).isoformat()))
-        fractions = []
-        for i, share in enumerate(params.get("active_fractions") or []):
-            subset = day_tokens.where((F.abs(F.xxhash64("user_id")) % 1000) < int(round(float(share) * 1000)))
-            entry = merge_only(spark, settings, info, subset, (last + timedelta(days=n_syn + 1 + i)).isoformat())
-            entry["active_share"] = float(share)
-            fractions.append(entry)
-        out["history_growth"] = growth
-        out["active_share_merges"] = fractions
-        out["history_table_after_synthetic"] = table_sizes(spark, settings.tables_root).get(tables.USER_TOKEN_HISTORY.name)
         return out
     finally:
         torch.set_num_threads(default_threads)
@@ -314,17 +269,13 @@ def summary_lines(payload: dict) -> list[str]:
              f"{r['train']['embed_documents_per_s']:.1f} docs/s, MRQ-VAE {r['train']['train_seconds']:.1f}s)"]
     for d in r["days"]:
         tag = " (re-run)" if d.get("rerun") else ""
-        parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "merge_history_seconds") if k in d]
+        parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "publish_day_tokens_seconds") if k in d]
         extra = f", {d['stage_documents_per_s']:.1f} docs/s through stage" if "stage_documents_per_s" in d else ""
-        merge = d.get("history_merge", {})
+        commit = d.get("day_tokens_commit", {})
         lines.append(f"  {d['event_date']}{tag}: " + ", ".join(parts) + extra +
-                     f"; MERGE src {merge.get('numSourceRows')} rows, copied {merge.get('numTargetRowsCopied')}")
+                     f"; user_day_tokens v{commit.get('version')} {commit.get('operation')}")
     if r.get("bytes_per_token_row"):
         lines.append(f"  user_day_tokens: {r['bytes_per_token_row']:.1f} live bytes per token row")
-    for g in r.get("history_growth", []):
-        lines.append(f"  MERGE at {g['history_before']['mean_days']:.2f} days/row: {g['seconds']:.2f}s for {g['source_rows']} rows")
-    for g in r.get("active_share_merges", []):
-        lines.append(f"  MERGE share {g['active_share']:.2f}: {g['seconds']:.2f}s for {g['source_rows']} rows")
     return lines
 
 

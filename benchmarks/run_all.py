@@ -83,28 +83,18 @@ def summarize(model: dict | None, pipeline: dict | None) -> dict[str, Any]:
             f"embed {r['train']['embed_seconds']:.0f}s, MRQ-VAE {r['train']['train_seconds']:.0f}s")
         for d in r["days"]:
             tag = f"{d['event_date']}{' re-run' if d.get('rerun') else ''}"
-            for step in ("stage", "quality", "publish", "merge_history"):
+            for step in ("stage", "quality", "publish", "publish_day_tokens"):
                 if f"{step}_seconds" in d:
                     add("Pipeline", f"{tag}: {step.replace('_', ' ')}", d[f"{step}_seconds"], "s")
             if "stage_documents_per_s" in d:
                 add("Pipeline", f"{tag}: documents through stage", d["stage_documents_per_s"], "docs/s",
                     f"{d['text_documents']} documents, {d['quality']['active_users']} active users")
-            if "history_merge_rows_per_s" in d:
-                hm = d["history_merge"]
-                add("Pipeline", f"{tag}: history MERGE", d["history_merge_rows_per_s"], "rows/s",
-                    f"{hm.get('numSourceRows')} source rows, {hm.get('numTargetRowsCopied')} copied")
         if r.get("bytes_per_token_row"):
             add("Pipeline", "user_day_tokens size", r["bytes_per_token_row"], "bytes/row",
                 f"{r['table_sizes']['user_day_tokens']['rows']} rows, live snapshot")
-        hist = r["table_sizes"].get("user_token_history")
+        hist = r["table_sizes"].get("user_token_history_base")
         if hist:
-            add("Pipeline", "user_token_history size", hist["live_bytes_per_row"], "bytes/row", f"{hist['rows']} rows")
-        for g in r.get("history_growth", []):
-            add("History MERGE growth", f"{g['history_before']['mean_days']:.2f} days/row before", g["seconds"], "s",
-                f"{g['source_rows']} rows, {g['merge'].get('numTargetRowsCopied')} copied")
-        for g in r.get("active_share_merges", []):
-            add("History MERGE growth", f"{g['active_share']:.0%} of active users", g["seconds"], "s",
-                f"{g['source_rows']} rows at {g['history_before']['mean_days']:.2f} days/row")
+            add("Pipeline", "user_token_history_base size", hist["live_bytes_per_row"], "bytes/row", f"{hist['rows']} rows")
     return {"machine": machine, "rows": rows,
             "wall_seconds": {"bench_model": (model or {}).get("wall_seconds"),
                              "bench_pipeline": (pipeline or {}).get("wall_seconds")}}

@@ -46,7 +46,10 @@ def _spark(settings: PipelineSettings, app_name: str, extra_conf: dict[str, str]
 
 
 def _dates(start: str, end: str) -> list[str]:
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as exc:
+        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from exc
     if last < first:
         raise typer.BadParameter(f"end date {end} is before start date {start}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -94,21 +97,42 @@ def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
 
 
 @app.command()
-def backfill(start: Annotated[str, typer.Argument(help="first date, YYYY-MM-DD")],
-             end: Annotated[str, typer.Argument(help="last date, YYYY-MM-DD")],
+def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YYYY-MM-DD")] = None,
+             end: Annotated[Optional[str], typer.Argument(help="last date, YYYY-MM-DD (default: START)")] = None,
+             dates: Annotated[Optional[str], typer.Option(help="instead of a range: comma-separated dates")] = None,
              config: ConfigOption = None, set_: SetOption = None,
              via_airflow: Annotated[bool, typer.Option(help="run each date as a u2qt_daily dag.test()")] = False,
              airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME for --via-airflow")] = Path(".u2qt/airflow")) -> None:
-    """Tokenize every date from START to END (inclusive), oldest first."""
+    """Tokenize every date from START to END (inclusive) or of --dates as one Spark job: all dates
+    staged in one inference pass, then gated and published oldest first; dates without events
+    are recorded as empty and skipped."""
+    if dates and (start or end):
+        raise typer.BadParameter("give either START [END] or --dates, not both")
+    if dates:
+        wanted = sorted({_dates(d.strip(), d.strip())[0] for d in dates.split(",") if d.strip()})
+    elif start:
+        wanted = _dates(start, end or start)
+    else:
+        raise typer.BadParameter("give START [END] or --dates D1,D2,...")
     settings = _settings(config, set_)
     if via_airflow:
-        _run_dates_with_airflow(_dates(start, end), airflow_home, config, set_)
+        _run_dates_with_airflow(wanted, airflow_home, config, set_)
         return
-    from pipelines.daily_job import run_day as run
+    from pipelines.backfill import backfill as run_backfill
 
-    spark = _spark(settings, "u2qt_backfill")
-    for event_date in _dates(start, end):
-        run(spark, settings, event_date)
+    results = run_backfill(_spark(settings, "u2qt_backfill"), settings, wanted)
+    typer.echo(json.dumps({d: r["status"] for d, r in results.items()}, indent=2))
+
+
+@app.command()
+def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Delta upkeep: compact the history base, OPTIMIZE (Z-order on user_id where it helps),
+    log retention, VACUUM (what the u2qt_maintenance DAG runs)."""
+    from pipelines.maintenance import maintain as run_maintenance
+
+    settings = _settings(config, set_)
+    report = run_maintenance(_spark(settings, "u2qt_maintain"), settings)
+    typer.echo(json.dumps(report, indent=2, default=str))
 
 
 def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Optional[Path], overrides: Optional[list[str]]) -> None:

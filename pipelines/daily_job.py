@@ -7,9 +7,9 @@
 2. :func:`check_quality` (:mod:`pipelines.quality`) — gates on the staged day (row counts, null/short codes, quarantine
    rate, collision rate, codebook utilization); failing gates raise before anything is
    published.
-3. :func:`publish` — replace the date in ``user_day_tokens``, MERGE the day's tokens into
-   ``user_token_history`` (a date already present is replaced, never appended twice; an older
-   date lands in date order) and update the collision-resolved ``user_tokens``.
+3. :func:`publish` — replace the date in ``user_day_tokens`` when it changed (the
+   ``user_token_history`` view follows it: :mod:`pipelines.history`) and update the
+   collision-resolved ``user_tokens``.
 
 Each step reads only what the previous one wrote to Delta, so a crash at any point is repaired
 by running the step (or the whole date) again, and the Airflow DAG can retry steps on their own.
@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.day_run import DayRun, TokenizerInfo, day_tuples, default_run_id, load_tokenizer_info
-from pipelines.history import merge_history
+from pipelines.history import publish_day_tokens
 from pipelines.identities import update_identities
 from pipelines.quality import QualityGateFailed, check_quality, collision_rate, level_utilization
 from pipelines.settings import PipelineSettings
@@ -33,7 +33,7 @@ from pipelines.stage import StageResult, stage
 
 __all__ = [
     "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id",
-    "stage", "check_quality", "publish", "run_day", "merge_history", "update_identities", "day_tuples",
+    "stage", "check_quality", "publish", "run_day", "publish_day_tokens", "update_identities", "day_tuples",
     "collision_rate", "level_utilization",
 ]
 
@@ -49,10 +49,9 @@ def publish(run: DayRun) -> dict:
         raise tables.TokenizerVersionMismatch(
             f"staging_day_tokens for {run.event_date} was written by another tokenizer; re-run the stage step")
     day_tokens = staged.where(F.col("codes").isNotNull()).localCheckpoint(eager=True)
-    run.replace_partition(day_tokens, tables.USER_DAY_TOKENS)
     metrics = {
         "token_rows": day_tokens.count(),
-        "history_rows_changed": merge_history(run, day_tokens),
+        "history_rows_changed": publish_day_tokens(run, day_tokens),
         "identities_changed": update_identities(run, day_tokens),
     }
     run.record("publish", "ok", time.monotonic() - started, metrics)

@@ -85,12 +85,13 @@ class DayRun:
     def read(self, name: str) -> DataFrame:
         return tables.read_table(self.spark, self.settings, name)
 
-    def replace_partition(self, frame: DataFrame, spec: tables.TableSpec) -> None:
-        """Atomically replace this date's partition of ``spec`` with ``frame``."""
+    def replace_partition(self, frame: DataFrame, spec: tables.TableSpec, predicate: str | None = None) -> None:
+        """Atomically replace this date's partition of ``spec`` with ``frame`` (or the
+        partitions ``predicate`` selects, e.g. :func:`dates_predicate` of a backfill)."""
         tables.ensure_table(self.spark, self.settings, spec, self.tokenizer.version)
         (frame.select(*[f.name for f in spec.schema.fields])
             .write.format("delta").mode("overwrite")
-            .option("replaceWhere", self.date_predicate)
+            .option("replaceWhere", predicate or self.date_predicate)
             .save(self.path(spec.name)))
 
     def record(self, step: str, status: str, seconds: float, metrics: dict) -> None:
@@ -125,6 +126,11 @@ def day_tuples(run: DayRun, day_tokens: DataFrame) -> DataFrame:
         F.flatten(F.array(*[F.coalesce(F.col("by_source")[s], missing) for s in order])).alias("token_tuple"),
         F.filter(F.array(*[F.lit(s) for s in order]), lambda s: F.col("by_source")[s].isNotNull()).alias("sources_present"),
     )
+
+
+def dates_predicate(event_dates: list[str]) -> str:
+    """SQL predicate selecting the ``event_date`` partitions of ``event_dates``."""
+    return "event_date IN (" + ", ".join(f"DATE'{date.fromisoformat(d)}'" for d in event_dates) + ")"
 
 
 def default_run_id(event_date: str) -> str:

@@ -104,8 +104,23 @@ def tabular_vector(row: dict, features: list[TabularFeature]) -> list[float]:
     return out
 
 
-def latest_profiles(profiles: DataFrame, event_date: str) -> DataFrame:
-    """Each user's newest ``user_profile`` snapshot with ``as_of <= event_date``."""
+def latest_profiles(profiles: DataFrame, event_date: str, users: DataFrame | None = None) -> DataFrame:
+    """Each user's newest ``user_profile`` snapshot with ``as_of <= event_date``.
+
+    With ``users`` (a frame with ``user_id``) only those users' snapshots are ranked: the
+    semi-join runs before the window, so the sort follows the day's active users, not the table."""
     eligible = profiles.where(F.col("as_of") <= F.to_date(F.lit(event_date)))
+    if users is not None:
+        eligible = eligible.join(users.select("user_id"), "user_id", "left_semi")
     newest = Window.partitionBy("user_id").orderBy(F.desc("as_of"))
+    return eligible.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")
+
+
+def profiles_as_of(profiles: DataFrame, user_days: DataFrame) -> DataFrame:
+    """Per active (``user_id``, ``event_date``) of ``user_days``: the user's newest snapshot with
+    ``as_of <= event_date`` (profile columns plus ``event_date``). The join with the active
+    user-days runs before the window, so only their snapshots are ranked; one date or many."""
+    eligible = profiles.join(user_days.select("user_id", "event_date"), "user_id", "inner").where(
+        F.col("as_of") <= F.col("event_date"))
+    newest = Window.partitionBy("user_id", "event_date").orderBy(F.desc("as_of"))
     return eligible.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")

@@ -115,6 +115,23 @@ class CatalogConfig(_Strict):
     metastore: Literal["embedded", "external"] = "embedded"
 
 
+class HistoryConfig(_Strict):
+    """``user_token_history`` is a view over ``user_day_tokens`` (the source of truth) and a
+    compacted base that ``u2qt maintain`` extends one period at a time."""
+
+    max_days: int = Field(180, ge=1)      # a history row holds the days within this window, newest date last
+    period_days: int = Field(30, ge=1)    # days per compacted base partition (written once when closed)
+
+
+class MaintenanceConfig(_Strict):
+    """``u2qt maintain``: OPTIMIZE (Z-order on user_id), VACUUM and Delta log retention."""
+
+    vacuum_retain_hours: float = Field(168.0, ge=0)     # below 168 h readers of old snapshots may fail
+    log_retention_days: int = Field(30, ge=1)           # delta.logRetentionDuration
+    zorder_tables: list[str] = ["user_token_history_base", "user_tokens", "user_profile"]
+    optimize_tables: list[str] = ["user_day_tokens", "staging_day_tokens", "quarantine", "run_metrics"]
+
+
 class PipelineSettings(_Strict):
     spark_profile: str = "local"
     tables_root: str
@@ -126,6 +143,10 @@ class PipelineSettings(_Strict):
     training: TrainingConfig = TrainingConfig()
     airflow: AirflowConfig = AirflowConfig()
     catalog: CatalogConfig = CatalogConfig()
+
+
+    history: HistoryConfig = HistoryConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
     def table_path(self, name: str) -> str:
         """Location of the path-based Delta table ``name``."""

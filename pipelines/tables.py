@@ -104,6 +104,7 @@ USER_DAY_TOKENS = TableSpec(
     description="fact table: one row per active (user, source, day); a date is rewritten whole",
 )
 
+# user_token_history is a VIEW (pipelines/history.py): this spec is its column contract, not a table.
 USER_TOKEN_HISTORY = TableSpec(
     "user_token_history",
     T.StructType([
@@ -117,9 +118,35 @@ USER_TOKEN_HISTORY = TableSpec(
         T.StructField("tokenizer_version", T.StringType(), False),
         T.StructField("updated_at", T.TimestampType(), False),
     ]),
+    description="view: per (user, source) the tokens of every active day within history.max_days, in date order",
+)
+
+HISTORY_BASE = TableSpec(
+    "user_token_history_base",
+    T.StructType([
+        T.StructField("period_start", T.DateType(), False),
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("dates", T.ArrayType(T.DateType()), False),
+        T.StructField("tokens", CODES, False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("compacted_at", T.TimestampType(), False),
+    ]),
+    ("period_start",),
     versioned=True,
-    description="per (user, source): tokens of every active day in date order, tokens_per_day each",
-    properties=MERGE_TARGET_PROPERTIES,
+    description="compacted history: per period of history.period_days and (user, source) the days' tokens in "
+                "date order; written by u2qt maintain, one partition per period, never by the nightly job",
+)
+
+HISTORY_PERIODS = TableSpec(
+    "user_token_history_periods",
+    T.StructType([
+        T.StructField("period_start", T.DateType(), False),
+        T.StructField("covered_through", T.DateType(), False),
+        T.StructField("compacted_at", T.TimestampType(), False),
+    ]),
+    description="which days user_token_history_base holds: [period_start, covered_through] per period; a "
+                "re-published date inside a range removes its period (the view then reads user_day_tokens)",
 )
 
 USER_TOKENS = TableSpec(
@@ -173,7 +200,7 @@ RUN_METRICS = TableSpec(
     description="one row per run step: counts, utilization, collision rate, timings (append-only log)",
 )
 
-OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, USER_TOKEN_HISTORY, USER_TOKENS, QUARANTINE, RUN_METRICS)
+OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, QUARANTINE, RUN_METRICS)
 ALL_TABLES = (RAW_EVENTS, USER_PROFILE, *OUTPUT_TABLES)
 
 
@@ -228,6 +255,11 @@ def check_tokenizer_version(spark: SparkSession, name: str, path: str, tokenizer
 
 
 def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
+    """The table ``name`` (``user_token_history``: the history view of :mod:`pipelines.history`)."""
+    if name == USER_TOKEN_HISTORY.name:
+        from pipelines.history import read_history
+
+        return read_history(spark, settings)
     path = settings.table_path(name)
     if not table_exists(spark, path):
         raise U2QTError(f"Delta table {name} does not exist at {path}")
@@ -270,6 +302,9 @@ def register_views(spark: SparkSession, settings: PipelineSettings, shared_level
         if table_exists(spark, path):
             spark.read.format("delta").load(path).createOrReplaceTempView(spec.name)
             registered.append(spec.name)
+    if "user_day_tokens" in registered:   # the history view (pipelines/history.py), built from the tables
+        read_table(spark, settings, USER_TOKEN_HISTORY.name).createOrReplaceTempView(USER_TOKEN_HISTORY.name)
+        registered.append(USER_TOKEN_HISTORY.name)
     for view, (source_table, select) in view_definitions(shared_levels).items():
         if source_table in registered:
             spark.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {select}")

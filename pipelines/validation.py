@@ -64,13 +64,14 @@ def profile_rules(features: list[TabularFeature]) -> list[tuple[Column, Column]]
     return rules
 
 
-def to_quarantine(rejected: DataFrame, source_table: str, event_date: str, run_id: str) -> DataFrame:
-    """Rows in the ``quarantine`` schema: the full original row as JSON, never lost."""
+def to_quarantine(rejected: DataFrame, source_table: str, event_date: str | Column, run_id: str | Column) -> DataFrame:
+    """Rows in the ``quarantine`` schema: the full original row as JSON, never lost.
+    ``event_date`` / ``run_id``: a value, or a column (several dates in one pass)."""
     payload = [c for c in rejected.columns if c != "reason"]
     return rejected.select(
-        F.to_date(F.lit(event_date)).alias("event_date"),
+        (event_date if isinstance(event_date, Column) else F.to_date(F.lit(event_date))).alias("event_date"),
         F.lit(source_table).alias("source_table"),
         F.col("reason"),
         F.to_json(F.struct(*[F.col(c) for c in payload]), {"ignoreNullFields": "false"}).alias("row_json"),
-        F.lit(run_id).alias("run_id"),
+        (run_id if isinstance(run_id, Column) else F.lit(run_id)).alias("run_id"),
     )

@@ -27,6 +27,14 @@ def test_dag_folder_imports_without_errors(airflow_home):
     assert dag.max_active_runs == 1
 
 
+def test_maintenance_dag_is_one_call(airflow_home):
+    from pipelines.airflow_runner import load_dag
+
+    dag = load_dag("u2qt_maintenance")
+    assert [t.task_id for t in dag.topological_sort()] == ["maintain"]
+    assert dag.max_active_runs == 1
+
+
 @pytest.mark.slow
 def test_dag_test_over_two_consecutive_dates(airflow_home, spark, trained_lake, tmp_path, monkeypatch, world_dates):
     from pipelines.airflow_runner import run_dag_for_date

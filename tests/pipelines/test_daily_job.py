@@ -1,8 +1,6 @@
 """The nightly job on a tiny world: real Spark, real Delta, real MiniLM + tiny MRQ-VAE."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from chispa import assert_df_equality
@@ -10,21 +8,8 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.daily_job import QualityGateFailed, run_day
-from tests.conftest import make_settings
 
 HISTORY_COLUMNS = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date", "tokenizer_version"]
-
-
-@pytest.fixture(scope="module")
-def two_days(trained_lake, tmp_path_factory, spark):
-    """Both world dates processed in order on a private copy of the trained lake."""
-    root = tmp_path_factory.mktemp("two-days")
-    shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
-    settings = make_settings(root / "lake", root / "model")
-    dates = [(trained_lake["world"].start_date + __import__("datetime").timedelta(days=i)).isoformat()
-             for i in range(trained_lake["world"].n_days)]
-    metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
-    return {"settings": settings, "dates": dates, "metrics": metrics}
 
 
 def _expected_active(spark, settings, event_date):
@@ -94,12 +79,13 @@ def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_date
         run_day(spark, fresh_lake, event_date)
     before = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     identity_before = tables.read_table(spark, fresh_lake, "user_tokens").drop("run_id").toPandas()
-    history_versions = _delta_versions(spark, fresh_lake.table_path("user_token_history"))
+    published = ("user_day_tokens", "user_tokens")
+    versions = {name: _delta_versions(spark, fresh_lake.table_path(name)) for name in published}
     rerun = run_day(spark, fresh_lake, world_dates[0])
-    # nothing changed, so nothing was merged: no new version of the history or identity tables
+    # nothing changed, so nothing was written: no new version of the fact (history) or identity tables
     assert rerun["publish"]["history_rows_changed"] == 0
     assert rerun["publish"]["identities_changed"] == 0
-    assert _delta_versions(spark, fresh_lake.table_path("user_token_history")) == history_versions
+    assert {name: _delta_versions(spark, fresh_lake.table_path(name)) for name in published} == versions
     after = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     key = ["user_id", "source"]
     before, after = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
@@ -137,7 +123,7 @@ def test_failed_quality_gate_publishes_nothing(spark, fresh_lake, world_dates):
 
 def test_a_second_tokenizer_version_is_refused(spark, fresh_lake, world_dates):
     run_day(spark, fresh_lake, world_dates[0])
-    path = fresh_lake.table_path("user_token_history")
+    path = fresh_lake.table_path("user_day_tokens")
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{tables.TOKENIZER_VERSION_PROPERTY}' = 'u2qt-000000000000')")
     with pytest.raises(tables.TokenizerVersionMismatch, match="u2qt-000000000000"):
         run_day(spark, fresh_lake, world_dates[1])
