@@ -14,10 +14,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench bench-model eval clean lock help
+.PHONY: setup demo test test-fast bench bench-model bench-scale eval clean lock help
 
 help:
-	@echo "make demo | make test | make bench | make bench-model | make eval | make setup | make clean"
+	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make eval | make setup | make clean"
 
 setup:
 	@$(PYTHON) scripts/setup_env.py
@@ -38,6 +38,9 @@ bench: setup
 
 bench-model: setup
 	$(PY) -m benchmarks.bench_model --out bench_results
+
+bench-scale: setup
+	$(PY) -m benchmarks.bench_scale --out bench_results
 
 eval: setup
 	$(PY) -m pipelines.cli eval --world-config conf/world/eval.yaml --out reports/eval

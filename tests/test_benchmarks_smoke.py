@@ -71,10 +71,25 @@ def test_quality_and_pipeline_quick(quick_config, tmp_path):
     pipeline = bench_pipeline.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "p")
     r = json.loads((tmp_path / "out" / "bench_pipeline.json").read_text())["results"]
     assert [d.get("rerun", False) for d in r["days"]] == [False, False, True]
-    assert r["days"][0]["history_merge"]["operation"] == "MERGE"
+    assert r["days"][0]["day_tokens_commit"]["operation"] == "WRITE"
     assert r["days"][-1]["steps"] == ["publish"]
     assert r["table_sizes"]["user_day_tokens"]["rows"] > 0 and r["bytes_per_token_row"] > 0
-    assert len(r["history_growth"]) == 1 and len(r["active_share_merges"]) == 1
+    assert r["days"][-1]["history_after"] == r["days"][-2]["history_after"]   # the re-run changed nothing
     summary = run_all.summarize(model, pipeline)
     md = run_all.markdown(summary)
     assert md.count("\n| Pipeline |") >= 5 and "| Quality (tiny) |" in md
+
+
+@pytest.mark.slow
+def test_scale_quick_history_and_total_users(quick_config, tmp_path):
+    """Spark: the synthetic-history and total-users nights of bench_scale at tiny sizes."""
+    from benchmarks import bench_scale
+
+    bench_scale.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "s", only=["history", "total_users"])
+    r = json.loads((tmp_path / "out" / "bench_scale.json").read_text())["results"]
+    assert [x["history_days"] for x in r["history"]["runs"]] == quick_config["scale"]["history_days"]
+    for x in r["history"]["runs"] + r["total_users"]["runs"]:
+        assert x["publish"]["bytes_written"] > 0 and x["publish"]["cpu_s"] > 0
+        assert x["publish_metrics"]["history_rows_changed"] == x["active_users"] * 6
+    assert r["total_users"]["runs"][-1]["stage_input_rows"] == r["total_users"]["runs"][0]["stage_input_rows"]
+    assert "4x1_publish_bytes_written" in r["history"]["ratios"]

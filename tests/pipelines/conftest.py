@@ -22,3 +22,11 @@ def two_days(trained_lake, tmp_path_factory, spark):
     dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
     metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
     return {"settings": settings, "dates": dates, "metrics": metrics}
+
+
+@pytest.fixture
+def published_lake(two_days, tmp_path):
+    """A private copy of :func:`two_days` (both dates already published) for a test that writes."""
+    root = tmp_path / "published"
+    shutil.copytree(two_days["settings"].tables_root, root / "lake")
+    return make_settings(root / "lake", two_days["settings"].model_dir)

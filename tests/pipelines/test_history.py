@@ -32,20 +32,17 @@ def assert_history_matches_fact_table(spark, settings):
                          | (F.element_at("dates", -1) != F.col("last_date"))).count() == 0
 
 
-def test_view_has_the_history_columns(spark, fresh_lake, world_dates):
-    assert [f.name for f in read_history(spark, fresh_lake).schema] == tables.USER_TOKEN_HISTORY.schema.names
-    run_day(spark, fresh_lake, world_dates[0])
-    schema = read_history(spark, fresh_lake).schema
+def test_view_has_the_history_columns(spark, trained_lake, two_days):
+    assert [f.name for f in read_history(spark, trained_lake["settings"]).schema] == tables.USER_TOKEN_HISTORY.schema.names
+    schema = read_history(spark, two_days["settings"]).schema
     assert [(f.name, f.dataType.simpleString()) for f in schema] == \
         [(f.name, f.dataType.simpleString()) for f in tables.USER_TOKEN_HISTORY.schema]
 
 
-def test_rerun_after_inputs_changed_removes_stale_entries(spark, fresh_lake, world_dates):
+def test_rerun_after_inputs_changed_removes_stale_entries(spark, published_lake, world_dates):
     from delta.tables import DeltaTable
 
-    settings = fresh_lake.model_copy(update={"history": HistoryConfig(max_days=180, period_days=1)})
-    for event_date in world_dates:
-        run_day(spark, settings, event_date)
+    settings = published_lake.model_copy(update={"history": HistoryConfig(max_days=180, period_days=1)})
     assert not tables.table_exists(spark, settings.table_path("user_token_history_base"))  # the night never writes it
     compacted = compact_history(spark, settings)
     assert compacted["compacted"] == world_dates
@@ -77,11 +74,9 @@ def test_rerun_after_inputs_changed_removes_stale_entries(spark, fresh_lake, wor
     assert_history_matches_fact_table(spark, settings)
 
 
-def test_retention_bounds_a_row(spark, fresh_lake, world_dates):
-    for event_date in world_dates:
-        run_day(spark, fresh_lake, event_date)
+def test_retention_bounds_a_row(spark, published_lake, world_dates):
     newest = world_dates[-1]
-    short = fresh_lake.model_copy(update={"history": HistoryConfig(max_days=1, period_days=1)})
+    short = published_lake.model_copy(update={"history": HistoryConfig(max_days=1, period_days=1)})
     compact_history(spark, short)
     history = read_history(spark, short)
     assert history.count() > 0
