@@ -1,9 +1,23 @@
-"""``user_tokens``: each user's latest full token tuple and its collision suffix."""
+"""``user_tokens``: each user's latest full token tuple and its collision suffix.
+
+Every change to ``user_tokens`` (a night's new tuples, an erasure) is ONE Delta commit computed
+by :func:`commit_identities`: the rows that change, the rows that leave, and the re-ranked
+suffix of every member of every tuple group they touch. There is no state in between (tuples
+merged but suffixes not yet re-ranked) that a crash or a conflict could leave behind, and a
+re-run of a date re-ranks the groups the day's users belong to again, so groups damaged by an
+older run (suffixes not dense, two users on one suffix) heal when one of their members is next
+active. Suffix = rank by engagement descending, ties by user_id (``u2qt_core.collisions`` is the
+numpy reference).
+
+Cost per night: the day's active users' rows are found by a semi-join on ``user_id`` and the
+touched groups' members by a semi-join on ``token_tuple``; windows and the MERGE only ever see
+those rows (O(active users + members of their groups)), never the whole table.
+"""
 from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines import tables
@@ -14,56 +28,112 @@ log = logging.getLogger(__name__)
 
 
 IDENTITY_COLUMNS = ("as_of", "token_tuple", "sources_present", "engagement", "tokenizer_version", "run_id")
+_FULL, _SUFFIX, _DELETE = "full", "suffix", "delete"
 
 
 def update_identities(run: DayRun, day_tokens: DataFrame) -> int:
-    """Upsert each active user's latest tuple into ``user_tokens`` and re-rank the suffix of every
-    tuple group the day changed (groups users joined and groups they left): within a group of
-    identical tuples the most engaged user keeps suffix 0, ties broken by user_id. Returns the
-    number of users whose row changed (0 on a re-run)."""
+    """Upsert each active user's latest tuple into ``user_tokens`` and re-rank every group the day
+    touches (the groups users join, the groups they leave, and the groups every active user is in
+    now), in one commit. Returns the number of users whose tuple row changed (0 on a re-run)."""
     from delta.tables import DeltaTable
-    from pyspark.sql import Window
 
     spark = run.spark
     path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
-    engagement = latest_profiles(run.read("user_profile"), run.event_date).select("user_id", "engagement")
-    incoming = (day_tuples(run, day_tokens)
-                .join(engagement, "user_id", "left")
+    tuples = day_tuples(run, day_tokens)
+    active_ids = tuples.select("user_id")
+    engagement = (latest_profiles(run.read("user_profile").join(active_ids, "user_id", "left_semi"), run.event_date)
+                  .select("user_id", "engagement"))
+    incoming = (tuples.join(engagement, "user_id", "left")
                 .select("user_id", F.to_date(F.lit(run.event_date)).alias("as_of"), "token_tuple", "sources_present",
                         F.coalesce("engagement", F.lit(0.0)).alias("engagement"),
                         F.lit(run.tokenizer.version).alias("tokenizer_version"), F.lit(run.run_id).alias("run_id")))
-    current = DeltaTable.forPath(spark, path)
-    old = current.toDF().select("user_id", *[F.col(c).alias(f"old_{c}") for c in ("as_of", "token_tuple", "engagement", "tokenizer_version")])
-    # keep users that are new, or whose newer-or-same-day state differs (a backfilled older day never wins)
-    changed = (incoming.join(old, "user_id", "left")
-               .where(F.col("old_as_of").isNull()
-                      | ((F.col("as_of") >= F.col("old_as_of"))
-                         & ((F.col("as_of") != F.col("old_as_of")) | (F.col("token_tuple") != F.col("old_token_tuple"))
-                            | (F.col("engagement") != F.col("old_engagement"))
-                            | (F.col("tokenizer_version") != F.col("old_tokenizer_version")))))
-               .localCheckpoint(eager=True))
+    current = DeltaTable.forPath(spark, path).toDF()
+    old = (current.join(active_ids, "user_id", "left_semi")
+           .select("user_id", *[F.col(c).alias(f"old_{c}") for c in ("as_of", "token_tuple", "engagement", "tokenizer_version")]))
+    # users that are new, or whose newer-or-same-day state differs (a backfilled older day never wins)
+    joined = incoming.join(old, "user_id", "left").localCheckpoint(eager=True)
+    wins = (F.col("old_as_of").isNull()
+            | ((F.col("as_of") >= F.col("old_as_of"))
+               & ((F.col("as_of") != F.col("old_as_of")) | (F.col("token_tuple") != F.col("old_token_tuple"))
+                  | (F.col("engagement") != F.col("old_engagement"))
+                  | (F.col("tokenizer_version") != F.col("old_tokenizer_version")))))
+    changed = joined.where(wins).select("user_id", *IDENTITY_COLUMNS)
+    # every group an active user was in before today (left, or stayed in) and every group a changed user joins
+    touched = (joined.where(F.col("old_token_tuple").isNotNull()).select(F.col("old_token_tuple").alias("token_tuple"))
+               .unionByName(changed.select("token_tuple")))
     n_changed = changed.count()
-    if n_changed == 0:
-        log.info("identities: no user's tuple changed on %s: nothing to merge", run.event_date)
-        return 0
-    # groups touched: the tuples users move to and the ones they leave (read before the MERGE)
-    touched = (changed.select("token_tuple")
-               .unionByName(changed.where(F.col("old_token_tuple").isNotNull()).select(F.col("old_token_tuple").alias("token_tuple")))
-               .distinct().localCheckpoint(eager=True))
-    (current.alias("t")
-        .merge(changed.select("user_id", *IDENTITY_COLUMNS).alias("s"), "t.user_id = s.user_id")
-        .whenMatchedUpdate(set={c: f"s.{c}" for c in IDENTITY_COLUMNS})
-        .whenNotMatchedInsert(values={"user_id": "s.user_id", **{c: f"s.{c}" for c in IDENTITY_COLUMNS}, "collision_suffix": "0"})
-        .execute())
-
-    members = DeltaTable.forPath(spark, path).toDF().join(touched, "token_tuple", "left_semi")
-    rank = Window.partitionBy("token_tuple").orderBy(F.desc("engagement"), F.asc("user_id"))
-    reranked = (members.select("user_id", "collision_suffix", (F.row_number().over(rank) - 1).alias("suffix"))
-                .where(F.col("collision_suffix") != F.col("suffix"))
-                .localCheckpoint(eager=True))
-    if reranked.count():
-        (DeltaTable.forPath(spark, path).alias("t")
-            .merge(reranked.alias("r"), "t.user_id = r.user_id")
-            .whenMatchedUpdate(set={"collision_suffix": "r.suffix"})
-            .execute())
+    rewritten = commit_identities(spark, path, upserts=changed, removed=None, touched=touched)
+    log.info("identities %s: %d users changed, %d rows written (tuples + re-ranked suffixes)",
+             run.event_date, n_changed, rewritten)
     return n_changed
+
+
+def commit_identities(spark: SparkSession, path: str, upserts: DataFrame | None, removed: DataFrame | None,
+                      touched: DataFrame) -> int:
+    """Apply new identity rows and removals to ``user_tokens`` at ``path`` together with the
+    re-ranked suffixes of every member of the ``touched`` groups, as one MERGE (one commit).
+
+    ``upserts``: ``(user_id, *IDENTITY_COLUMNS)`` rows that replace (or insert) a user's row;
+    ``removed``: ``(user_id)`` rows to delete; ``touched``: ``(token_tuple)`` of the groups to
+    re-rank (must include the groups the upserted and removed users leave and join). Only rows
+    whose content or suffix changes are written. Returns the number of rows written.
+    """
+    from delta.tables import DeltaTable
+
+    checkpointed = identity_changes(spark, path, upserts, removed, touched).localCheckpoint(eager=True)
+    source = checkpointed.toDF(*checkpointed.columns)   # fresh column ids: the source is derived from the target
+    rows = source.count()
+    if rows == 0:
+        return 0
+    (DeltaTable.forPath(spark, path).alias("t")
+        .merge(source.alias("s"), "t.user_id = s.user_id")
+        .whenMatchedDelete(condition=f"s._kind = '{_DELETE}'")
+        .whenMatchedUpdate(condition=f"s._kind = '{_FULL}'",
+                           set={**{c: f"s.{c}" for c in IDENTITY_COLUMNS}, "collision_suffix": "s._suffix"})
+        .whenMatchedUpdate(condition=f"s._kind = '{_SUFFIX}'", set={"collision_suffix": "s._suffix"})
+        .whenNotMatchedInsert(condition=f"s._kind = '{_FULL}'",
+                              values={"user_id": "s.user_id", **{c: f"s.{c}" for c in IDENTITY_COLUMNS},
+                                      "collision_suffix": "s._suffix"})
+        .execute())
+    return rows
+
+
+def identity_changes(spark: SparkSession, path: str, upserts: DataFrame | None, removed: DataFrame | None,
+                     touched: DataFrame) -> DataFrame:
+    """The MERGE source of :func:`commit_identities` (lazy): ``(user_id, *IDENTITY_COLUMNS, _kind,
+    _suffix)`` with ``_kind`` = full (new row), suffix (re-ranked member) or delete.
+
+    ``user_tokens`` is only read through semi-joins with ``touched`` (and ``removed``), so the
+    window ranks the touched groups' members only."""
+    from delta.tables import DeltaTable
+
+    current = DeltaTable.forPath(spark, path).toDF()
+    leaving = [frame.select("user_id") for frame in (upserts, removed) if frame is not None]
+    groups = touched.select("token_tuple").distinct()
+    members = current.join(groups, "token_tuple", "left_semi")
+    for frame in leaving:
+        members = members.join(frame, "user_id", "left_anti")
+    members = members.select("user_id", *IDENTITY_COLUMNS, "collision_suffix", F.lit(_SUFFIX).alias("_kind"))
+    if upserts is not None:
+        members = members.unionByName(upserts.select(
+            "user_id", *IDENTITY_COLUMNS, F.lit(None).cast("int").alias("collision_suffix"), F.lit(_FULL).alias("_kind")))
+    rank = Window.partitionBy("token_tuple").orderBy(F.desc("engagement"), F.asc("user_id"))
+    ranked = (members.withColumn("_suffix", (F.row_number().over(rank) - 1).cast("int"))
+              .where((F.col("_kind") == _FULL) | (F.col("collision_suffix") != F.col("_suffix")))
+              .drop("collision_suffix"))
+    if removed is not None:
+        ranked = ranked.unionByName(
+            removed.select("user_id").distinct().join(current.select("user_id"), "user_id", "left_semi")
+            .select("user_id", *[F.lit(None).cast(current.schema[c].dataType).alias(c) for c in IDENTITY_COLUMNS],
+                    F.lit(_DELETE).alias("_kind"), F.lit(None).cast("int").alias("_suffix")))
+    return ranked
+
+
+def forget_identities(spark: SparkSession, path: str, user_ids: DataFrame) -> int:
+    """Delete ``user_ids`` (a ``user_id`` column) from ``user_tokens`` and re-rank the groups they
+    leave, in one commit. Returns the number of rows written (deleted + re-ranked)."""
+    from delta.tables import DeltaTable
+
+    current = DeltaTable.forPath(spark, path).toDF()
+    touched = current.join(user_ids.select("user_id"), "user_id", "left_semi").select("token_tuple")
+    return commit_identities(spark, path, upserts=None, removed=user_ids, touched=touched)

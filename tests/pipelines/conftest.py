@@ -1,4 +1,4 @@
-"""Fixtures shared by the pipeline tests."""
+"""Fixtures shared by the pipeline tests (including the collide world run once, uninterrupted)."""
 from __future__ import annotations
 
 import shutil
@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import make_settings
+from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,24 @@ def published_lake(two_days, tmp_path):
     root = tmp_path / "published"
     shutil.copytree(two_days["settings"].tables_root, root / "lake")
     return make_settings(root / "lake", two_days["settings"].model_dir)
+
+
+@pytest.fixture(scope="session")
+def collided(spark, trained_lake, tmp_path_factory):
+    """The collide world run D1 then D2 without interruption (read-only: copy it with
+    :func:`copy_lake`); ``after[date]`` = (identity rows, groups) right after that date."""
+    from pipelines.daily_job import run_day
+
+    root = tmp_path_factory.mktemp("collide")
+    settings = write_collide_world(spark, trained_lake["root"], root)
+    after = {}
+    for event_date in (D1, D2):
+        run_day(spark, settings, event_date, run_id=f"test-{event_date}")
+        after[event_date] = (identity_rows(spark, settings), assert_consistent(spark, settings))
+    return {"root": root, "settings": settings, "after": after}
+
+
+def copy_lake(collided: dict, dest) -> object:
+    """A private copy of the collided lake (tables + tokenizer); returns its settings."""
+    shutil.copytree(collided["root"], dest, dirs_exist_ok=True)
+    return make_settings(dest / "lake", dest / "model")

@@ -1,0 +1,88 @@
+"""Collision suffixes on a world built to collide: the Spark re-rank against the numpy reference,
+users leaving and joining groups, and healing after publish stops between (or inside) its writes."""
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines import tables
+from pipelines.daily_job import check_quality, publish, stage
+from pipelines.day_run import DayRun, load_tokenizer_info
+from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
+                                           write_collide_world)
+
+
+def _group_of(groups: dict[tuple, list[int]], user_id: int) -> list[int]:
+    return next(members for members in groups.values() if user_id in members)
+
+
+def test_spark_rerank_matches_reference_as_users_leave_and_join(collided):
+    groups_d1 = collided["after"][D1][1]
+    assert _group_of(groups_d1, 10) == [10, 12, 11, 13]      # engagement .9 .7 .5 .5 (tie -> lower id)
+    assert _group_of(groups_d1, 20) == [21, 20]
+    groups_d2 = collided["after"][D2][1]
+    # 12 left X (11 and 13, inactive on D2, move up), 30 joined X, 10's engagement fell to .4
+    assert _group_of(groups_d2, 11) == [30, 11, 13, 10]
+    assert set(_group_of(groups_d2, 11)) == GROUP_X_D2
+    assert _group_of(groups_d2, 12) == [21, 12, 20]
+    assert set(_group_of(groups_d2, 12)) == GROUP_Y_D2
+    assert all(len(_group_of(groups_d2, uid)) == 1 for uid in (1, 2, 3))
+
+
+def _publish_crashing_once(monkeypatch, target: str, after_call: bool = False) -> None:
+    """Make ``pipelines.daily_job.<target>`` raise once (before or after doing its write)."""
+    import pipelines.daily_job as daily_job
+
+    real = getattr(daily_job, target)
+    state = {"crashed": False}
+
+    def crashing(*args, **kwargs):
+        if state["crashed"]:
+            return real(*args, **kwargs)
+        state["crashed"] = True
+        if after_call:
+            real(*args, **kwargs)
+        raise RuntimeError(f"simulated crash {'after' if after_call else 'before'} {target}")
+
+    monkeypatch.setattr(daily_job, target, crashing)
+
+
+def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake, tmp_path, monkeypatch):
+    settings = write_collide_world(spark, trained_lake["root"], tmp_path)
+    tokenizer = load_tokenizer_info(settings)
+    crashes = {D1: [("merge_history", False), ("update_identities", False)], D2: [("update_identities", True)]}
+    for event_date in (D1, D2):
+        run = DayRun(spark, settings, event_date, f"crashy-{event_date}", tokenizer)
+        stage(run)
+        check_quality(run)
+        for target, after_call in crashes[event_date]:
+            with monkeypatch.context() as patch:
+                _publish_crashing_once(patch, target, after_call)
+                with pytest.raises(RuntimeError, match="simulated crash"):
+                    publish(run)
+        publish(run)
+        assert identity_rows(spark, settings) == collided["after"][event_date][0]
+
+    # damage of the kind older code left behind: one group all on suffix 0, another with a gap
+    path = settings.table_path("user_tokens")
+    spark.sql(f"UPDATE delta.`{path}` SET collision_suffix = 0 WHERE user_id IN (10, 11, 13, 30)")
+    spark.sql(f"UPDATE delta.`{path}` SET collision_suffix = collision_suffix + 1 WHERE user_id IN (12, 20)")
+    publish(DayRun(spark, settings, D2, "rerun-D2", tokenizer))
+    assert identity_rows(spark, settings) == collided["after"][D2][0]
+    assert_consistent(spark, settings)
+
+
+def test_identity_reads_follow_the_days_users(spark, collided):
+    """The re-rank's window sees only the touched groups: the physical plan semi-joins
+    user_tokens with the day's keys below the window; a consistent table gets no write."""
+    from pipelines import identities
+
+    settings = collided["settings"]
+    path = settings.table_path("user_tokens")
+    touched = tables.read_table(spark, settings, "user_tokens").where(F.col("user_id") == 12).select("token_tuple")
+    changes = identities.identity_changes(spark, path, upserts=None, removed=None, touched=touched)
+    plan = changes._jdf.queryExecution().executedPlan().toString()
+    window_at = plan.find("Window")
+    assert window_at >= 0 and "LeftSemi" in plan[window_at:], plan
+    assert changes.count() == 0
+    assert identities.commit_identities(spark, path, upserts=None, removed=None, touched=touched) == 0
