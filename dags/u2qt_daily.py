@@ -8,7 +8,10 @@ retried or re-run alone, and a failed gate stops the run before anything is publ
 Configuration comes from ``conf/pipeline.yaml`` (or the file named by ``U2QT_PIPELINE_CONFIG``);
 its ``${VAR:-default}`` entries make tables_root, model_dir and the Spark profile settable per
 deployment. Backfills: ``airflow backfill create --dag-id u2qt_daily --from-date ... --to-date ...``
-(or ``u2qt backfill``); dates may be processed in any order.
+(or ``u2qt backfill``); dates may be processed in any order and several at once: ``init_tables``
+creates missing tables before staging, stages run in parallel, and ``publish`` runs in the pool
+``u2qt_publish`` (one slot; :func:`pipelines.airflow_runner.prepare_airflow_home` creates it,
+``airflow pools set u2qt_publish 1 "u2qt publish"`` on a deployment).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+from pipelines.concurrency import PUBLISH_POOL
 
 
 def _day_run():
@@ -41,11 +46,20 @@ def _day_run():
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    # dates stage side by side; their publish tasks queue for the one slot of the u2qt_publish pool
+    max_active_runs=4,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["u2qt"],
 )
 def u2qt_daily():
+    @task
+    def init_tables() -> list[str]:
+        """Create missing output tables first, so parallel runs never race to create them."""
+        from pipelines.tables import ensure_all
+
+        run = _day_run()
+        return ensure_all(run.spark, run.settings, run.tokenizer.version)
+
     @task
     def stage() -> dict:
         """Validate inputs (quarantine bad rows), build documents, run inference into staging."""
@@ -62,14 +76,16 @@ def u2qt_daily():
 
         return {"staged": staged, **check_quality(_day_run())}
 
-    @task
+    @task(pool=PUBLISH_POOL)
     def publish(metrics: dict) -> dict:
         """Replace the date in user_day_tokens, MERGE history, update collision-resolved identities."""
         from pipelines.daily_job import publish as publish_day
 
         return {**publish_day(_day_run()), "active_users": metrics["active_users"]}
 
-    publish(quality_gates(stage()))
+    staged = stage()
+    init_tables() >> staged
+    publish(quality_gates(staged))
 
 
 u2qt_daily()

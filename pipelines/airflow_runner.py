@@ -44,7 +44,18 @@ def prepare_airflow_home(home: str | Path) -> Path:
         if proc.returncode != 0:
             raise U2QTError(f"`airflow db migrate` failed in {home}:\n{proc.stderr[-2000:]}")
         marker.write_text("ok\n")
+    ensure_publish_pool()
     return home
+
+
+def ensure_publish_pool() -> None:
+    """The one-slot pool that serialises ``u2qt_daily.publish`` across parallel DAG runs."""
+    from airflow.models.pool import Pool
+
+    from pipelines.concurrency import PUBLISH_POOL
+
+    Pool.create_or_update_pool(PUBLISH_POOL, slots=1, description="u2qt: one publish at a time",
+                               include_deferred=False)
 
 
 def load_dag(dag_id: str):

@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import tables
+from pipelines.concurrency import publish_lock, retry_on_conflict
 from pipelines.day_run import DayRun, TokenizerInfo, day_tuples, default_run_id, load_tokenizer_info
 from pipelines.history import publish_day_tokens
 from pipelines.identities import update_identities
@@ -41,8 +42,21 @@ log = logging.getLogger(__name__)
 
 
 def publish(run: DayRun) -> dict:
-    """Make the staged (and gated) day visible: fact table, history, identities."""
+    """Make the staged (and gated) day visible: fact table, history, identities.
+
+    One date at a time per ``tables_root`` (:func:`publish_lock`); a write that meets a Delta
+    conflict is retried whole with backoff (each of the three writes is idempotent)."""
     started = time.monotonic()
+    limits = run.settings.concurrency
+    with publish_lock(run.settings.tables_root, limits.lock_timeout_s):
+        metrics = retry_on_conflict(lambda: _publish_writes(run), f"publish {run.event_date}",
+                                    limits.conflict_retries, limits.retry_base_s)
+    run.record("publish", "ok", time.monotonic() - started, metrics)
+    log.info("published %s: %d token rows", run.event_date, metrics["token_rows"])
+    return metrics
+
+
+def _publish_writes(run: DayRun) -> dict:
     staged = run.read("staging_day_tokens").where(run.date_predicate)
     mismatched = staged.where(F.col("tokenizer_version") != run.tokenizer.version).limit(1).count()
     if mismatched:
@@ -54,8 +68,6 @@ def publish(run: DayRun) -> dict:
         "history_rows_changed": publish_day_tokens(run, day_tokens),
         "identities_changed": update_identities(run, day_tokens),
     }
-    run.record("publish", "ok", time.monotonic() - started, metrics)
-    log.info("published %s: %d token rows", run.event_date, metrics["token_rows"])
     return metrics
 
 

@@ -88,6 +88,14 @@ class QualityGates(_Strict):
     max_null_code_rate: float = Field(0.0, ge=0, le=1)
 
 
+class ConcurrencyConfig(_Strict):
+    """How runs of several dates share the tables (see ``pipelines/concurrency.py``)."""
+
+    lock_timeout_s: float = Field(3600.0, gt=0)   # wait for another date's publish at most this long
+    conflict_retries: int = Field(6, ge=1)        # attempts of a write that meets a Delta conflict
+    retry_base_s: float = Field(0.5, ge=0)        # first backoff; doubled per attempt, plus jitter
+
+
 class TrainingConfig(_Strict):
     preset: str = "conf/model/small.yaml"
     max_docs_per_source: int = Field(4000, ge=1)
@@ -143,10 +151,9 @@ class PipelineSettings(_Strict):
     training: TrainingConfig = TrainingConfig()
     airflow: AirflowConfig = AirflowConfig()
     catalog: CatalogConfig = CatalogConfig()
-
-
     history: HistoryConfig = HistoryConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    concurrency: ConcurrencyConfig = ConcurrencyConfig()
 
     def table_path(self, name: str) -> str:
         """Location of the path-based Delta table ``name``."""

@@ -216,24 +216,41 @@ def ensure_table(spark: SparkSession, settings: PipelineSettings, spec: TableSpe
     Returns the table path. Raises :class:`TokenizerVersionMismatch` when the table was
     created for another tokenizer version.
     """
-    from delta.tables import DeltaTable
+    from pipelines.concurrency import retry_on_conflict
 
     path = settings.table_path(spec.name)
     if not table_exists(spark, path):
-        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
-        if spec.partition_by:
-            builder = builder.partitionedBy(*spec.partition_by)
-        if spec.versioned and tokenizer_version:
-            builder = builder.property(TOKENIZER_VERSION_PROPERTY, tokenizer_version)
-        if spec.description:
-            builder = builder.comment(spec.description)
-        for key, value in spec.properties:
-            builder = builder.property(key, value)
-        builder.execute()
-        log.info("created Delta table %s at %s", spec.name, path)
+        # two runs may race to create it: the loser's conflict is retried and then finds the table
+        retry_on_conflict(lambda: _create_table(spark, path, spec, tokenizer_version), f"create {spec.name}")
     elif spec.versioned and tokenizer_version:
         check_tokenizer_version(spark, spec.name, path, tokenizer_version)
     return path
+
+
+def ensure_all(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> list[str]:
+    """Create every output table that is missing (``u2qt init-tables``, the DAG's first task), so
+    runs of several dates started afterwards never race to create them. Returns their paths."""
+    return [ensure_table(spark, settings, spec, tokenizer_version) for spec in OUTPUT_TABLES]
+
+
+def _create_table(spark: SparkSession, path: str, spec: TableSpec, tokenizer_version: str | None) -> None:
+    from delta.tables import DeltaTable
+
+    if table_exists(spark, path):
+        if spec.versioned and tokenizer_version:
+            check_tokenizer_version(spark, spec.name, path, tokenizer_version)
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    if spec.versioned and tokenizer_version:
+        builder = builder.property(TOKENIZER_VERSION_PROPERTY, tokenizer_version)
+    if spec.description:
+        builder = builder.comment(spec.description)
+    for key, value in spec.properties:
+        builder = builder.property(key, value)
+    builder.execute()
+    log.info("created Delta table %s at %s", spec.name, path)
 
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:

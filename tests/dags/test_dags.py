@@ -23,8 +23,13 @@ def test_dag_folder_imports_without_errors(airflow_home):
     from pipelines.airflow_runner import load_dag
 
     dag = load_dag("u2qt_daily")
-    assert [t.task_id for t in dag.topological_sort()] == ["stage", "quality_gates", "publish"]
-    assert dag.max_active_runs == 1
+    assert [t.task_id for t in dag.topological_sort()] == ["init_tables", "stage", "quality_gates", "publish"]
+    # dates may run side by side; only their publish steps are serialised (one-slot pool)
+    assert dag.max_active_runs > 1
+    assert dag.get_task("publish").pool == "u2qt_publish"
+    from airflow.models.pool import Pool
+
+    assert Pool.get_pool("u2qt_publish").slots == 1
 
 
 def test_maintenance_dag_is_one_call(airflow_home):
@@ -53,7 +58,7 @@ def test_dag_test_over_two_consecutive_dates(airflow_home, spark, trained_lake, 
     history = tables.read_table(spark, settings, "user_token_history")
     assert history.where(F.col("n_days") == 2).count() > 0
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
-    assert steps.select("event_date", "step").distinct().count() == 3 * len(world_dates)
+    assert steps.select("event_date", "step").distinct().count() == 3 * len(world_dates)  # stage, quality, publish
     # the run id recorded is Airflow's
     assert day.where(~F.col("run_id").contains("__")).count() == 0
     os.environ.pop("U2QT_PIPELINE_CONFIG", None)

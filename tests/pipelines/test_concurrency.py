@@ -1,0 +1,69 @@
+"""Two dates at once: staging runs in parallel, publishing is serialised by the publish lock, and
+Delta conflicts (two runs creating one table) are retried; the result equals the in-order run."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines import tables
+from pipelines.concurrency import LockTimeout, publish_lock, retry_on_conflict
+from pipelines.daily_job import run_day
+from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
+
+
+def test_two_dates_in_parallel_equal_the_in_order_run(spark, collided, trained_lake, tmp_path):
+    settings = write_collide_world(spark, trained_lake["root"], tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:   # no init-tables: the runs race to create every table
+        results = list(pool.map(lambda d: run_day(spark, settings, d, run_id=f"parallel-{d}"), (D2, D1)))
+    assert all(r["publish"]["token_rows"] > 0 for r in results)
+    assert identity_rows(spark, settings) == collided["after"][D2][0]
+    assert_consistent(spark, settings)
+    columns = ["user_id", "source", "dates", "tokens"]
+    got = tables.read_table(spark, settings, "user_token_history").select(*columns).orderBy("user_id", "source")
+    expected = tables.read_table(spark, collided["settings"], "user_token_history").select(*columns).orderBy("user_id", "source")
+    assert got.collect() == expected.collect()
+    publishes = tables.read_table(spark, settings, "run_metrics").where(F.col("step") == "publish")
+    assert publishes.count() == 2
+
+
+def test_publish_lock_admits_one_holder_at_a_time(tmp_path):
+    inside, overlaps = [], []
+
+    def hold(name: str) -> None:
+        with publish_lock(tmp_path, timeout_s=30, poll_s=0.01):
+            if inside:
+                overlaps.append((name, list(inside)))
+            inside.append(name)
+            time.sleep(0.2)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=hold, args=(f"t{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    with publish_lock(tmp_path):
+        with pytest.raises(LockTimeout, match="publish.lock"):
+            with publish_lock(tmp_path, timeout_s=0.05, poll_s=0.01):
+                pass
+
+
+def test_retry_on_conflict_retries_only_conflicts():
+    from delta.exceptions.base import ConcurrentAppendException
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConcurrentAppendException("concurrent append")
+        return "done"
+
+    assert retry_on_conflict(flaky, "test", attempts=3, base_s=0.001) == "done" and len(calls) == 3
+    with pytest.raises(ValueError):
+        retry_on_conflict(lambda: (_ for _ in ()).throw(ValueError("not a conflict")), "test", base_s=0.001)
