@@ -151,6 +151,32 @@ def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Option
         run_dag_for_date("u2qt_daily", event_date)
 
 
+@app.command("init-tables")
+def init_tables(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Create every missing output table, pinned to the current tokenizer (before parallel runs)."""
+    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.tables import ensure_all
+
+    settings = _settings(config, set_)
+    version = load_tokenizer_info(settings).version
+    for path in ensure_all(_spark(settings, "u2qt_init_tables"), settings, version):
+        typer.echo(path)
+
+
+@app.command()
+def forget(user_ids: Annotated[Path, typer.Option("--user-ids", help="file with one user_id per line")],
+           config: ConfigOption = None, set_: SetOption = None,
+           vacuum_retain_hours: Annotated[Optional[float], typer.Option(
+               help="VACUUM every table afterwards, keeping this many hours of old versions (0: none)")] = None) -> None:
+    """Erase users from every table (identity groups they leave are re-ranked); see README for VACUUM."""
+    from pipelines.forget import forget_users, read_user_ids
+
+    ids = read_user_ids(user_ids)   # before Spark starts: a bad file fails in a second
+    settings = _settings(config, set_)
+    deleted = forget_users(_spark(settings, "u2qt_forget"), settings, ids, vacuum_retain_hours=vacuum_retain_hours)
+    typer.echo(json.dumps({"users": len(ids), "rows_deleted": deleted}, indent=2))
+
+
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (registered as views)")],
         config: ConfigOption = None, set_: SetOption = None,
