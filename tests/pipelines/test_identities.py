@@ -50,7 +50,7 @@ def _publish_crashing_once(monkeypatch, target: str, after_call: bool = False) -
 def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake, tmp_path, monkeypatch):
     settings = write_collide_world(spark, trained_lake["root"], tmp_path)
     tokenizer = load_tokenizer_info(settings)
-    crashes = {D1: [("merge_history", False), ("update_identities", False)], D2: [("update_identities", True)]}
+    crashes = {D1: [("publish_day_tokens", False), ("update_identities", False)], D2: [("update_identities", True)]}
     for event_date in (D1, D2):
         run = DayRun(spark, settings, event_date, f"crashy-{event_date}", tokenizer)
         stage(run)
