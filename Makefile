@@ -14,10 +14,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench bench-model bench-scale eval clean lock help
+.PHONY: setup demo test test-fast bench bench-model bench-scale bench-inference eval clean lock help
 
 help:
-	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make eval | make setup | make clean"
+	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make bench-inference | make eval | make setup | make clean"
 
 setup:
 	@$(PYTHON) scripts/setup_env.py
@@ -41,6 +41,10 @@ bench-model: setup
 
 bench-scale: setup
 	$(PY) -m benchmarks.bench_scale --out bench_results
+
+# stage vs the bare encoder, UDF, lean quantizer, int8 encoder (~5-8 minutes on 2 cores)
+bench-inference: setup
+	$(PY) -m benchmarks.bench_inference --out bench_results
 
 eval: setup
 	$(PY) -m pipelines.cli eval --world-config conf/world/eval.yaml --out reports/eval

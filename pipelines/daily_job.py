@@ -30,7 +30,7 @@ from pipelines.history import publish_day_tokens
 from pipelines.identities import update_identities
 from pipelines.quality import QualityGateFailed, check_quality, collision_rate, level_utilization
 from pipelines.settings import PipelineSettings
-from pipelines.stage import StageResult, stage
+from pipelines.stage import StageResult, StagingCleared, clear_published_staging, stage
 
 __all__ = [
     "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id",
@@ -58,6 +58,7 @@ def publish(run: DayRun) -> dict:
 
 def _publish_writes(run: DayRun) -> dict:
     staged = run.read("staging_day_tokens").where(run.date_predicate)
+    _refuse_cleared_staging(run, staged)
     mismatched = staged.where(F.col("tokenizer_version") != run.tokenizer.version).limit(1).count()
     if mismatched:
         raise tables.TokenizerVersionMismatch(
@@ -68,7 +69,21 @@ def _publish_writes(run: DayRun) -> dict:
         "history_rows_changed": publish_day_tokens(run, day_tokens),
         "identities_changed": update_identities(run, day_tokens),
     }
+    metrics["staging_rows_cleared"] = clear_published_staging(run)
     return metrics
+
+
+def _refuse_cleared_staging(run: DayRun, staged) -> None:
+    """A date whose staging was already published and cleared must not be re-published empty."""
+    if staged.limit(1).count():
+        return
+    if not tables.table_exists(run.spark, run.path(tables.RUN_METRICS.name)):
+        return
+    done = run.read("run_metrics").where(run.date_predicate).where("step = 'publish' AND status = 'ok'")
+    if done.limit(1).count():
+        raise StagingCleared(
+            f"staging_day_tokens holds nothing for {run.event_date}: the date was already published and its "
+            "staged rows cleared (staging.keep_days); re-run the stage step before publishing it again")
 
 
 def run_day(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None) -> dict:

@@ -1,10 +1,21 @@
 """Encoder + MRQ-VAE inference inside Spark: an iterator pandas UDF whose worker loads the
 models once and keeps them for every later batch and task it runs.
 
-Rows are ``(source, document, features)``: text sources carry a document that the LLM text
-encoder embeds (with that source's instruction when the encoder uses last-token pooling),
-the tabular source carries a feature vector for the MRQ-VAE's tabular MLP. The UDF returns
-the ``L`` codes of each row (``array<smallint>``).
+Rows are ``(user_id, event_date, source, document, features)``: text sources carry a document
+that the LLM text encoder embeds (with that source's instruction when the encoder uses last-token
+pooling), the tabular source carries a feature vector for the MRQ-VAE's tabular MLP. The UDF
+returns the ``L`` codes of each row (``array<smallint>``).
+
+Batching: Spark hands the UDF Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch``
+rows (cut further into chunks of ``inference.batch_rows``).  All text rows of a chunk that share
+an instruction -- every text row under mean pooling -- go to the encoder in one call, so one
+length sort spans the chunk; the encoder sizes its forward passes in tokens
+(``encoder.max_batch_tokens``) and pads each text to its own length bucket, so a row's codes do
+not depend on which rows share its batch.  The MRQ-VAE then quantizes each source's rows at once
+with its lean :meth:`MRQVAE.quantize`.
+
+Errors: a chunk that fails is split in halves until one row fails alone; the error then names
+that row's user, source and date (``InferenceRowError``).
 """
 from __future__ import annotations
 
@@ -18,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from u2qt_core.encoders.text import TextEncoderConfig, get_text_encoder
-from u2qt_core.errors import CheckpointError, InputError
+from u2qt_core.errors import CheckpointError, InputError, U2QTError
 
 if TYPE_CHECKING:
     from pipelines.settings import PipelineSettings
@@ -35,7 +46,7 @@ class InferenceSpec:
     encoder: TextEncoderConfig
     instructions: dict[str, str]          # text source -> instruction (used by last-token pooling)
     tabular_sources: tuple[str, ...]
-    batch_rows: int = 256
+    batch_rows: int = 4096
     torch_threads: int = 1                # intra-op threads per Python worker (match spark.task.cpus)
 
 
@@ -71,23 +82,36 @@ class InputEmbedder:
         self.spec = spec
         self.encoder = get_text_encoder(spec.encoder)
 
+    def instruction(self, source: str) -> str | None:
+        """The prompt instruction of a text source (``None`` under mean pooling: none is used)."""
+        if source not in self.spec.instructions:
+            raise InputError(f"unknown source {source!r}; known: {sorted(self.spec.instructions)}")
+        return self.spec.instructions[source] if self.spec.encoder.pooling == "last_token" else None
+
     def embed(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Group rows by source: ``{source: (row_positions [n], inputs float32 [n, input_dim])}``."""
+        """Group rows by source: ``{source: (row_positions [n], inputs float32 [n, input_dim])}``.
+
+        Text rows sharing an instruction are encoded in ONE call (one length sort across them);
+        under mean pooling that is every text row of the chunk."""
         groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        by_instruction: dict[str | None, list[str]] = {}
         for source in pd.unique(sources):
+            source = str(source)
             positions = np.flatnonzero(sources == source)
             if source in self.spec.tabular_sources:
                 rows = [features[i] for i in positions]
                 if any(r is None for r in rows):
                     raise InputError(f"source {source}: a tabular row has no feature vector")
-                inputs = np.stack([np.asarray(r, dtype=np.float32) for r in rows])
+                groups[source] = (positions, np.stack([np.asarray(r, dtype=np.float32) for r in rows]))
             else:
-                if source not in self.spec.instructions:
-                    raise InputError(f"unknown source {source!r}; known: {sorted(self.spec.instructions)}")
-                texts = [documents[i] for i in positions]
-                instruction = self.spec.instructions[source] if self.spec.encoder.pooling == "last_token" else None
-                inputs = self.encoder.encode(texts, instruction=instruction)
-            groups[str(source)] = (positions, inputs)
+                by_instruction.setdefault(self.instruction(source), []).append(source)
+        for instruction, members in by_instruction.items():
+            positions = np.flatnonzero(np.isin(sources, members))
+            vectors = self.encoder.encode([documents[i] for i in positions], instruction=instruction)
+            of_row = sources[positions]
+            for source in members:
+                mine = of_row == source
+                groups[source] = (positions[mine], vectors[mine])
         return groups
 
 
@@ -147,35 +171,88 @@ def get_runtime(spec: InferenceSpec) -> TokenizerRuntime:
     return _cached("runtime", spec, TokenizerRuntime)
 
 
-def _in_chunks(spec: InferenceSpec, frame: tuple[pd.Series, pd.Series, pd.Series], work) -> list:
-    sources, documents, features = (series.to_numpy() for series in frame)
+class InferenceRowError(U2QTError):
+    """Inference failed on one row; the message names its user, source and date."""
+
+
+def _failing_row(work, columns: tuple[np.ndarray, ...], rows: np.ndarray) -> int | None:
+    """Bisect ``rows`` (known to fail together) down to one row that fails alone, or ``None``
+    when no half fails on its own (a failure of the whole chunk, e.g. out of memory).
+    Costs about twice the chunk's work, and only on the error path."""
+    while len(rows) > 1:
+        half = len(rows) // 2
+        for part in (rows[:half], rows[half:]):
+            try:
+                work(*(column[part] for column in columns))
+            except Exception:  # noqa: BLE001 -- any failure narrows the search
+                rows = part
+                break
+        else:
+            return None
+    return int(rows[0])
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (so ``repr`` reads ``4``, not ``np.int64(4)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def run_chunks(spec: InferenceSpec, user_ids: np.ndarray, event_dates: np.ndarray,
+               columns: tuple[np.ndarray, np.ndarray, np.ndarray], work) -> list:
+    """``work(sources, documents, features)`` over chunks of ``spec.batch_rows`` rows, outputs
+    in row order; a failure is re-raised as :class:`InferenceRowError` naming the row."""
     out: list = []
-    for start in range(0, len(sources), spec.batch_rows):
-        stop = start + spec.batch_rows
-        out.extend(work(sources[start:stop], documents[start:stop], features[start:stop]))
+    for start in range(0, len(columns[0]), spec.batch_rows):
+        chunk = tuple(column[start:start + spec.batch_rows] for column in columns)
+        try:
+            out.extend(work(*chunk))
+        except Exception as exc:
+            row = _failing_row(work, chunk, np.arange(len(chunk[0])))
+            where = (f"user {_plain(user_ids[start + row])!r}, source {chunk[0][row]!r}, date {event_dates[start + row]}"
+                     if row is not None else
+                     f"a chunk of {len(chunk[0])} rows from user {_plain(user_ids[start])!r}, date {event_dates[start]} "
+                     "(no single row fails alone)")
+            raise InferenceRowError(f"inference failed on {where}: {type(exc).__name__}: {exc}") from exc
     return out
 
 
+def row_error_from(exc: BaseException) -> InferenceRowError | None:
+    """The :class:`InferenceRowError` a Spark task raised, from the (multi-line) Python
+    traceback Spark wraps it in; ``None`` if ``exc`` holds none."""
+    marker = f"{InferenceRowError.__module__}.{InferenceRowError.__name__}: "
+    text = str(exc)
+    if marker not in text:
+        return None
+    return InferenceRowError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
+
+
+def _frame_columns(frame: tuple[pd.Series, ...]) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    user_ids, event_dates, sources, documents, features = (series.to_numpy() for series in frame)
+    return user_ids, event_dates, (sources, documents, features)
+
+
 def make_tokenize_udf(spec: InferenceSpec):
-    """``tokenize(source, document, features) -> array<smallint>`` as an iterator pandas UDF."""
+    """``tokenize(user_id, event_date, source, document, features) -> array<smallint>`` as an
+    iterator pandas UDF (``user_id`` / ``event_date`` only name a failing row)."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("array<smallint>")
-    def tokenize(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+    def tokenize(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
         runtime = get_runtime(spec)
         for frame in batches:
-            yield pd.Series(_in_chunks(spec, frame, runtime.tokenize))
+            user_ids, event_dates, columns = _frame_columns(frame)
+            yield pd.Series(run_chunks(spec, user_ids, event_dates, columns, runtime.tokenize))
 
     return tokenize
 
 
 def make_embed_udf(spec: InferenceSpec):
-    """``embed(source, document, features) -> array<float>``: the MRQ-VAE input of each row
+    """``embed(user_id, event_date, source, document, features) -> array<float>``: the MRQ-VAE input of each row
     (text embedding, or the tabular feature vector); samples the tokenizer's training data."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("array<float>")
-    def embed(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+    def embed(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
         embedder = get_embedder(spec)
 
         def rows_in_order(sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> list[np.ndarray]:
@@ -186,6 +263,7 @@ def make_embed_udf(spec: InferenceSpec):
             return out  # type: ignore[return-value]
 
         for frame in batches:
-            yield pd.Series(_in_chunks(spec, frame, rows_in_order))
+            user_ids, event_dates, columns = _frame_columns(frame)
+            yield pd.Series(run_chunks(spec, user_ids, event_dates, columns, rows_in_order))
 
     return embed

@@ -76,8 +76,13 @@ class SourcesConfig(_Strict):
 
 class InferenceConfig(_Strict):
     partitions: int = Field(4, ge=1)
-    batch_rows: int = Field(256, ge=1)
+    batch_rows: int = Field(4096, ge=1)   # most rows under one length sort inside the UDF
     torch_threads: int = Field(1, ge=0)   # per Python worker; 0 = torch's default
+
+
+class StagingConfig(_Strict):
+    # staged rows of a published date are deleted this many days after it (0: at its publish)
+    keep_days: int = Field(0, ge=0)
 
 
 class QualityGates(_Strict):
@@ -148,6 +153,7 @@ class PipelineSettings(_Strict):
     encoder: TextEncoderConfig = TextEncoderConfig()
     inference: InferenceConfig = InferenceConfig()
     quality: QualityGates = QualityGates()
+    staging: StagingConfig = StagingConfig()
     training: TrainingConfig = TrainingConfig()
     airflow: AirflowConfig = AirflowConfig()
     catalog: CatalogConfig = CatalogConfig()

@@ -52,7 +52,7 @@ def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFr
     """Run the text encoder over ``inputs`` in Spark and collect ``{source: float32 [n, d]}``."""
     embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular_sources))
     rows = (inputs.repartition(settings.inference.partitions, "user_id")
-            .select("source", "user_id", "event_date", embed("source", "document", "features").alias("x"))
+            .select("source", "user_id", "event_date", embed("user_id", "event_date", "source", "document", "features").alias("x"))
             .orderBy("source", "user_id", "event_date")
             .collect())
     out: dict[str, list] = {}

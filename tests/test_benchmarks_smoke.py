@@ -93,3 +93,19 @@ def test_scale_quick_history_and_total_users(quick_config, tmp_path):
         assert x["publish_metrics"]["history_rows_changed"] == x["active_users"] * 6
     assert r["total_users"]["runs"][-1]["stage_input_rows"] == r["total_users"]["runs"][0]["stage_input_rows"]
     assert "4x1_publish_bytes_written" in r["history"]["ratios"]
+
+
+@pytest.mark.slow
+def test_bench_inference_quick(quick_config, tmp_path):
+    """Spark: the tiny world through every section of the inference benchmark (minutes)."""
+    from benchmarks import bench_inference
+
+    payload = bench_inference.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "i")
+    r = json.loads((tmp_path / "out" / "bench_inference.json").read_text())["results"]
+    assert r["documents"] > 0 and r["stage"]["result"]["token_rows"] >= r["documents"]
+    assert set(r["spark_udf"]) == {"cold", "warm", "warm_again"}
+    assert {"stage", "udf_body_arrow_batch", "spark_udf_warm"} <= set(r["ratios_vs_bare_encoder"])
+    assert r["quantize"]["lean_equals_reference"] is True
+    assert 0 <= r["int8"]["changed_codes_share"] <= 1 and set(r["int8"]["probe"]) >= {"fp32", "int8"}
+    assert r["padding"]["processed_tokens"] >= r["padding"]["real_tokens"]
+    assert bench_inference.summary_lines(payload)

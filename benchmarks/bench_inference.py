@@ -1,0 +1,392 @@
+"""Inference throughput: the nightly ``stage`` step against the bare encoder loop, and what sits
+between them; the lean quantizer; the optional int8 encoder.
+
+    python -m benchmarks.bench_inference --out bench_results [--config conf/bench.yaml] [--quick]
+
+Set-up (untimed): the bench world (``inference.world`` with size overrides) written to a temporary
+lake, a tokenizer trained on it by the training job, the date's documents built by the
+pipeline's own :func:`pipelines.documents.build_documents`.  Then, all on those documents, in one
+run (work is counted per **CPU-second** of every process involved -- driver, Spark JVM, Python
+workers -- since wall time on a shared machine is noisy):
+
+* ``encoder``: ``TextEncoder.encode`` over all documents, one global length sort (the bare
+  loop), with the pipeline's encoder settings, and with ``max_batch_tokens: null`` (32 rows);
+* ``udf_body``: :func:`pipelines.inference.run_chunks` + ``TokenizerRuntime.tokenize`` in this
+  process, chunks of the Arrow batch size, and of 256 rows (the old ``batch_rows``);
+* ``spark_udf``: the tokenize UDF over a DataFrame of the documents (``noop`` sink): cold (fresh
+  workers load the models), warm (right after), and cold again after ``idle_wait_s`` (Spark ends
+  Python workers idle for 60 s);
+* ``stage``: the whole ``stage`` step of the date (validation, quarantine, documents, UDF,
+  Delta write, counts);
+* ``quantize``: embeddings per CPU-second of the lean ``MRQVAE.quantize``, the full eval path
+  (``quantize_reference``) and a naive residual quantizer with the same MLP (``torch.cdist``
+  argmin per level), interleaved, on the ``quantize.preset`` model;
+* ``int8``: the encoder with ``int8_dynamic`` against the default: docs per CPU-second, share of
+  codes that change, and a linear probe (the eval protocol of :mod:`u2qt_core.evaluation.probes`)
+  on per-user mean embeddings and bag-of-codes of the date, fp32 against int8.
+
+Writes ``<out>/bench_inference.json``; ratios are against the bare encoder of the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    bench_environment, load_average, load_bench_config, machine_facts, repo_path, setup_logging,
+    spark_session, time_interleaved, write_result,
+)
+
+log = logging.getLogger("benchmarks.inference")
+
+
+# --------------------------------------------------------------------------- CPU accounting
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """User + system CPU-seconds of ``root`` (default: this process) and all its descendants,
+    including exited children already reaped (``cutime``/``cstime``)."""
+    import psutil
+
+    proc = psutil.Process(root or os.getpid())
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:  # exited between listing and reading
+            continue
+    return total
+
+
+class CpuMeter:
+    """``with CpuMeter() as m: ...`` then ``m.cpu`` (process-tree CPU-s) and ``m.wall``."""
+
+    def __enter__(self) -> "CpuMeter":
+        self._cpu, self._wall = tree_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu = tree_cpu_seconds() - self._cpu
+        self.wall = time.perf_counter() - self._wall
+
+
+def _rate(n: int, meter: CpuMeter, unit: str = "docs") -> dict[str, float]:
+    return {f"{unit}": n, "cpu_s": meter.cpu, "wall_s": meter.wall,
+            f"{unit}_per_cpu_s": n / meter.cpu if meter.cpu else None,
+            f"{unit}_per_wall_s": n / meter.wall if meter.wall else None}
+
+
+# --------------------------------------------------------------------------- set-up
+def _prepare(spark, params: dict[str, Any], tmp_root: Path):
+    from benchmarks.bench_model import pipeline_settings
+    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.train_job import train
+    from pipelines.world import load_world_config, write_world
+
+    world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
+    settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
+    write_world(spark, world, settings.tables_root)
+    train(spark, settings)
+    return world, settings, load_tokenizer_info(settings)
+
+
+def _documents(spark, settings, event_date: str):
+    """The date's (user_id, event_date, source, document) rows as the pipeline builds them."""
+    from pyspark.sql import functions as F
+
+    from pipelines import tables
+    from pipelines.documents import build_documents
+    from pipelines.validation import raw_event_rules, split_by_rules
+
+    sources = settings.sources_config()
+    events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
+    valid = split_by_rules(events, raw_event_rules(sources)).valid
+    frame = build_documents(valid, sources).cache()
+    return frame, frame.toPandas()
+
+
+# --------------------------------------------------------------------------- sections
+def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[str, Any]) -> dict[str, Any]:
+    """Bare encoder loop, UDF body in-process, Spark UDF cold / warm / cold-after-idle."""
+    from pipelines.inference import TokenizerRuntime, inference_spec, make_tokenize_udf, run_chunks
+    from u2qt_core.encoders.text import TextEncoder
+
+    texts = docs["document"].tolist()
+    n = len(texts)
+    spec = inference_spec(settings, tabular_sources=info.tabular_sources, model_dir=info.model_dir,
+                          tokenizer_version=info.version)
+    out: dict[str, Any] = {"documents": n}
+    bare = TextEncoder(settings.encoder)
+    rows32 = TextEncoder(settings.encoder.model_copy(update={"max_batch_tokens": None}))
+    runtime = TokenizerRuntime(spec)
+    cols = (docs["source"].to_numpy(object), docs["document"].to_numpy(object), np.array([None] * n, dtype=object))
+    users, dates = docs["user_id"].to_numpy(object), docs["event_date"].astype(str).to_numpy(object)
+    arrow_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch"))
+    variants = {
+        "encoder_bare": lambda: bare.encode(texts),
+        "encoder_bare_32_rows": lambda: rows32.encode(texts),
+        "udf_body_arrow_batch": lambda: run_chunks(type(spec)(**{**spec.__dict__, "batch_rows": arrow_rows}),
+                                                   users, dates, cols, runtime.tokenize),
+        "udf_body_256_rows": lambda: run_chunks(type(spec)(**{**spec.__dict__, "batch_rows": 256}),
+                                                users, dates, cols, runtime.tokenize),
+    }
+    meters: dict[str, list[float]] = {k: [] for k in variants}
+
+    def metered(name):
+        def call():
+            start = time.process_time()
+            variants[name]()
+            meters[name].append(time.process_time() - start)
+        return call
+
+    time_interleaved({k: metered(k) for k in variants}, repeats=int(params.get("repeats", 2)), warmup=0)
+    import torch
+
+    out["torch_threads"] = torch.get_num_threads()
+    out["in_process"] = {k: {"cpu_s": v, "docs_per_cpu_s": n / min(v)} for k, v in meters.items()}
+    plan = bare.plan_batches([len(s) for s in bare._tokenize(texts, None)])
+    real = sum(len(s) for s in bare._tokenize(texts, None))
+    out["padding"] = {"real_tokens": real, "processed_tokens": sum(len(r) * w for r, w in plan),
+                      "forward_passes": len(plan)}
+
+    frame = docs_frame.repartition(settings.inference.partitions, "user_id").cache()
+    frame.count()
+    tokenize = make_tokenize_udf(spec)
+    query = frame.select(tokenize("user_id", "event_date", "source", "document", "features").alias("codes"))
+
+    def spark_run() -> dict[str, float]:
+        with CpuMeter() as m:
+            query.write.format("noop").mode("overwrite").save()
+        return _rate(n, m)
+
+    runs = {"cold": spark_run(), "warm": spark_run(), "warm_again": spark_run()}
+    idle = float(params.get("idle_wait_s", 0))
+    if idle:
+        time.sleep(idle)
+        runs[f"after_{int(idle)}s_idle"] = spark_run()
+    out["spark_udf"] = runs
+    frame.unpersist()
+    return out
+
+
+def bench_stage(spark, settings, info, event_date: str, n_docs: int) -> dict[str, Any]:
+    """The whole ``stage`` step of the date, process-tree CPU (workers warm from the UDF runs)."""
+    from pipelines.daily_job import DayRun, default_run_id, stage
+
+    run = DayRun(spark, settings, event_date, default_run_id(event_date), info)
+    with CpuMeter() as m:
+        result = stage(run)
+    return {**_rate(n_docs, m), "result": result.__dict__}
+
+
+def naive_quantize(model, x, source: str):
+    """A plain residual quantizer over the same MLP: ``cdist`` argmin per level (the reference
+    for "what a straightforward implementation costs")."""
+    import torch
+
+    with torch.no_grad():
+        r = model._encode(x, source)
+        codes = []
+        for codebook in model.route(source):
+            allowed = codebook.allowed_codes(source)
+            table = codebook.embedding[allowed]
+            c = allowed[torch.cdist(r, table).argmin(dim=1)]
+            codes.append(c)
+            r = r - codebook.embedding[c]
+        return torch.stack(codes, dim=1)
+
+
+def bench_quantize(params: dict[str, Any]) -> dict[str, Any]:
+    """Lean vs full vs naive quantize, embeddings per CPU-second, interleaved, one thread."""
+    import torch
+
+    from benchmarks.bench_model import clustered_unit_vectors, init_codebooks_from_data
+    from u2qt_core.config import load_model_preset
+    from u2qt_core.mrqvae import MRQVAE
+
+    cfg = load_model_preset(repo_path(params["preset"])).mrqvae
+    source, rows = params.get("source") or cfg.text_sources[0], int(params["rows"])
+    torch.manual_seed(0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = MRQVAE(cfg)
+        data = torch.from_numpy(clustered_unit_vectors(max(rows, cfg.kmeans_buffer_multiple * cfg.num_codes),
+                                                       cfg.input_dims[source]))
+        init_codebooks_from_data(model, source, data)
+        x = data[:rows].contiguous()
+        lean, ref, naive = model.quantize(x, source), model.quantize_reference(x, source), naive_quantize(model, x, source)
+        cpu: dict[str, list[float]] = {"lean": [], "reference": [], "naive": []}
+        fns = {"lean": model.quantize, "reference": model.quantize_reference,
+               "naive": lambda a, s: naive_quantize(model, a, s)}
+
+        def metered(name):
+            def call():
+                start = time.process_time()
+                fns[name](x, source)
+                cpu[name].append(time.process_time() - start)
+            return call
+
+        time_interleaved({k: metered(k) for k in fns}, repeats=int(params.get("repeats", 5)), warmup=1)
+    finally:
+        torch.set_num_threads(previous)
+    rate = {k: rows / float(np.median(v)) for k, v in cpu.items()}
+    return {
+        "preset": params["preset"], "source": source, "rows": rows, "cpu_s": cpu,
+        "embeddings_per_cpu_s": rate,
+        "lean_over_reference": rate["lean"] / rate["reference"], "lean_over_naive": rate["lean"] / rate["naive"],
+        "lean_equals_reference": bool(torch.equal(lean, ref)),
+        "naive_rows_equal_reference": float((naive == ref).all(dim=1).float().mean()),
+    }
+
+
+def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str, Any]:
+    """int8 dynamic quantization of the encoder against fp32: speed, changed codes, probe AUC."""
+    import torch
+
+    from pipelines import tables
+    from u2qt_core.checkpoint import load_tokenizer
+    from u2qt_core.encoders.text import TextEncoder
+    from u2qt_core.evaluation.probes import probe_tasks, split_users
+    from u2qt_core.evaluation.representations import bag_of_codes, mean_embeddings
+
+    texts, sources = docs["document"].tolist(), docs["source"].to_numpy(object)
+    encoders = {"fp32": TextEncoder(settings.encoder),
+                "int8": TextEncoder(settings.encoder.model_copy(update={"int8_dynamic": True}))}
+    cpu: dict[str, list[float]] = {k: [] for k in encoders}
+    vectors: dict[str, np.ndarray] = {}
+
+    def metered(name):
+        def call():
+            start = time.process_time()
+            vectors[name] = encoders[name].encode(texts)
+            cpu[name].append(time.process_time() - start)
+        return call
+
+    time_interleaved({k: metered(k) for k in encoders}, repeats=int(params.get("repeats", 2)), warmup=0)
+    model, _ = load_tokenizer(Path(info.model_dir))
+    model.eval()
+    codes = {k: np.zeros((len(texts), model.config.num_levels), dtype=np.int64) for k in encoders}
+    for source in np.unique(sources):
+        rows = np.flatnonzero(sources == source)
+        for k in encoders:
+            codes[k][rows] = model.quantize(torch.from_numpy(vectors[k][rows]), str(source)).numpy()
+    out: dict[str, Any] = {
+        "docs_per_cpu_s": {k: len(texts) / min(v) for k, v in cpu.items()},
+        "changed_codes_share": float((codes["fp32"] != codes["int8"]).mean()),
+        "changed_rows_share": float((codes["fp32"] != codes["int8"]).any(axis=1).mean()),
+        "cosine_to_fp32_mean": float((vectors["fp32"] * vectors["int8"]).sum(axis=1).mean()),
+    }
+    out["int8_over_fp32"] = out["docs_per_cpu_s"]["int8"] / out["docs_per_cpu_s"]["fp32"]
+
+    labels = tables.read_table(spark, settings, "labels").toPandas()
+    user_ids = np.array(sorted(docs["user_id"].unique()))
+    index = {u: i for i, u in enumerate(user_ids)}
+    labels = labels[labels["user_id"].isin(index)]
+    text_sources = sorted(set(sources))
+    rows_user = {s: np.array([index[u] for u in docs["user_id"][sources == s]]) for s in text_sources}
+    y: dict[str, np.ndarray] = {}
+    for task, group in labels.groupby("task"):
+        vec = np.zeros(len(user_ids), dtype=int)
+        vec[[index[u] for u in group["user_id"]]] = group["label"].astype(int).to_numpy()
+        if 5 <= vec.sum() <= len(vec) - 5:
+            y[str(task)] = vec
+    splits = {t: split_users(v, 0.3, 0) for t, v in y.items()}
+    probes: dict[str, Any] = {}
+    for k in encoders if y else []:  # a tiny world may have no task with 5 users of each class
+        emb = mean_embeddings(rows_user, {s: vectors[k][sources == s] for s in text_sources},
+                              n_users=len(user_ids), sources=text_sources, dims={s: vectors[k].shape[1] for s in text_sources})
+        boc = bag_of_codes(rows_user, {s: codes[k][sources == s] for s in text_sources}, n_users=len(user_ids),
+                           sources=text_sources, num_codes=max(model.codebook_sizes().values()))
+        probes[k] = {"mean_embedding": probe_tasks(emb, y, splits, c_grid=[0.1]),
+                     "bag_of_codes": probe_tasks(boc, y, splits, c_grid=[0.1])}
+    out["probe"] = {"users": len(user_ids), "tasks": sorted(y), "protocol": "u2qt_core.evaluation.probes, C=0.1, 30% test users",
+                    **{k: {rep: r["avg_auc"] for rep, r in v.items()} for k, v in probes.items()},
+                    "per_task": probes}
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+def bench_inference(params: dict[str, Any], tmp_root: Path | None = None) -> dict[str, Any]:
+    own_tmp = tmp_root is None
+    tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-inference-")) if own_tmp else Path(tmp_root)
+    try:
+        spark = spark_session(tmp_root)
+        world, settings, info = _prepare(spark, params, tmp_root)
+        event_date = world.history_dates()[-1].isoformat()
+        docs_frame, docs = _documents(spark, settings, event_date)
+        log.info("inference: %d documents of %s", len(docs), event_date)
+        out: dict[str, Any] = {"event_date": event_date, "parameters": params,
+                               "encoder_settings": settings.encoder.model_dump(),
+                               "arrow_max_records_per_batch": spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")}
+        out.update(bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params))
+        text_docs = len(docs)
+        out["stage"] = bench_stage(spark, settings, info, event_date, text_docs)
+        out["quantize"] = bench_quantize(params["quantize"])
+        if params.get("int8", True):
+            out["int8"] = bench_int8(spark, settings, info, docs, params)
+        bare = out["in_process"]["encoder_bare"]["docs_per_cpu_s"]
+        out["ratios_vs_bare_encoder"] = {
+            "stage": out["stage"]["docs_per_cpu_s"] / bare,
+            "udf_body_arrow_batch": out["in_process"]["udf_body_arrow_batch"]["docs_per_cpu_s"] / bare,
+            "udf_body_256_rows": out["in_process"]["udf_body_256_rows"]["docs_per_cpu_s"] / bare,
+            "encoder_bare_32_rows": out["in_process"]["encoder_bare_32_rows"]["docs_per_cpu_s"] / bare,
+            **{f"spark_udf_{k}": v["docs_per_cpu_s"] / bare for k, v in out["spark_udf"].items()},
+        }
+        return out
+    finally:
+        if own_tmp:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def summary_lines(payload: dict) -> list[str]:
+    r = payload["results"]
+    lines = [f"bench_inference: {r['documents']} documents, wall {payload.get('wall_seconds', 0):.0f}s, "
+             f"load {payload.get('load_average_before')} -> {payload.get('load_average_after')}"]
+    lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items()]
+    q = r["quantize"]
+    lines.append(f"  quantize: lean {q['lean_over_reference']:.2f}x full path, {q['lean_over_naive']:.2f}x naive; "
+                 f"codes equal: {q['lean_equals_reference']}")
+    if "int8" in r:
+        i = r["int8"]
+        lines.append(f"  int8 encoder: {i['int8_over_fp32']:.2f}x fp32, {100 * i['changed_codes_share']:.1f}% codes changed, "
+                     f"probe AUC fp32 {i['probe']['fp32']} int8 {i['probe']['int8']}")
+    return lines
+
+
+def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
+    """Run ``config['inference']`` and write ``<out_dir>/bench_inference.json``."""
+    bench_environment()
+    payload: dict[str, Any] = {"benchmark": "bench_inference", "machine": machine_facts(),
+                               "load_average_before": load_average()}
+    start = time.perf_counter()
+    payload["results"] = bench_inference(config["inference"], tmp_root)
+    payload["wall_seconds"] = time.perf_counter() - start
+    payload["load_average_after"] = load_average()
+    write_result(out_dir, "bench_inference", payload)
+    for line in summary_lines(payload):
+        log.info("%s", line)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    run(load_bench_config(args.config, quick=args.quick), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
