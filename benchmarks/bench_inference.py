@@ -286,7 +286,7 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
     }
     out["int8_over_fp32"] = out["docs_per_cpu_s"]["int8"] / out["docs_per_cpu_s"]["fp32"]
 
-    labels = tables.read_table(spark, settings, "labels").toPandas()
+    labels = tables.read_table(spark, settings, "user_labels").toPandas()
     user_ids = np.array(sorted(docs["user_id"].unique()))
     index = {u: i for i, u in enumerate(user_ids)}
     labels = labels[labels["user_id"].isin(index)]
