@@ -345,8 +345,8 @@ def _percentile(values: list[int], q: float) -> float:
 # =========================================================================== quality
 def pipeline_settings(tables_root: Path, model_dir: Path, overrides: dict | None = None):
     """``conf/pipeline.yaml`` pointed at a bench folder (cf. ``tests.conftest.make_settings``)."""
-    from pipelines.config_loading import deep_merge
     from pipelines.settings import load_settings
+    from u2qt_core.config_loader import deep_merge
 
     base = {"tables_root": str(tables_root), "model_dir": str(model_dir), "spark_profile": "local"}
     return load_settings(repo_path("conf/pipeline.yaml"), deep_merge(base, overrides or {}))

@@ -20,9 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipelines.config_loading import deep_merge
+from u2qt_core.config_loader import deep_merge, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "bench.yaml"
@@ -34,7 +32,7 @@ log = logging.getLogger("benchmarks")
 def load_bench_config(path: str | Path | None = None, *, quick: bool = False) -> dict:
     """``conf/bench.yaml`` (or ``path``); with ``quick`` its ``quick:`` section is merged over it."""
     path = Path(path) if path else DEFAULT_CONFIG
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path)
     quick_overrides = raw.pop("quick", {}) or {}
     return deep_merge(raw, quick_overrides) if quick else raw
 

@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.settings import PipelineSettings, load_settings, parse_overrides
+from pipelines.settings import PipelineSettings, load_settings
+from u2qt_core.config_loader import parse_overrides
 from u2qt_core.errors import U2QTError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -181,23 +181,6 @@ def _resolve(path: str) -> Path:
     if candidate.parts and candidate.parts[0] == "conf":
         return CONF_DIR.joinpath(*candidate.parts[1:])
     return CONF_DIR.parent / candidate
-
-
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """``["quality.max_collision_rate=0.2", "inference.partitions=8"]`` -> nested dict (YAML-typed values)."""
-    import yaml
-
-    nested: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"override {pair!r} is not of the form key.path=value")
-        key, value = pair.split("=", 1)
-        cursor = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            cursor = cursor.setdefault(part, {})
-        cursor[parts[-1]] = yaml.safe_load(value)
-    return nested
 
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> PipelineSettings:

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     from pipelines.quality import QualityGateFailed
-    from pipelines.settings import load_settings, parse_overrides
+    from pipelines.settings import load_settings
+    from u2qt_core.config_loader import parse_overrides
     from pipelines.spark_session import get_spark
     from u2qt_core.errors import U2QTError
 

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from u2qt_core.config import MRQVAEConfig, format_validation_error
+from u2qt_core.config import MRQVAEConfig
+from u2qt_core.config_loader import format_validation_error
 from u2qt_core.errors import CheckpointError
 from u2qt_core.mrqvae import MRQVAE
 

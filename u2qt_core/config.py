@@ -3,32 +3,26 @@
 A model preset is a YAML file with two top-level keys, ``mrqvae:`` (:class:`MRQVAEConfig`) and
 ``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``.  Unknown keys are rejected with
 their name, and every validation problem is reported as a :class:`~u2qt_core.errors.ConfigError`
-whose message reads ``"<file>: <key.path>: <problem>"``.
+whose message reads ``"<file>: <key.path>: <problem>"`` (loading: :mod:`u2qt_core.config_loader`).
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from u2qt_core.errors import ConfigError
+from u2qt_core.config_loader import KeyProblem, load_yaml_model
 
 __all__ = [
     "MRQVAEConfig",
     "TrainConfig",
     "ModelPreset",
     "load_model_preset",
-    "format_validation_error",
     "RESERVED_SOURCE_NAMES",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Source names must read unambiguously inside token strings such as ``<bill3_0087>``:
 #: lowercase letters and inner underscores, no digits (a trailing digit would merge with the level).
@@ -37,15 +31,6 @@ SOURCE_NAME_RE = re.compile(r"^[a-z](?:[a-z_]*[a-z])?$")
 RESERVED_SOURCE_NAMES = frozenset({"s", "c", "shared", "union"})
 #: Codes are stored as int16 (``array<smallint>`` in Delta): every code index must be <= this.
 MAX_STORED_CODE = 2**15 - 1
-
-
-class _KeyProblem(ValueError):
-    """A cross-field validation problem attached to a key below the model being validated."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.problem = message
 
 
 class MRQVAEConfig(BaseModel):
@@ -104,28 +89,28 @@ class MRQVAEConfig(BaseModel):
     def _check_cross_fields(self) -> MRQVAEConfig:
         for name in self.sources:
             if name not in self.input_dims:
-                raise _KeyProblem(f"input_dims.{name}", "missing: every source needs an input width")
+                raise KeyProblem(f"input_dims.{name}", "missing: every source needs an input width")
         for name, dim in self.input_dims.items():
             if name not in self.sources:
-                raise _KeyProblem(f"input_dims.{name}", f"not a source (sources: {self.sources})")
+                raise KeyProblem(f"input_dims.{name}", f"not a source (sources: {self.sources})")
             if dim < 1:
-                raise _KeyProblem(f"input_dims.{name}", f"must be >= 1, got {dim}")
+                raise KeyProblem(f"input_dims.{name}", f"must be >= 1, got {dim}")
         for name in self.tabular_sources:
             if name not in self.sources:
-                raise _KeyProblem("tabular_sources", f"{name!r} is not in sources {self.sources}")
+                raise KeyProblem("tabular_sources", f"{name!r} is not in sources {self.sources}")
         for name in self.sources:
             if name not in self.tabular_sources and self.input_dims[name] != self.embed_dim:
-                raise _KeyProblem(
+                raise KeyProblem(
                     f"input_dims.{name}",
                     f"text source width {self.input_dims[name]} != embed_dim {self.embed_dim}; text "
                     "embeddings feed the shared MLP directly, so set embed_dim to the text-encoder width",
                 )
         if self.num_levels < 1:
-            raise _KeyProblem("shared_levels", "shared_levels + specific_levels must be >= 1")
+            raise KeyProblem("shared_levels", "shared_levels + specific_levels must be >= 1")
         if self.code_table_size - 1 > MAX_STORED_CODE:
             layout = (f"a union level holds num_codes x (1 + {len(self.sources)} sources) = {self.code_table_size} codes"
                       if self.variant == "union" else f"{self.num_codes} codes")
-            raise _KeyProblem(
+            raise KeyProblem(
                 "num_codes",
                 f"{layout}, but codes are stored as int16 (smallint): the largest code index must be "
                 f"<= {MAX_STORED_CODE}",
@@ -206,67 +191,12 @@ class ModelPreset(BaseModel):
     train: TrainConfig = TrainConfig()
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``overrides`` merged in recursively.
-
-    Dicts merge key by key, other values replace, and ``None`` deletes the key (e.g. to drop a
-    source's entry from ``input_dims`` after narrowing ``sources``).
-    """
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def format_validation_error(error: ValidationError, origin: str) -> str:
-    """Render a pydantic error as ``"<origin>: <key.path>: <problem>"`` lines."""
-    lines = []
-    for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
-        message = item["msg"]
-        cause = (item.get("ctx") or {}).get("error")
-        if isinstance(cause, _KeyProblem):
-            loc.append(cause.key)
-            message = cause.problem
-        elif item["type"] == "value_error" and isinstance(cause, Exception):
-            message = str(cause)
-        elif item["type"] == "extra_forbidden":
-            message = "unknown key"
-        key_path = ".".join(loc) if loc else "<root>"
-        lines.append(f"{origin}: {key_path}: {message}")
-    return "\n".join(lines)
-
-
 def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None) -> ModelPreset:
     """Load and validate a model preset YAML.
 
     ``overrides`` is a nested dict deep-merged into the YAML before validation, e.g.
-    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``; a ``None`` value deletes the key.  Raises :class:`ConfigError` naming the file
-    and the offending key path.
+    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``; a ``None`` value deletes the key (see
+    :func:`u2qt_core.config_loader.deep_merge`).  Raises :class:`ConfigError` naming the file and
+    the offending key path.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read model preset: {exc.strerror or exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: <root>: expected a mapping with keys 'mrqvae' and 'train'")
-    if overrides:
-        raw = _deep_merge(raw, overrides)
-    try:
-        preset = ModelPreset.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from exc
-    logger.debug("loaded model preset %s", path)
-    return preset
+    return load_yaml_model(ModelPreset, path, overrides)

@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 
-import yaml
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.world", description=__doc__)
@@ -23,11 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.spark_session import get_spark
     from pipelines.world import load_world_config, write_world
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
-    config = load_world_config(args.config, overrides)
+    from u2qt_core.config_loader import parse_overrides
+
+    config = load_world_config(args.config, parse_overrides(args.set))
     summary = write_world(get_spark(args.profile, app_name="u2qt-world"), config, args.tables_root, mode=args.mode)
     logging.getLogger("pipelines.world").info("summary %s", json.dumps(
         {"rows": summary.rows, "malformed_rows": summary.malformed_rows, "seconds": summary.seconds}))

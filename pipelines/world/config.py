@@ -1,7 +1,7 @@
 """World configuration: a pydantic model loaded from conf/world/*.yaml.
 
 A bad parameter fails at load time with a message that names the file and the key, e.g.
-``conf/world/demo.yaml: n_users: must be >= 1``.
+``conf/world/demo.yaml: n_users: must be >= 1 (got 0)`` (:mod:`u2qt_core.config_loader`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from u2qt_core.config_loader import load_yaml_model, validate_model
+from u2qt_core.errors import ConfigError
 
 from .vocab import SOURCES
 
 BAD_ROW_KINDS: tuple[str, ...] = ("null_user_id", "bad_source", "empty_text", "date_mismatch")
 
 
-class WorldConfigError(ValueError):
-    """A world configuration that does not validate; the message names the offending key(s)."""
+#: A world configuration that does not validate is a :class:`ConfigError` like every other config
+#: (the name is kept for callers that catch it).
+WorldConfigError = ConfigError
 
 
 class WorldConfig(BaseModel):
@@ -108,39 +111,11 @@ class WorldConfig(BaseModel):
         return range(self.user_id_start, self.user_id_start + self.n_users)
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-    ctx = err.get("ctx") or {}
-    kind = err.get("type", "")
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-    if kind in bounds:
-        bound = next(iter(ctx.values()), "?")
-        return f"{key}: must be {bounds[kind]} {bound} (got {err.get('input')!r})"
-    if kind == "extra_forbidden":
-        return f"{key}: unknown parameter"
-    if kind == "missing":
-        return f"{key}: required parameter is missing"
-    msg = str(err.get("msg", "invalid"))
-    msg = msg.removeprefix("Value error, ")
-    return f"{key}: {msg} (got {err.get('input')!r})"
-
-
 def validate_world_config(data: dict[str, Any], origin: str = "<dict>") -> WorldConfig:
-    try:
-        return WorldConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{origin}: {_format_error(e)}" for e in exc.errors()]
-        raise WorldConfigError("\n".join(lines)) from None
+    """Validate a world config mapping; errors name ``origin`` and the key."""
+    return validate_model(WorldConfig, data, origin)
 
 
 def load_world_config(path: str | Path, overrides: dict | None = None) -> WorldConfig:
-    """Load and validate a world YAML; ``overrides`` (top-level keys) win over the file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise WorldConfigError(f"{path}: cannot read world config: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise WorldConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    data = {**raw, **(overrides or {})}
-    return validate_world_config(data, origin=str(path))
+    """Load and validate a world YAML; ``overrides`` are deep-merged over the file."""
+    return load_yaml_model(WorldConfig, path, overrides)

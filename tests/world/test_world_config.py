@@ -31,7 +31,7 @@ def test_overrides_win_over_file():
     ({"n_days": 0}, "n_days: must be >= 1"),
     ({"inactive_day_rate": 1.0}, "inactive_day_rate: must be < 1"),
     ({"bad_row_rate": -0.1}, "bad_row_rate: must be >= 0"),
-    ({"n_userz": 10}, "n_userz: unknown parameter"),
+    ({"n_userz": 10}, "n_userz: unknown key"),
     ({"start_date": "yesterday"}, "start_date:"),
     ({"bad_row_kinds": ["null_user_id", "typo"]}, "bad_row_kinds: unknown kinds ['typo']"),
     ({"source_weights": {"bill": 1.0, "tv": 1.0}}, "source_weights: unknown sources ['tv']"),
@@ -45,7 +45,7 @@ def test_bad_parameters_name_the_key(override, expected):
 def test_missing_required_key(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text("seed: 1\nn_users: 3\nn_days: 2\n")
-    with pytest.raises(WorldConfigError, match=r"w.yaml: start_date: required parameter is missing"):
+    with pytest.raises(WorldConfigError, match=r"w.yaml: start_date: required key is missing"):
         load_world_config(path)
 
 

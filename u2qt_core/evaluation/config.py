@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from u2qt_core.config import format_validation_error
-from u2qt_core.errors import ConfigError
+from u2qt_core.config_loader import load_yaml_model
 
 __all__ = [
     "EvalConfig",
@@ -186,28 +184,6 @@ class EvalConfig(_Strict):
 
 
 def load_eval_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
-    """Load and validate an evaluation YAML; ``overrides`` are merged in (nested dicts merge)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read evaluation config: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: <root>: expected a mapping")
-    raw = _merge(raw, overrides or {})
-    try:
-        return EvalConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from exc
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    """Load and validate an evaluation YAML; ``overrides`` are deep-merged in
+    (:func:`u2qt_core.config_loader.load_yaml_model`)."""
+    return load_yaml_model(EvalConfig, path, overrides)
