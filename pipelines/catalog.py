@@ -24,7 +24,6 @@ from pyspark.sql import SparkSession
 
 from pipelines import tables
 from pipelines.settings import PipelineSettings
-from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,8 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
             spark.sql(f"DROP TABLE {name}")
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
         registered.append(name)
-    shared = _shared_levels(settings)
-    for view, (source_table, select) in tables.view_definitions(shared, table=lambda n: f"{database}.{n}").items():
+    token_format = tables.tokenizer_token_format(settings)
+    for view, (source_table, select) in tables.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
         if f"{database}.{source_table}" in registered:
             spark.sql(f"CREATE OR REPLACE VIEW {database}.{view} AS {select}")
             registered.append(f"{database}.{view}")
@@ -81,16 +80,6 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
         write_properties_file(settings, [str(j) for j in delta_jars()])
     log.info("catalog: %d tables and views under %s", len(registered), database)
     return registered
-
-
-def _shared_levels(settings: PipelineSettings) -> int | None:
-    try:
-        from pipelines.day_run import load_tokenizer_info
-
-        return load_tokenizer_info(settings).shared_prefix_levels
-    except U2QTError as exc:
-        log.warning("catalog: token-string view skipped: %s", exc)
-        return None
 
 
 def write_properties_file(settings: PipelineSettings, jars: list[str]) -> Path:

@@ -191,16 +191,9 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
 
 
 def _register(spark, settings: PipelineSettings) -> list[str]:
-    from pipelines.tables import register_views
+    from pipelines.tables import register_views, tokenizer_token_format
 
-    shared = None
-    try:
-        from pipelines.daily_job import load_tokenizer_info
-
-        shared = load_tokenizer_info(settings).shared_prefix_levels
-    except U2QTError as exc:
-        log.warning("token-string views skipped: %s", exc)
-    return register_views(spark, settings, shared_levels=shared)
+    return register_views(spark, settings, tokenizer_token_format(settings))
 
 
 @app.command()

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from pipelines.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
 from pipelines.settings import PipelineSettings
 from u2qt_core.errors import U2QTError
+from u2qt_core.token_strings import TokenFormat, sql_collision_token
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +45,14 @@ CODES = T.ArrayType(T.ShortType())
 
 RAW_EVENTS = TableSpec(
     "raw_events",
-    T.StructType([
-        T.StructField("user_id", T.LongType()),
-        T.StructField("event_ts", T.TimestampType()),
-        T.StructField("event_date", T.DateType()),
-        T.StructField("source", T.StringType()),
-        T.StructField("text", T.StringType()),
-        T.StructField("amount", T.DoubleType()),
-        T.StructField("status", T.StringType()),
-    ]),
+    RAW_EVENTS_SCHEMA,
     ("event_date",),
     description="one row per behaviour event, one text line each",
 )
 
 USER_PROFILE = TableSpec(
     "user_profile",
-    T.StructType([
-        T.StructField("user_id", T.LongType()),
-        T.StructField("as_of", T.DateType()),
-        T.StructField("age", T.IntegerType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("city_tier", T.IntegerType()),
-        T.StructField("account_age_days", T.IntegerType()),
-        T.StructField("num_cards", T.IntegerType()),
-        T.StructField("avg_balance", T.DoubleType()),
-        T.StructField("credit_score", T.IntegerType()),
-        T.StructField("device_os", T.StringType()),
-        T.StructField("is_merchant", T.BooleanType()),
-        T.StructField("engagement", T.DoubleType()),
-    ]),
+    USER_PROFILE_SCHEMA,
     description="tabular attributes and engagement score, one snapshot row per user and as_of date",
 )
 
@@ -283,34 +264,45 @@ def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> Da
     return spark.read.format("delta").load(path)
 
 
-def view_definitions(shared_levels: int | None, table=lambda name: name) -> dict[str, tuple[str, str]]:
+def tokenizer_token_format(settings: PipelineSettings) -> TokenFormat | None:
+    """The token format of the tokenizer at ``model_dir`` (None, logged, when there is none)."""
+    try:
+        from pipelines.day_run import load_tokenizer_info
+
+        info = load_tokenizer_info(settings)
+    except U2QTError as exc:
+        log.warning("token-string view skipped: %s", exc)
+        return None
+    return TokenFormat(info.shared_prefix_levels, info.variant, info.num_codes, info.sources)
+
+
+def view_definitions(token_format: TokenFormat | None, table=lambda name: name) -> dict[str, tuple[str, str]]:
     """The analyst views: ``{view: (table it reads, SELECT ...)}``; ``table(name)`` qualifies the
     table names (``u2qt.user_day_tokens`` for the persistent catalog, bare for temp views).
 
     ``user_day_token_strings`` renders each code as ``<s1_0412>`` (shared level 1) or
-    ``<bill3_0087>`` (source bill, level 3); ``shared_levels`` comes from the tokenizer config
-    (None: the view is left out). ``user_identity`` adds the ``<c_3>`` collision token.
+    ``<bill3_0087>`` (source bill, level 3) with the SQL expression generated from
+    :mod:`u2qt_core.token_strings` for the tokenizer's ``token_format`` (wide codes and union
+    offsets included; a code that format refuses reads NULL; None: the view is left out).
+    ``user_identity`` adds the ``<c_3>`` collision token.
     """
     views = {}
-    if shared_levels is not None:
+    if token_format is not None:
         views["user_day_token_strings"] = ("user_day_tokens", f"""
-            SELECT user_id, event_date, source, codes,
-                   transform(codes, (code, i) ->
-                       concat('<', IF(i < {shared_levels}, 's', source), CAST(i + 1 AS STRING), '_',
-                              format_string('%04d', code), '>')) AS token_strings,
+            SELECT user_id, event_date, source, codes, {token_format.sql("codes", "source")} AS token_strings,
                    tokenizer_version
             FROM {table("user_day_tokens")}
         """)
     views["user_identity"] = ("user_tokens", f"""
             SELECT user_id, as_of, token_tuple, collision_suffix,
-                   concat('<c_', CAST(collision_suffix AS STRING), '>') AS collision_token,
+                   {sql_collision_token("collision_suffix")} AS collision_token,
                    tokenizer_version
             FROM {table("user_tokens")}
         """)
     return views
 
 
-def register_views(spark: SparkSession, settings: PipelineSettings, shared_levels: int | None = None) -> list[str]:
+def register_views(spark: SparkSession, settings: PipelineSettings, token_format: TokenFormat | None = None) -> list[str]:
     """Expose every existing table as a temp view of the same name, plus the analyst views
     (:func:`view_definitions`); the persistent catalog is :mod:`pipelines.catalog`."""
     registered = []
@@ -322,7 +314,7 @@ def register_views(spark: SparkSession, settings: PipelineSettings, shared_level
     if "user_day_tokens" in registered:   # the history view (pipelines/history.py), built from the tables
         read_table(spark, settings, USER_TOKEN_HISTORY.name).createOrReplaceTempView(USER_TOKEN_HISTORY.name)
         registered.append(USER_TOKEN_HISTORY.name)
-    for view, (source_table, select) in view_definitions(shared_levels).items():
+    for view, (source_table, select) in view_definitions(token_format).items():
         if source_table in registered:
             spark.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {select}")
             registered.append(view)

@@ -44,6 +44,7 @@ def spark(tmp_path_factory):
 def make_settings(tables_root: Path, model_dir: Path, **overrides):
     """Pipeline settings on the repo's conf, pointed at test folders, with the tiny preset."""
     from pipelines.settings import load_settings
+    from u2qt_core.config_loader import deep_merge
 
     base = {
         "tables_root": str(tables_root),
@@ -55,12 +56,7 @@ def make_settings(tables_root: Path, model_dir: Path, **overrides):
         # its tests check the pipeline, not tokenizer quality, so the collision gate is open
         "quality": {"max_collision_rate": 1.0},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return load_settings(REPO_ROOT / "conf" / "pipeline.yaml", base)
+    return load_settings(REPO_ROOT / "conf" / "pipeline.yaml", deep_merge(base, overrides))
 
 
 @pytest.fixture(scope="session")

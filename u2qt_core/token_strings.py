@@ -14,6 +14,9 @@ level's union table (block 0 shared, block ``1 + i`` for ``sources[i]``, see
 :mod:`u2qt_core.mrqvae`); a code in the shared block becomes ``<s{level}_{code}>`` and a code
 in the source's block ``<{source}{level}_{code - K * (1 + i)}>``, so ``num_codes`` and
 ``sources`` must be passed to convert in either direction.
+
+:func:`sql_codes_to_tokens` (and :meth:`TokenFormat.sql`) generate the Spark SQL expression the
+token-string views use from these same rules, so SQL and Python agree.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from u2qt_core.errors import InputError
 
 __all__ = [
     "ParsedToken",
+    "TokenFormat",
     "code_to_token",
     "codes_to_tokens",
     "collision_token",
     "parse_token",
+    "sql_codes_to_tokens",
+    "sql_collision_token",
     "tokens_to_codes",
     "tokens_for_config",
     "vocabulary",
@@ -179,14 +185,36 @@ def tokens_to_codes(
 
 def tokens_for_config(codes: Sequence[int], source: str, config: MRQVAEConfig) -> list[str]:
     """:func:`codes_to_tokens` with the variant, levels, K and source order taken from ``config``."""
-    return codes_to_tokens(
-        codes,
-        source,
-        config.token_shared_levels,
-        config.variant,
-        num_codes=config.num_codes,
-        sources=config.sources,
-    )
+    return TokenFormat.of(config).tokens(codes, source)
+
+
+@dataclass(frozen=True)
+class TokenFormat:
+    """Everything the text form of a tokenizer's codes depends on: the per-variant layout, the
+    shared prefix length (``MRQVAEConfig.token_shared_levels``), K and the source order (union).
+
+    :meth:`tokens` renders in Python, :meth:`sql` gives the Spark SQL expression that renders the
+    same strings (the ``user_day_token_strings`` view), so the two can never drift apart.
+    """
+
+    shared_levels: int
+    variant: Variant = "multiview"
+    num_codes: int | None = None
+    sources: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, config: MRQVAEConfig) -> "TokenFormat":
+        return cls(config.token_shared_levels, config.variant, config.num_codes, tuple(config.sources))
+
+    def tokens(self, codes: Sequence[int], source: str) -> list[str]:
+        """:func:`codes_to_tokens` of one source's L codes."""
+        return codes_to_tokens(codes, source, self.shared_levels, self.variant, num_codes=self.num_codes,
+                               sources=self.sources)
+
+    def sql(self, codes_column: str = "codes", source_column: str = "source") -> str:
+        """:func:`sql_codes_to_tokens` over the given columns."""
+        return sql_codes_to_tokens(codes_column, source_column, self.shared_levels, self.variant,
+                                   num_codes=self.num_codes, sources=self.sources)
 
 
 def vocabulary(config: MRQVAEConfig, *, max_collision_suffix: int = 0) -> list[str]:
@@ -204,3 +232,51 @@ def vocabulary(config: MRQVAEConfig, *, max_collision_suffix: int = 0) -> list[s
                 tokens.extend(code_to_token(c, level, source=source, shared_levels=0, num_codes=k) for c in range(k))
     tokens.extend(collision_token(i) for i in range(max_collision_suffix + 1))
     return tokens
+
+
+# --------------------------------------------------------------------------- Spark SQL
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sql_codes_to_tokens(
+    codes_column: str,
+    source_column: str,
+    shared_levels: int,
+    variant: Variant = "multiview",
+    *,
+    num_codes: int | None = None,
+    sources: Sequence[str] | None = None,
+) -> str:
+    """A Spark SQL expression: the ``array<smallint>`` column ``codes_column`` of the source named
+    by ``source_column`` -> ``array<string>`` of tokens, the same strings :func:`codes_to_tokens`
+    gives for the same arguments (shared prefix, global levels, zero-padding to the width of
+    ``K - 1``, union offsets).  A code that function would refuse (negative, ``>= K``, outside
+    the source's union block, an unknown source in a union) gives a NULL token.
+    """
+    if variant not in ("multiview", "shared_only", "specific_only", "union"):
+        raise InputError(f"unknown variant {variant!r}")
+    width = _width(num_codes)
+
+    def token(prefix_sql: str, code_sql: str) -> str:
+        return (f"concat('<', {prefix_sql}, CAST(i + 1 AS STRING), '_', "
+                f"format_string('%0{width}d', {code_sql}), '>')")
+
+    if variant == "union":
+        k, _ = _union_layout(None, num_codes, sources)
+        index = ("CASE " + source_column + " " + " ".join(f"WHEN {_sql_literal(s)} THEN {i}" for i, s in
+                                                           enumerate(sources)) + " END")
+        block = f"{k} * (1 + {index})"
+        body = (f"CASE WHEN code >= 0 AND code < {k} THEN {token(_sql_literal(SHARED_NAME), 'code')} "
+                f"WHEN code >= {block} AND code < {block} + {k} THEN {token(source_column, f'code - {block}')} END")
+    else:
+        in_range = "code >= 0" + (f" AND code < {num_codes}" if num_codes is not None else "")
+        prefix = {"multiview": f"IF(i < {int(shared_levels)}, {_sql_literal(SHARED_NAME)}, {source_column})",
+                  "shared_only": _sql_literal(SHARED_NAME), "specific_only": source_column}[variant]
+        body = f"CASE WHEN {in_range} THEN {token(prefix, 'code')} END"
+    return f"transform({codes_column}, (code, i) -> {body})"
+
+
+def sql_collision_token(suffix_column: str) -> str:
+    """A Spark SQL expression giving :func:`collision_token` of ``suffix_column`` (NULL if < 0)."""
+    return f"IF({suffix_column} >= 0, concat('<c_', CAST({suffix_column} AS STRING), '>'), NULL)"

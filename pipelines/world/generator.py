@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pipelines.schemas import RAW_EVENTS_SCHEMA, REC_IMPRESSIONS_SCHEMA, USER_LABELS_SCHEMA, USER_PROFILE_SCHEMA
+
 from .config import WorldConfig
 from .vocab import (
     CATEGORIES,
@@ -48,11 +50,11 @@ TASKS: tuple[str, ...] = ("takeout", "purchasing_power", "money_laundering", "ga
 BILL_STATUSES: tuple[str, ...] = ("success", "failed", "refunded")
 BAD_SOURCES: tuple[str, ...] = ("paybill", "unknown", "SPM", "mini_program", "ads")
 
-EVENT_COLUMNS = ["user_id", "event_ts", "event_date", "source", "text", "amount", "status"]
-PROFILE_COLUMNS = ["user_id", "as_of", "age", "gender", "city_tier", "account_age_days", "num_cards",
-                   "avg_balance", "credit_score", "device_os", "is_merchant", "engagement"]
-LABEL_COLUMNS = ["user_id", "task", "label", "label_window_start", "label_window_end"]
-REC_COLUMNS = ["user_id", "item_id", "item_category", "event_date", "clicked", "split"]
+# Column order of the generated frames: the input tables' schemas (pipelines/schemas.py).
+EVENT_COLUMNS = RAW_EVENTS_SCHEMA.fieldNames()
+PROFILE_COLUMNS = USER_PROFILE_SCHEMA.fieldNames()
+LABEL_COLUMNS = USER_LABELS_SCHEMA.fieldNames()
+REC_COLUMNS = REC_IMPRESSIONS_SCHEMA.fieldNames()
 
 N_CAT = len(CATEGORIES)
 _CAT_BASE = np.array([

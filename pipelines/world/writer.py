@@ -20,7 +20,6 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
-    DateType,
     DoubleType,
     IntegerType,
     LongType,
@@ -28,6 +27,14 @@ from pyspark.sql.types import (
     StructField,
     StructType,
     TimestampType,
+)
+
+from pipelines.schemas import (
+    INPUT_SCHEMAS,
+    RAW_EVENTS_SCHEMA,
+    REC_IMPRESSIONS_SCHEMA,
+    USER_LABELS_SCHEMA,
+    USER_PROFILE_SCHEMA,
 )
 
 from .config import BAD_ROW_KINDS, WorldConfig
@@ -44,52 +51,8 @@ from .generator import (
 
 log = logging.getLogger(__name__)
 
-TABLES: tuple[str, ...] = ("raw_events", "user_profile", "user_labels", "rec_impressions")
-
-RAW_EVENTS_SCHEMA = StructType([
-    StructField("user_id", LongType(), True),
-    StructField("event_ts", TimestampType(), True),
-    StructField("event_date", DateType(), True),
-    StructField("source", StringType(), True),
-    StructField("text", StringType(), True),
-    StructField("amount", DoubleType(), True),
-    StructField("status", StringType(), True),
-])
-USER_PROFILE_SCHEMA = StructType([
-    StructField("user_id", LongType(), True),
-    StructField("as_of", DateType(), True),
-    StructField("age", IntegerType(), True),
-    StructField("gender", StringType(), True),
-    StructField("city_tier", IntegerType(), True),
-    StructField("account_age_days", IntegerType(), True),
-    StructField("num_cards", IntegerType(), True),
-    StructField("avg_balance", DoubleType(), True),
-    StructField("credit_score", IntegerType(), True),
-    StructField("device_os", StringType(), True),
-    StructField("is_merchant", BooleanType(), True),
-    StructField("engagement", DoubleType(), True),
-])
-USER_LABELS_SCHEMA = StructType([
-    StructField("user_id", LongType(), True),
-    StructField("task", StringType(), True),
-    StructField("label", IntegerType(), True),
-    StructField("label_window_start", DateType(), True),
-    StructField("label_window_end", DateType(), True),
-])
-REC_IMPRESSIONS_SCHEMA = StructType([
-    StructField("user_id", LongType(), True),
-    StructField("item_id", LongType(), True),
-    StructField("item_category", StringType(), True),
-    StructField("event_date", DateType(), True),
-    StructField("clicked", IntegerType(), True),
-    StructField("split", StringType(), True),
-])
-SCHEMAS: dict[str, StructType] = {
-    "raw_events": RAW_EVENTS_SCHEMA,
-    "user_profile": USER_PROFILE_SCHEMA,
-    "user_labels": USER_LABELS_SCHEMA,
-    "rec_impressions": REC_IMPRESSIONS_SCHEMA,
-}
+TABLES: tuple[str, ...] = tuple(INPUT_SCHEMAS)
+SCHEMAS: dict[str, StructType] = INPUT_SCHEMAS
 PARTITION_COLUMNS: dict[str, list[str]] = {"raw_events": ["event_date"]}
 
 # Internal columns that travel with the generated rows and are dropped before writing.
