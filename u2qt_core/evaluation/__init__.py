@@ -3,11 +3,16 @@
 * :mod:`.config` — ``conf/eval.yaml`` (:class:`EvalConfig`, :func:`load_eval_config`);
 * :mod:`.probes` — linear probes with AUC (scikit-learn) and KS (scipy);
 * :mod:`.representations` — bag of codes, mean embeddings, TF-IDF, token histories;
-* :mod:`.masknet` — MaskNet CTR model, HR@k;
+* :mod:`.tokenizers` — train an MRQ-VAE on in-memory embeddings, token features, t-SNE panels;
+* :mod:`.alignment_ablation` — pretext-task ablation of the alignment model (table 5);
+* :mod:`.ablations` — codebook-design and source ablations (tables 3, 4);
+* :mod:`.masknet` — MaskNet CTR model, HR@k; :mod:`.recommendation` — the CTR evaluation;
 * :mod:`.storage` — on-disk table sizes;
+* :mod:`.summary` — the results text (targets, protocols, notes) derived from config and data;
 * :mod:`.report` — figures and the Markdown report.
 
-The Spark side (world, encoding, Delta writes) lives in :mod:`pipelines.eval_job`.
+The Spark side (world, encoding, Delta writes) lives in :mod:`pipelines.eval_inputs` and
+:mod:`pipelines.eval_job` (orchestration only).
 """
 
 from u2qt_core.evaluation.config import EvalConfig, load_eval_config
