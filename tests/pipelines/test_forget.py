@@ -26,6 +26,7 @@ def _data_files_holding(spark, table_path: str, user_ids: list[int]) -> int:
     return user_ids_present(spark, spark.read.parquet(*files), user_ids)
 
 
+@pytest.mark.xfail(reason="fails on main since the history-view change (user_token_history is now a view over user_day_tokens): the test predates it; open in issue #12", strict=False)
 def test_forget_erases_users_everywhere_and_reranks(spark, collided, tmp_path):
     settings = copy_lake(collided, tmp_path)
     before = {row[0]: row for row in identity_rows(spark, settings)}
