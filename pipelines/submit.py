@@ -6,8 +6,8 @@
 (``u2qt submit-args STEP DATE`` prints the whole command line for this machine; installed, the
 same main is the ``u2qt-submit`` console script and ``python -m pipelines.submit``.)
 
-Steps: ``stage DATE``, ``quality DATE``, ``publish DATE`` (the three of one night, each
-idempotent), ``train [START END]``, ``maintain``, ``backfill START END``, ``catalog`` (register
+Steps: ``init [DATE]`` (create missing output tables before dates run side by side),
+``stage DATE``, ``quality DATE``, ``publish DATE`` (the three of one night, each idempotent), ``train [START END]``, ``maintain``, ``backfill START END``, ``catalog`` (register
 the tables and views in the persistent catalog). The session is built from the submit-time
 configuration (:func:`pipelines.spark_session.get_spark`). Exit codes: 0 done, 2 a deliberate
 error (bad config, missing table ... one line on stderr), 3 a failed quality gate (the DAG fails
@@ -31,13 +31,12 @@ if __package__ in (None, ""):   # run as a file by spark-submit: `pipelines` com
 
 log = logging.getLogger("u2qt.submit")
 
-STEPS = ("stage", "quality", "publish", "train", "maintain", "backfill", "catalog")
+STEPS = ("init", "stage", "quality", "publish", "train", "maintain", "backfill", "catalog")
 EXIT_ERROR = 2
 EXIT_QUALITY_GATE = 3
 
 # Hooks for steps whose implementation lives in other modules: "module:function". The function
 # takes (spark, settings, dates) and returns a JSON-able dict. A missing module falls back as noted.
-MAINTAIN_HOOK = "pipelines.maintenance:maintain"      # (spark, settings, []) -> dict
 BACKFILL_HOOK = "pipelines.backfill:backfill"         # (spark, settings, [D1..Dn]) -> dict; else run_day per date
 
 
@@ -67,6 +66,11 @@ def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = 
     """Run one step; ``dates`` is [D] for the nightly steps, [START, END] for train/backfill."""
     from dataclasses import asdict
 
+    if step == "init":
+        from pipelines.day_run import load_tokenizer_info
+        from pipelines.tables import ensure_all
+
+        return {"tables": ensure_all(spark, settings, load_tokenizer_info(settings).version)}
     if step in ("stage", "quality", "publish"):
         if len(dates) != 1:
             raise ValueError(f"step {step} takes exactly one date, got {dates}")
@@ -99,10 +103,9 @@ def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = 
 
         return {day: run_day(spark, settings, day) for day in days}
     if step == "maintain":
-        maintain = _hook(MAINTAIN_HOOK)
-        if maintain is None:
-            raise ValueError(f"step maintain: {MAINTAIN_HOOK} is not in this build")
-        return maintain(spark, settings, dates)
+        from pipelines.maintenance import maintain
+
+        return maintain(spark, settings)
     if step == "catalog":
         from pipelines.catalog import register_catalog
 
@@ -198,7 +201,7 @@ def submit_command(step: str, dates: list[str], *, config: str | None, profile: 
     argv += ["--jars", ",".join(str(j) for j in delta_jars()), "--py-files", str(py_files)]
     for key, value in submit_conf(profile, extra_conf).items():
         argv += ["--conf", f"{key}={value}"]
-    argv += [str(Path(__file__).resolve()), step, *dates]
+    argv += [str(submit_entry_point()), step, *dates]
     if config:
         argv += ["--config", str(config)]
     for pair in overrides or []:
@@ -206,6 +209,11 @@ def submit_command(step: str, dates: list[str], *, config: str | None, profile: 
     if run_id:
         argv += ["--run-id", run_id]
     return argv
+
+
+def submit_entry_point() -> Path:
+    """This file: the application spark-submit runs (``u2qt submit-args``, the DAGs' operators)."""
+    return Path(__file__).resolve()
 
 
 def format_command(argv: list[str]) -> str:

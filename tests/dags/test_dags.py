@@ -1,8 +1,12 @@
-"""Real Airflow 3: the DAG folder parses, and ``dag.test()`` runs the nightly DAG for two dates."""
+"""Real Airflow 3: the DAG folder parses in both modes (``in_process``, ``spark_submit``) with the
+deployment settings of the ``airflow:`` config block; ``dag.test()`` skips a date without input,
+runs the nightly DAG for two dates, and a failed quality gate fails at once and alerts."""
 from __future__ import annotations
 
-import os
+import json
 import shutil
+from pathlib import Path
+from datetime import timedelta
 
 import pytest
 import yaml
@@ -10,6 +14,8 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from tests.conftest import make_settings
+
+DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publish"]
 
 
 @pytest.fixture(scope="module")
@@ -19,36 +25,104 @@ def airflow_home(tmp_path_factory):
     return prepare_airflow_home(tmp_path_factory.mktemp("airflow"))
 
 
-def test_dag_folder_imports_without_errors(airflow_home):
+def write_config(path, settings, **airflow) -> str:
+    """``settings`` as a YAML file with ``airflow:`` keys overridden; returns its path."""
+    data = settings.model_dump(mode="json")
+    data["airflow"].update(airflow)
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def parse(dag_id: str):
     from pipelines.airflow_runner import load_dag
 
-    dag = load_dag("u2qt_daily")
-    assert [t.task_id for t in dag.topological_sort()] == ["init_tables", "stage", "quality_gates", "publish"]
-    # dates may run side by side; only their publish steps are serialised (one-slot pool)
-    assert dag.max_active_runs > 1
-    assert dag.get_task("publish").pool == "u2qt_publish"
+    return load_dag(dag_id)
+
+
+def test_in_process_dags_follow_the_config(airflow_home, monkeypatch, tmp_path):
     from airflow.models.pool import Pool
+    from airflow.providers.standard.operators.python import PythonOperator
 
-    assert Pool.get_pool("u2qt_publish").slots == 1
+    from pipelines.dag_builder import log_failure
+
+    settings = make_settings(tmp_path / "lake", tmp_path / "model")
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "p.yaml", settings, start_date="2026-01-03"))
+    dag = parse("u2qt_daily")
+    assert [t.task_id for t in dag.topological_sort()] == DAILY
+    assert str(dag.start_date.date()) == "2026-01-03" and dag.catchup is False
+    assert dag.max_active_runs == 1                       # backfills: --max-active-runs 1 (README)
+    steps = [dag.get_task(t) for t in DAILY[1:]]
+    assert all(isinstance(t, PythonOperator) for t in steps)
+    assert {t.task_id: t.retries for t in steps} == {"init_tables": 2, "stage": 2, "quality_gates": 0, "publish": 2}
+    assert dag.get_task("stage").op_kwargs == {"step": "stage", "dates": ["{{ ds }}"], "run_id": "{{ run_id }}"}
+    assert dag.get_task("init_tables").op_kwargs["dates"] == []
+    assert dag.get_task("publish").pool == "u2qt_publish" and Pool.get_pool("u2qt_publish").slots == 1
+    assert all(t.on_failure_callback in (log_failure, [log_failure]) for t in steps)
+    sensor = dag.get_task("wait_for_raw_events")
+    assert (sensor.mode, sensor.soft_fail, sensor.retries) == ("reschedule", True, 0)
+    assert sensor.timeout == timedelta(hours=18).total_seconds() and sensor.poke_interval == 300
+
+    maintenance = parse("u2qt_maintenance")
+    assert [t.task_id for t in maintenance.topological_sort()] == ["maintain"]
+    assert maintenance.max_active_runs == 1 and maintenance.get_task("maintain").retries == 1
+    assert maintenance.get_task("maintain").op_kwargs["step"] == "maintain"
 
 
-def test_maintenance_dag_is_one_call(airflow_home):
+def test_spark_submit_mode_submits_each_step(airflow_home, monkeypatch, tmp_path):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from tests.dags.alerts import record
+
+    settings = make_settings(tmp_path / "lake", tmp_path / "model")
+    config = write_config(tmp_path / "p.yaml", settings, mode="spark_submit", spark_conn_id="spark_test",
+                          alert_callback="tests.dags.alerts:record")
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", config)
+    dag = parse("u2qt_daily")
+    assert [t.task_id for t in dag.topological_sort()] == DAILY
+    stage = dag.get_task("stage")
+    assert isinstance(stage, SparkSubmitOperator) and stage._conn_id == "spark_test"
+    assert stage.application.endswith("pipelines/submit.py")
+    assert stage.application_args == ["stage", "{{ ds }}", "--run-id", "{{ run_id }}", "--config", config]
+    assert dag.get_task("init_tables").application_args[:2] == ["init", "--run-id"]
+    assert "delta-spark_" in stage.jars and stage.py_files.endswith(".zip")
+    assert stage.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert stage.env_vars == {"U2QT_PIPELINE_CONFIG": config}
+    assert dag.get_task("quality_gates").retries == 0 and dag.get_task("publish").pool == "u2qt_publish"
+    assert stage.on_failure_callback in (record, [record])
+    assert parse("u2qt_maintenance").get_task("maintain").application_args[0] == "maintain"
+
+
+def test_a_bad_alert_hook_fails_the_parse_naming_the_key(airflow_home, monkeypatch, tmp_path):
+    from u2qt_core.errors import U2QTError
+
+    settings = make_settings(tmp_path / "lake", tmp_path / "model")
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "p.yaml", settings, alert_callback="nope.mod:fn"))
+    with pytest.raises(U2QTError, match=r"airflow.alert_callback: cannot import 'nope.mod:fn'"):
+        parse("u2qt_daily")
+
+
+def test_a_date_without_raw_events_is_skipped_not_failed(airflow_home, monkeypatch, tmp_path):
     from pipelines.airflow_runner import load_dag
+    from datetime import datetime, timezone
 
-    dag = load_dag("u2qt_maintenance")
-    assert [t.task_id for t in dag.topological_sort()] == ["maintain"]
-    assert dag.max_active_runs == 1
+    settings = make_settings(tmp_path / "lake", tmp_path / "model")
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(
+        tmp_path / "p.yaml", settings, sensor_poke_seconds=1, sensor_timeout_hours=2 / 3600))
+    run = load_dag("u2qt_daily").test(logical_date=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == {task: "skipped" for task in DAILY}, states
 
 
-@pytest.mark.slow
-def test_dag_test_over_two_consecutive_dates(airflow_home, spark, trained_lake, tmp_path, monkeypatch, world_dates):
-    from pipelines.airflow_runner import run_dag_for_date
+def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained_lake, tmp_path, monkeypatch,
+                                                    world_dates):
+    """Two nights through the whole DAG; then a night whose gate fails: no retry, the alert hook
+    runs once, nothing is published. Also: the sensor's Delta-log replay reads a checkpoint."""
+    from pipelines.airflow_runner import DagRunFailed, run_dag_for_date
+    from pipelines.dag_builder import live_partitions
 
     shutil.copytree(trained_lake["root"], tmp_path, dirs_exist_ok=True)
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
-    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", str(config))
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "pipeline.yaml", settings))
 
     for event_date in world_dates:
         assert run_dag_for_date("u2qt_daily", event_date).endswith("success")
@@ -59,6 +133,23 @@ def test_dag_test_over_two_consecutive_dates(airflow_home, spark, trained_lake, 
     assert history.where(F.col("n_days") == 2).count() > 0
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
     assert steps.select("event_date", "step").distinct().count() == 3 * len(world_dates)  # stage, quality, publish
-    # the run id recorded is Airflow's
-    assert day.where(~F.col("run_id").contains("__")).count() == 0
-    os.environ.pop("U2QT_PIPELINE_CONFIG", None)
+    assert day.where(~F.col("run_id").contains("__")).count() == 0     # the run id recorded is Airflow's
+
+    raw = settings.table_path("raw_events")
+    spark.sql(f"ALTER TABLE delta.`{raw}` SET TBLPROPERTIES ('delta.checkpointInterval' = '1')")
+    assert live_partitions(Path(raw), "event_date") >= set(world_dates)
+    assert list((Path(raw) / "_delta_log").glob("*.checkpoint.parquet"))
+
+    alerts = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("U2QT_TEST_ALERTS", str(alerts))
+    monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(
+        tmp_path / "failing.yaml", make_settings(tmp_path / "lake", tmp_path / "model",
+                                                 quality={"min_active_users": 10**9}),
+        alert_callback="tests.dags.alerts:record"))
+    published = day.count()
+    with pytest.raises(DagRunFailed, match=r"failed tasks: \['publish', 'quality_gates'\]"):
+        run_dag_for_date("u2qt_daily", world_dates[0])
+    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [(a["task_id"], a["try_number"], a["ds"]) for a in sent] == [("quality_gates", 1, world_dates[0])]
+    assert "min_active_users 1000000000" in sent[0]["exception"]
+    assert tables.read_table(spark, settings, "user_day_tokens").count() == published
