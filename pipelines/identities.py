@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines import tables
@@ -41,11 +41,11 @@ def update_identities(run: DayRun, day_tokens: DataFrame) -> int:
     path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
     tuples = day_tuples(run, day_tokens)
     active_ids = tuples.select("user_id")
-    engagement = (latest_profiles(run.read("user_profile").join(active_ids, "user_id", "left_semi"), run.event_date)
+    engagement = (latest_profiles(run.read("user_profile"), run.event_date, users=active_ids)
                   .select("user_id", "engagement"))
     incoming = (tuples.join(engagement, "user_id", "left")
                 .select("user_id", F.to_date(F.lit(run.event_date)).alias("as_of"), "token_tuple", "sources_present",
-                        F.coalesce("engagement", F.lit(0.0)).alias("engagement"),
+                        ranking_engagement(F.col("engagement")).alias("engagement"),
                         F.lit(run.tokenizer.version).alias("tokenizer_version"), F.lit(run.run_id).alias("run_id")))
     current = DeltaTable.forPath(spark, path).toDF()
     old = (current.join(active_ids, "user_id", "left_semi")
@@ -66,6 +66,13 @@ def update_identities(run: DayRun, day_tokens: DataFrame) -> int:
     log.info("identities %s: %d users changed, %d rows written (tuples + re-ranked suffixes)",
              run.event_date, n_changed, rewritten)
     return n_changed
+
+
+def ranking_engagement(engagement: Column) -> Column:
+    """The engagement a user is ranked by: a null, NaN or infinite value (no profile, or a bad
+    one) ranks as 0.0, the lowest, instead of NaN sorting above every number in Spark."""
+    finite = engagement.isNotNull() & ~F.isnan(engagement) & (F.abs(engagement) != F.lit(float("inf")))
+    return F.when(finite, engagement.cast("double")).otherwise(F.lit(0.0))
 
 
 def commit_identities(spark: SparkSession, path: str, upserts: DataFrame | None, removed: DataFrame | None,

@@ -6,15 +6,15 @@ that holds a trained tokenizer; the real pipeline then tokenizes it.
 
 Two dates, D1 and D2:
 
-* behaviour X (bill + search + profile A): users 10, 11, 12, 13 on D1 (engagement .9 .5 .7 .5:
-  suffixes 10->0, 12->1, 11->2, 13->3, the 11/13 tie broken by user_id);
+* behaviour X (bill + search + profile A): users 10, 11, 12, 13 on D1 (engagement .9 .5 .7 NaN:
+  suffixes 10->0, 12->1, 11->2, 13->3; a NaN engagement ranks as 0.0, never first);
 * behaviour Y (app + mini + profile B): users 20, 21 on D1;
 * users 1, 2, 3: each a source set nobody else has (never collide); user 30: spm only on D1;
   one blank bill line of user 1 on D1 (quarantined).
 
 On D2 user 12 leaves group X for Y (new events and profile B), user 30 joins X (profile A,
-engagement .6), user 10 stays in X with a lower engagement (.4), and users 11, 13, 20, 21 are not
-active: their suffixes change only because their groups changed.
+engagement .6), user 10 stays in X with a lower engagement (.4, still above 13's NaN), and
+users 11, 13, 20, 21 are not active: their suffixes change only because their groups changed.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def collide_rows() -> tuple[list[tuple], list[tuple]]:
     events += _events(30, D1, _Z)
     events += _events(12, D2, _Y) + _events(30, D2, _X) + _events(10, D2, _X)
     events += _events(1, D1, [("bill", "   ", None, None)])   # quarantined: a forgotten user must leave quarantine too
-    engagement_d1 = {10: .9, 11: .5, 12: .7, 13: .5, 20: .3, 21: .8, 1: .2, 2: .4, 3: .6, 30: .1}
+    engagement_d1 = {10: .9, 11: .5, 12: .7, 13: float("nan"), 20: .3, 21: .8, 1: .2, 2: .4, 3: .6, 30: .1}
     profiles = [_profile(uid, D1, _PROFILE_A if uid in (10, 11, 12, 13) else _PROFILE_B if uid in (20, 21) else _PROFILE_Z, eng)
                 for uid, eng in engagement_d1.items()]
     profiles += [_profile(12, D2, _PROFILE_B, .7), _profile(30, D2, _PROFILE_A, .6), _profile(10, D2, _PROFILE_A, .4)]
