@@ -29,7 +29,6 @@ Writes ``<out>/bench_inference.json``; ratios are against the bare encoder of th
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -41,8 +40,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    bench_environment, load_average, load_bench_config, machine_facts, repo_path, setup_logging,
-    spark_session, time_interleaved, write_result,
+    simple_main,
+    repo_path,
+    run_benchmark,
+    spark_session,
+    time_interleaved,
 )
 
 log = logging.getLogger("benchmarks.inference")
@@ -308,7 +310,8 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
         probes[k] = {"mean_embedding": probe_tasks(emb, y, splits, c_grid=[0.1]),
                      "bag_of_codes": probe_tasks(boc, y, splits, c_grid=[0.1])}
     out["probe"] = {"users": len(user_ids), "tasks": sorted(y), "protocol": "u2qt_core.evaluation.probes, C=0.1, 30% test users",
-                    **{k: {rep: r["avg_auc"] for rep, r in v.items()} for k, v in probes.items()},
+                    # None where no task has 5 users of each class (tiny worlds)
+                    **{k: ({rep: r["avg_auc"] for rep, r in probes[k].items()} if k in probes else None) for k in encoders},
                     "per_task": probes}
     return out
 
@@ -363,29 +366,11 @@ def summary_lines(payload: dict) -> list[str]:
 
 def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
     """Run ``config['inference']`` and write ``<out_dir>/bench_inference.json``."""
-    bench_environment()
-    payload: dict[str, Any] = {"benchmark": "bench_inference", "machine": machine_facts(),
-                               "load_average_before": load_average()}
-    start = time.perf_counter()
-    payload["results"] = bench_inference(config["inference"], tmp_root)
-    payload["wall_seconds"] = time.perf_counter() - start
-    payload["load_average_after"] = load_average()
-    write_result(out_dir, "bench_inference", payload)
-    for line in summary_lines(payload):
-        log.info("%s", line)
-    return payload
+    return run_benchmark("bench_inference", lambda: bench_inference(config["inference"], tmp_root), out_dir, summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    run(load_bench_config(args.config, quick=args.quick), args.out)
-    return 0
+    return simple_main(__doc__, run, argv)
 
 
 if __name__ == "__main__":

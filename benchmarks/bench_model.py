@@ -25,7 +25,6 @@ median and every repeat.  What is measured:
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
@@ -40,12 +39,11 @@ import numpy as np
 
 from benchmarks.common import (
     Stopwatch,
+    bench_arguments,
     bench_environment,
     load_average,
-    load_bench_config,
     machine_facts,
     repo_path,
-    setup_logging,
     spark_session,
     summarize,
     time_interleaved,
@@ -504,17 +502,9 @@ def summary_lines(payload: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
-    parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    config = load_bench_config(args.config, quick=args.quick)
-    only = [s.strip() for s in args.only.split(",")] if args.only else None
-    run(config, args.out, only)
+    args, config = bench_arguments(__doc__.split("\n")[0], argv, lambda parser: parser.add_argument(
+        "--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}"))
+    run(config, args.out, [s.strip() for s in args.only.split(",")] if args.only else None)
     return 0
 
 

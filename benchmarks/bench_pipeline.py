@@ -20,7 +20,6 @@ Writes ``<out>/bench_pipeline.json``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -32,14 +31,10 @@ from typing import Any
 
 from benchmarks.common import (
     Stopwatch,
-    bench_environment,
-    load_average,
-    load_bench_config,
-    machine_facts,
+    simple_main,
     repo_path,
-    setup_logging,
+    run_benchmark,
     spark_session,
-    write_result,
 )
 
 log = logging.getLogger("benchmarks.pipeline")
@@ -281,30 +276,11 @@ def summary_lines(payload: dict) -> list[str]:
 
 def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
     """Run ``config['pipeline']`` and write ``<out_dir>/bench_pipeline.json``."""
-    bench_environment()
-    payload: dict[str, Any] = {"benchmark": "bench_pipeline", "machine": machine_facts()}
-    load_before = load_average()
-    with Stopwatch() as sw:
-        payload["results"] = bench_pipeline(config["pipeline"], tmp_root)
-    payload["wall_seconds"] = sw.seconds
-    payload["load_average_before"] = load_before
-    payload["load_average_after"] = load_average()
-    write_result(out_dir, "bench_pipeline", payload)
-    for line in summary_lines(payload):
-        log.info("%s", line)
-    return payload
+    return run_benchmark("bench_pipeline", lambda: bench_pipeline(config["pipeline"], tmp_root), out_dir, summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    run(load_bench_config(args.config, quick=args.quick), args.out)
-    return 0
+    return simple_main(__doc__, run, argv)
 
 
 if __name__ == "__main__":

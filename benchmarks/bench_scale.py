@@ -24,7 +24,6 @@ recorded: the machine is shared, and CPU seconds are less noisy than wall time. 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -35,14 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    bench_environment,
-    load_average,
-    load_bench_config,
-    machine_facts,
+    bench_arguments,
     repo_path,
-    setup_logging,
+    run_benchmark,
     spark_session,
-    write_result,
 )
 
 log = logging.getLogger("benchmarks.scale")
@@ -316,6 +311,21 @@ def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def summary_lines(payload: dict) -> list[str]:
+    """The ratios of each section, one line each (logged after the run)."""
+    r = payload["results"]
+    lines = [f"bench_scale: wall {payload.get('wall_seconds', 0):.0f}s, "
+             f"load {payload.get('load_average_before')} -> {payload.get('load_average_after')}"]
+    for section in ("history", "total_users"):
+        for name, value in (r.get(section) or {}).get("ratios", {}).items():
+            lines.append(f"  {section} {name}: {value:.2f}")
+    if "backfill" in r:
+        b = r["backfill"]
+        lines.append(f"  backfill of {b['dates']} dates as one job: {b['speedup_wall']:.2f}x faster (wall), "
+                     f"{b['speedup_cpu']}x (CPU) than one run per date")
+    return lines
+
+
 # --------------------------------------------------------------------------- driver
 def bench_scale(params: dict[str, Any], tmp_root: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
     own_tmp = tmp_root is None
@@ -350,26 +360,13 @@ def bench_scale(params: dict[str, Any], tmp_root: Path | None = None, only: list
 
 def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None, only: list[str] | None = None) -> dict:
     """Run ``config['scale']`` and write ``<out_dir>/bench_scale.json``."""
-    bench_environment()
-    payload: dict[str, Any] = {"benchmark": "bench_scale", "machine": machine_facts(), "load_average_before": load_average()}
-    started = time.perf_counter()
-    payload["results"] = bench_scale(config["scale"], tmp_root, only)
-    payload["wall_seconds"] = time.perf_counter() - started
-    payload["load_average_after"] = load_average()
-    write_result(out_dir, "bench_scale", payload)
-    return payload
+    return run_benchmark("bench_scale", lambda: bench_scale(config["scale"], tmp_root, only), out_dir, summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
-    parser.add_argument("--only", action="append", choices=["history", "total_users", "backfill"])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    run(load_bench_config(args.config, quick=args.quick), args.out, only=args.only)
+    args, config = bench_arguments(__doc__.split("\n")[0], argv, lambda parser: parser.add_argument(
+        "--only", action="append", choices=["history", "total_users", "backfill"]))
+    run(config, args.out, only=args.only)
     return 0
 
 

@@ -140,26 +140,24 @@ def time_interleaved(
     """
     names = list(variants)
     setup = setup or {}
+
+    def call(name: str) -> float:
+        if name in setup:
+            setup[name]()
+        start = time.perf_counter()
+        variants[name]()
+        if sync:
+            sync()
+        return time.perf_counter() - start
+
     for name in names:
         for _ in range(warmup):
-            if name in setup:
-                setup[name]()
-            start = time.perf_counter()
-            variants[name]()
-            if sync:
-                sync()
-            log.debug("warm-up %s: %.3fs", name, time.perf_counter() - start)
+            log.debug("warm-up %s: %.3fs", name, call(name))
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            if name in setup:
-                setup[name]()
-            start = time.perf_counter()
-            variants[name]()
-            if sync:
-                sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(call(name))
             log.debug("round %d/%d %s: %.3fs", r + 1, repeats, name, times[name][-1])
     return times
 
@@ -225,3 +223,48 @@ def spark_session(tmp_root: Path, app_name: str = "u2qt-bench"):
     return get_spark("local", app_name=app_name, extra_conf={
         "spark.sql.warehouse.dir": str(tmp_root / "spark-warehouse"),
     })
+
+
+# --------------------------------------------------------------------------- one benchmark run
+def run_benchmark(name: str, measure: Callable[[], dict[str, Any]], out_dir: str | Path,
+                  summary: Callable[[dict], list[str]] | None = None) -> dict[str, Any]:
+    """Run ``measure()`` once and write ``<out_dir>/<name>.json`` with the machine and its load.
+
+    The payload is ``{"benchmark", "machine", "load_average_before", "results", "wall_seconds",
+    "load_average_after"}``; ``summary(payload)`` lines are logged when given.
+    """
+    bench_environment()
+    payload: dict[str, Any] = {"benchmark": name, "machine": machine_facts(), "load_average_before": load_average()}
+    started = time.perf_counter()
+    payload["results"] = measure()
+    payload["wall_seconds"] = time.perf_counter() - started
+    payload["load_average_after"] = load_average()
+    write_result(out_dir, name, payload)
+    for line in (summary(payload) if summary else []):
+        log.info("%s", line)
+    return payload
+
+
+def bench_arguments(description: str, argv: list[str] | None = None,
+                    add_arguments: Callable[[Any], None] | None = None):
+    """The common command line of every benchmark (``--out --config --quick -v`` plus its own
+    options from ``add_arguments(parser)``); sets up logging and returns ``(args, config)``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--config", default=None, help="bench settings (default conf/bench.yaml)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run), from the quick: section")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return args, load_bench_config(args.config, quick=args.quick)
+
+
+def simple_main(doc: str | None, run: Callable[[dict, str], Any], argv: list[str] | None = None) -> int:
+    """``main()`` of a benchmark with only the common options: ``run(config, out_dir)``."""
+    args, config = bench_arguments((doc or "").split("\n")[0], argv)
+    run(config, args.out)
+    return 0

@@ -81,7 +81,6 @@ def test_quality_and_pipeline_quick(quick_config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="benchmark smoke run fails on main (bench never completed after the late rebases); open in issues #9/#11", strict=False)
 def test_scale_quick_history_and_total_users(quick_config, tmp_path):
     """Spark: the synthetic-history and total-users nights of bench_scale at tiny sizes."""
     from benchmarks import bench_scale
@@ -97,7 +96,6 @@ def test_scale_quick_history_and_total_users(quick_config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="benchmark smoke run fails on main (bench never completed after the late rebases); open in issues #9/#11", strict=False)
 def test_bench_inference_quick(quick_config, tmp_path):
     """Spark: the tiny world through every section of the inference benchmark (minutes)."""
     from benchmarks import bench_inference
