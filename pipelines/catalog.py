@@ -2,6 +2,10 @@
 the ``catalog.database`` schema (default ``u2qt``), and the analyst views of
 :func:`pipelines.tables.view_definitions` created as permanent views over them.
 
+The history view ``user_token_history`` is registered the same way, from the one SELECT of
+:func:`pipelines.history.history_select` (its ``history.max_days`` is fixed at registration: run
+``u2qt catalog`` again after changing it).
+
 ``catalog.metastore``:
 
 * ``embedded`` (default): a Hive metastore in embedded Derby under ``<tables_root>/_catalog``
@@ -13,7 +17,7 @@ the ``catalog.database`` schema (default ``u2qt``), and the analyst views of
 * ``external``: whatever catalog the session is configured with (``hive.metastore.uris`` of a
   Hive metastore service, Unity Catalog ...), set in the Spark profile or spark-defaults.
 
-This module only registers; the view SQL belongs to pipelines/tables.py.
+This module only registers; the view SQL belongs to pipelines/tables.py and pipelines/history.py.
 """
 from __future__ import annotations
 
@@ -71,6 +75,8 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
             spark.sql(f"DROP TABLE {name}")
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
         registered.append(name)
+    if f"{database}.{tables.USER_DAY_TOKENS.name}" in registered:
+        registered.append(_register_history_view(spark, settings, registered))
     token_format = tables.tokenizer_token_format(settings)
     for view, (source_table, select) in tables.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
         if f"{database}.{source_table}" in registered:
@@ -80,6 +86,25 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
         write_properties_file(settings, [str(j) for j in delta_jars()])
     log.info("catalog: %d tables and views under %s", len(registered), database)
     return registered
+
+
+def _register_history_view(spark: SparkSession, settings: PipelineSettings, registered: list[str]) -> str:
+    """``user_token_history`` as a permanent view (:func:`pipelines.history.history_select`): its
+    compacted base and control table are created empty if ``u2qt maintain`` has not run yet, so
+    the view already reads them; its cutoff follows the newest date at query time."""
+    from pipelines.history import history_select
+
+    database = settings.catalog.database
+    for spec in (tables.HISTORY_BASE, tables.HISTORY_PERIODS):
+        name = f"{database}.{spec.name}"
+        if name not in registered:
+            path = tables.ensure_table(spark, settings, spec)
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
+            registered.append(name)
+    view = f"{database}.{tables.USER_TOKEN_HISTORY.name}"
+    select = history_select(settings.history.max_days, lambda n: f"{database}.{n}")
+    spark.sql(f"CREATE OR REPLACE VIEW {view} COMMENT 'history.max_days = {settings.history.max_days}' AS {select}")
+    return view
 
 
 def write_properties_file(settings: PipelineSettings, jars: list[str]) -> Path:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
+from typing import Callable
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import tables
@@ -98,58 +99,69 @@ def _newest_date(days: DataFrame) -> date | None:
     return days.agg(F.max("event_date")).first()[0]
 
 
-def _not_covered(covered: dict[date, date]) -> Column:
-    condition = F.lit(True)
-    for start, through in covered.items():
-        condition = condition & ~F.col("event_date").between(F.lit(start), F.lit(through))
-    return condition
+def history_select(max_days: int, table: Callable[[str], str], cutoff: date | None = None,
+                   with_base: bool = True) -> str:
+    """The one definition of the ``user_token_history`` view, as a SELECT over the tables.
+
+    ``table(name)`` names each table (``delta.`<path>``` for :func:`read_history`,
+    ``u2qt.<name>`` for the permanent view of :mod:`pipelines.catalog`). ``cutoff`` (the oldest
+    date kept) is a literal when the caller knows the newest date (partition pruning on
+    ``event_date``), else a scalar subquery, so a permanent view follows every new night.
+    ``with_base=False`` leaves the compacted base out (its tables do not exist yet)."""
+    days = table(tables.USER_DAY_TOKENS.name)
+    first_kept = (f"DATE'{cutoff.isoformat()}'" if cutoff is not None
+                  else f"(SELECT date_sub(max(event_date), {max_days - 1}) FROM {days})")
+    if with_base:
+        periods_cte = f"""periods AS (
+            SELECT period_start, covered_through FROM {table(tables.HISTORY_PERIODS.name)}
+            WHERE covered_through >= {first_kept}),"""
+        uncovered = "LEFT ANTI JOIN periods p ON d.event_date BETWEEN p.period_start AND p.covered_through"
+        base = f"""UNION ALL
+            SELECT b.user_id, b.source, named_struct('first', b.dates[0], 'dates', b.dates, 'tokens', b.tokens,
+                   'tokenizer_version', b.tokenizer_version, 'written_at', b.compacted_at) AS piece
+            FROM {table(tables.HISTORY_BASE.name)} b LEFT SEMI JOIN periods p ON b.period_start = p.period_start"""
+    else:
+        periods_cte, uncovered, base = "", "", ""
+    return f"""
+        WITH {periods_cte}
+        pieces AS (
+            SELECT d.user_id, d.source, named_struct('first', d.event_date, 'dates', array(d.event_date),
+                   'tokens', d.codes, 'tokenizer_version', d.tokenizer_version,
+                   'written_at', d._metadata.file_modification_time) AS piece
+            FROM {days} d {uncovered}
+            WHERE d.event_date >= {first_kept}
+            {base}),
+        entries AS (
+            SELECT user_id, source, flatten(transform(p, x -> x.dates)) AS all_dates,
+                   flatten(transform(p, x -> x.tokens)) AS all_tokens,
+                   element_at(p, -1).tokenizer_version AS tokenizer_version,
+                   array_max(transform(p, x -> x.written_at)) AS updated_at
+            FROM (SELECT user_id, source, array_sort(collect_list(piece)) AS p FROM pieces GROUP BY user_id, source)),
+        counted AS (   -- dates are sorted: the expired ones are a prefix
+            SELECT *, CAST(size(all_tokens) / size(all_dates) AS INT) AS tokens_per_day,
+                   size(filter(all_dates, x -> x < k.cutoff)) AS expired
+            FROM entries CROSS JOIN (SELECT {first_kept} AS cutoff) k)   -- no subquery inside a lambda
+        SELECT user_id, source, slice(all_dates, expired + 1, size(all_dates) - expired) AS dates,
+               slice(all_tokens, expired * tokens_per_day + 1, (size(all_dates) - expired) * tokens_per_day) AS tokens,
+               tokens_per_day, CAST(size(all_dates) - expired AS INT) AS n_days,
+               element_at(all_dates, -1) AS last_date, tokenizer_version, updated_at
+        FROM counted WHERE size(all_dates) > expired"""
 
 
 def read_history(spark: SparkSession, settings: PipelineSettings) -> DataFrame:
-    """The ``user_token_history`` view (columns of :data:`tables.USER_TOKEN_HISTORY`)."""
+    """The ``user_token_history`` view (columns of :data:`tables.USER_TOKEN_HISTORY`):
+    :func:`history_select` over the path-based tables, with the cutoff as a literal."""
     spec = tables.USER_TOKEN_HISTORY
     days_path = settings.table_path(tables.USER_DAY_TOKENS.name)
     if not tables.table_exists(spark, days_path):
         return spark.createDataFrame([], spec.schema)
-    days = spark.read.format("delta").load(days_path)
-    newest = _newest_date(days)
+    newest = _newest_date(spark.read.format("delta").load(days_path))
     if newest is None:
         return spark.createDataFrame([], spec.schema)
+    with_base = all(tables.table_exists(spark, settings.table_path(s.name)) for s in (tables.HISTORY_BASE, tables.HISTORY_PERIODS))
     cutoff = newest - timedelta(days=settings.history.max_days - 1)
-    last_needed = {start: through for start, through in covered_periods(spark, settings).items() if through >= cutoff}
-    pieces = (days.where(F.col("event_date") >= F.lit(cutoff)).where(_not_covered(last_needed))
-              .select("user_id", "source", F.struct(
-                  F.col("event_date").alias("first"), F.array("event_date").alias("dates"),
-                  F.col("codes").alias("tokens"), "tokenizer_version",
-                  F.col("_metadata.file_modification_time").alias("written_at")).alias("piece")))
-    base_path = settings.table_path(tables.HISTORY_BASE.name)
-    if last_needed and tables.table_exists(spark, base_path):
-        base = (spark.read.format("delta").load(base_path)
-                .where(F.col("period_start").isin([F.lit(s) for s in last_needed]))
-                .select("user_id", "source", F.struct(
-                    F.col("dates")[0].alias("first"), "dates", "tokens", "tokenizer_version",
-                    F.col("compacted_at").alias("written_at")).alias("piece")))
-        pieces = pieces.unionByName(base)
-    grouped = pieces.groupBy("user_id", "source").agg(F.array_sort(F.collect_list("piece")).alias("p"))
-    all_dates = F.flatten(F.transform("p", lambda x: x["dates"]))
-    all_tokens = F.flatten(F.transform("p", lambda x: x["tokens"]))
-    entries = grouped.select(
-        "user_id", "source", all_dates.alias("all_dates"), all_tokens.alias("all_tokens"),
-        F.element_at("p", -1)["tokenizer_version"].alias("tokenizer_version"),
-        F.array_max(F.transform("p", lambda x: x["written_at"])).alias("updated_at"))
-    expired = F.size(F.filter("all_dates", lambda d: d < F.lit(cutoff)))    # dates are sorted: a prefix
-    per_day = (F.size("all_tokens") / F.size("all_dates")).cast("int")
-    kept = F.size("all_dates") - expired
-    return (entries
-            .withColumn("tokens_per_day", per_day).withColumn("_expired", expired).withColumn("n_days", kept.cast("int"))
-            .where(F.col("n_days") > 0)
-            .select(
-                "user_id", "source",
-                F.slice("all_dates", F.col("_expired") + 1, F.col("n_days")).alias("dates"),
-                F.slice("all_tokens", F.col("_expired") * F.col("tokens_per_day") + 1,
-                        F.col("n_days") * F.col("tokens_per_day")).alias("tokens"),
-                "tokens_per_day", "n_days", F.element_at("all_dates", -1).alias("last_date"),
-                "tokenizer_version", "updated_at"))
+    return spark.sql(history_select(settings.history.max_days, lambda name: f"delta.`{settings.table_path(name)}`",
+                                    cutoff, with_base))
 
 
 def compact_history(spark: SparkSession, settings: PipelineSettings) -> dict:
