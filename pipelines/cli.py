@@ -2,6 +2,11 @@
 
 Every command takes ``--config`` (default ``conf/pipeline.yaml``) and repeatable
 ``--set key.path=value`` overrides, e.g. ``--set quality.max_collision_rate=0.2``.
+
+Errors leave through one place, :func:`run`: a deliberate error (``U2QTError``: config file and
+key, date, row, tokenizer version...) or a usage error (a bad option or argument) is ONE line on
+stderr, ``u2qt: error: ...``, and exit code 2; no traceback. Dates and configs are checked before
+Spark starts.
 """
 from __future__ import annotations
 
@@ -15,9 +20,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.day_run import iso_date
 from pipelines.settings import PipelineSettings, load_settings
 from u2qt_core.config_loader import parse_overrides
-from u2qt_core.errors import U2QTError
+from u2qt_core.errors import InputError, U2QTError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 log = logging.getLogger("u2qt")
@@ -46,11 +52,18 @@ def _spark(settings: PipelineSettings, app_name: str, extra_conf: dict[str, str]
     return get_spark(settings.spark_profile, app_name=app_name, extra_conf=extra_conf, master=_MASTER["master"])
 
 
-def _dates(start: str, end: str) -> list[str]:
+def _date(value: Optional[str]) -> Optional[str]:
+    """Typer callback: a ``YYYY-MM-DD`` date argument or option, checked before anything runs."""
+    if value is None:
+        return None
     try:
-        first, last = date.fromisoformat(start), date.fromisoformat(end)
-    except ValueError as exc:
-        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from exc
+        return iso_date(value).isoformat()
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _dates(start: str, end: str) -> list[str]:
+    first, last = date.fromisoformat(_date(start)), date.fromisoformat(_date(end))
     if last < first:
         raise typer.BadParameter(f"end date {end} is before start date {start}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -70,14 +83,15 @@ def world(world_config: Annotated[Path, typer.Argument(help="world YAML, e.g. co
     from pipelines.world import load_world_config, write_world
 
     settings = _settings(config, set_)
-    summary = write_world(_spark(settings, "u2qt_world"), load_world_config(world_config), settings.tables_root)
+    world_cfg = load_world_config(world_config)     # a bad world config fails before Spark starts
+    summary = write_world(_spark(settings, "u2qt_world"), world_cfg, settings.tables_root)
     typer.echo(json.dumps(_jsonable(summary), indent=2, default=str))
 
 
 @app.command()
 def train(config: ConfigOption = None, set_: SetOption = None,
-          start_date: Annotated[Optional[str], typer.Option(help="first day sampled")] = None,
-          end_date: Annotated[Optional[str], typer.Option(help="last day sampled")] = None) -> None:
+          start_date: Annotated[Optional[str], typer.Option(help="first day sampled", callback=_date)] = None,
+          end_date: Annotated[Optional[str], typer.Option(help="last day sampled", callback=_date)] = None) -> None:
     """Sample inputs from the lake, train the MRQ-VAE tokenizer, save it to model_dir."""
     from pipelines.train_job import train as train_tokenizer
 
@@ -87,7 +101,7 @@ def train(config: ConfigOption = None, set_: SetOption = None,
 
 
 @app.command("run-day")
-def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD", callback=_date)],
             config: ConfigOption = None, set_: SetOption = None) -> None:
     """Tokenize one date directly (stage, quality gates, publish), without Airflow."""
     from pipelines.daily_job import run_day as run
@@ -270,8 +284,8 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
 
     started = time.monotonic()
     settings = _settings(config, set_)
-    spark = _spark(settings, "u2qt_demo")
     world_cfg = load_world_config(world_config)
+    spark = _spark(settings, "u2qt_demo")
     summary = write_world(spark, world_cfg, settings.tables_root)
     log.info("demo: world written: %s", _jsonable(summary))
     from pipelines.train_job import train as train_tokenizer
@@ -311,13 +325,45 @@ def _jsonable(obj):
     return asdict(obj) if is_dataclass(obj) else obj
 
 
-def run() -> None:
-    """Entry point that turns deliberate errors into one clear line and exit code 2."""
+EXIT_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    """The one way the CLI reports an error: ``u2qt: error: <message>`` on stderr, exit 2."""
+    lines = [line for line in str(message).splitlines() if line.strip()] or ["(no message)"]
+    for line in lines:        # a config with several bad keys: one line per key
+        sys.stderr.write(f"u2qt: error: {line}\n")
+    sys.stderr.flush()
+    sys.exit(EXIT_ERROR)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point: the one exit path for user-facing errors.
+
+    ``U2QTError`` (config file/key, date, row, tokenizer version, quality gate...) and click's
+    usage errors (``typer.BadParameter``, unknown options, missing arguments) become one line per
+    problem on stderr and exit code 2, without a traceback; anything else is a bug and keeps its
+    traceback. ``--help`` and a bare ``u2qt`` print the help as usual."""
+    try:   # typer >= 0.2x carries its own click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = app(args=argv, prog_name="u2qt", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        sys.exit(EXIT_ERROR)
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "u2qt"
+        _fail(f"{command}: {exc.format_message()}")
+    except ClickException as exc:
+        _fail(exc.format_message())
+    except typer.Abort:
+        _fail("aborted")
     except U2QTError as exc:
-        logging.getLogger("u2qt").error("%s", exc)
-        sys.exit(2)
+        _fail(str(exc))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,7 +21,7 @@ from pyspark.sql.types import StructType
 
 from pipelines import tables
 from pipelines.settings import PipelineSettings, SourcesConfig
-from u2qt_core.errors import CheckpointError
+from u2qt_core.errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class DayRun:
     sources: SourcesConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        date.fromisoformat(self.event_date)  # ValueError names a bad date early
+        iso_date(self.event_date, "event date")  # an InputError names a bad date before any read
+        check_run_id(self.run_id)
         self.sources = self.settings.sources_config()
         missing = set(self.sources.all_sources) - set(self.tokenizer.sources)
         if missing:
@@ -128,10 +130,60 @@ def day_tuples(run: DayRun, day_tokens: DataFrame) -> DataFrame:
     )
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def iso_date(text: str, what: str = "date") -> date:
+    """``YYYY-MM-DD`` -> date; anything else (``20260108``, which Python would accept, or
+    ``2026-02-30``) is an :class:`InputError` naming ``what`` and the value, before Spark sees it."""
+    value = str(text).strip()
+    if not _ISO_DATE.match(value):
+        raise InputError(f"{what} {text!r} is not a date in YYYY-MM-DD form")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"{what} {text!r} is not a calendar date (YYYY-MM-DD): {exc}") from None
+
+
 def dates_predicate(event_dates: list[str]) -> str:
     """SQL predicate selecting the ``event_date`` partitions of ``event_dates``."""
-    return "event_date IN (" + ", ".join(f"DATE'{date.fromisoformat(d)}'" for d in event_dates) + ")"
+    return "event_date IN (" + ", ".join(f"DATE'{iso_date(d, 'event date')}'" for d in event_dates) + ")"
+
+
+#: the run types whose ids Airflow writes as ``<type>__<suffix>`` (``DagRunType`` of Airflow 3;
+#: tests/dags/test_run_ids.py checks this list against Airflow's own enum and format function)
+AIRFLOW_RUN_TYPES = ("backfill", "scheduled", "manual", "operator_triggered", "asset_triggered",
+                     "asset_materialization")
+#: the prefix of the run ids the pipeline makes itself (CLI, spark-submit, benchmarks)
+PIPELINE_RUN_PREFIX = "u2qt"
+MAX_RUN_ID_CHARS = 250     # Airflow's own limit on run_id
 
 
 def default_run_id(event_date: str) -> str:
-    return f"manual__{event_date}__{int(time.time())}"
+    """A run id for a run outside Airflow: ``u2qt__<date>__<unix seconds>`` (never an Airflow prefix)."""
+    return f"{PIPELINE_RUN_PREFIX}__{event_date}__{int(time.time())}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Accept any run id Airflow makes (``manual__2026-01-05T00:00:00+00:00``, with the random
+    suffix of an id without logical date, ...) or the pipeline's own, and refuse what cannot be
+    recorded faithfully: empty, over 250 characters, or holding control characters."""
+    text = str(run_id or "")
+    if not text.strip():
+        raise InputError("run id is empty")
+    if len(text) > MAX_RUN_ID_CHARS:
+        raise InputError(f"run id {text[:40]!r}... is {len(text)} characters (at most {MAX_RUN_ID_CHARS})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InputError(f"run id {text!r} holds control characters")
+    return text
+
+
+def run_origin(run_id: str) -> str:
+    """``"airflow"`` for an id of an Airflow run type, ``"u2qt"`` for the pipeline's own
+    (:func:`default_run_id`), ``"other"`` for anything else a caller passed."""
+    prefix, sep, _ = str(run_id).partition("__")
+    if sep and prefix in AIRFLOW_RUN_TYPES:
+        return "airflow"
+    if sep and prefix == PIPELINE_RUN_PREFIX:
+        return "u2qt"
+    return "other"

@@ -42,7 +42,9 @@ BACKFILL_HOOK = "pipelines.backfill:backfill"         # (spark, settings, [D1..D
 
 def date_range(start: str, end: str) -> list[str]:
     """Every ISO date from ``start`` to ``end`` inclusive; a ValueError naming them when reversed."""
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    from pipelines.day_run import iso_date
+
+    first, last = iso_date(start, "start date"), iso_date(end, "end date")
     if last < first:
         raise ValueError(f"end date {end} is before start date {start}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -135,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     from u2qt_core.errors import U2QTError
 
     try:
+        from pipelines.day_run import iso_date
+
+        for value in args.dates:      # before Spark starts
+            iso_date(value)
         settings = load_settings(args.config, parse_overrides(args.overrides))
         extra = None
         if args.step == "catalog":

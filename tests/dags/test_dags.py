@@ -1,19 +1,24 @@
 """Real Airflow 3: the DAG folder parses in both modes (``in_process``, ``spark_submit``) with the
 deployment settings of the ``airflow:`` config block; ``dag.test()`` skips a date without input,
-runs the nightly DAG for two dates, and a failed quality gate fails at once and alerts."""
+runs the nightly DAG for two dates, and a failed quality gate fails at once and alerts. Run ids:
+every id Airflow makes is accepted and recognised as Airflow's, checked against Airflow's own
+``DagRunType`` and ``DagRun.generate_run_id`` (not a copy of its format), and the pipeline's own
+run ids are told apart from them."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
 from pyspark.sql import functions as F
 
 from pipelines import tables
+from pipelines.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
 from tests.conftest import make_settings
+from u2qt_core.errors import InputError
 
 DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publish"]
 
@@ -133,7 +138,9 @@ def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained
     assert history.where(F.col("n_days") == 2).count() > 0
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
     assert steps.select("event_date", "step").distinct().count() == 3 * len(world_dates)  # stage, quality, publish
-    assert day.where(~F.col("run_id").contains("__")).count() == 0     # the run id recorded is Airflow's
+    # the run id recorded is Airflow's (by Airflow's run types), never one the pipeline made itself
+    recorded = {r["run_id"] for r in day.select("run_id").distinct().collect()}
+    assert recorded and {run_origin(run_id) for run_id in recorded} == {"airflow"}
 
     raw = settings.table_path("raw_events")
     spark.sql(f"ALTER TABLE delta.`{raw}` SET TBLPROPERTIES ('delta.checkpointInterval' = '1')")
@@ -153,3 +160,45 @@ def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained
     assert [(a["task_id"], a["try_number"], a["ds"]) for a in sent] == [("quality_gates", 1, world_dates[0])]
     assert "min_active_users 1000000000" in sent[0]["exception"]
     assert tables.read_table(spark, settings, "user_day_tokens").count() == published
+
+
+def _airflow_run_ids() -> list[tuple[object, str]]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    logical = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    after = datetime(2026, 1, 6, 0, 5, 17, 123456, tzinfo=timezone.utc)
+    ids = []
+    for run_type in DagRunType:
+        ids.append((run_type, DagRun.generate_run_id(run_type=run_type, logical_date=logical, run_after=after)))
+        ids.append((run_type, DagRun.generate_run_id(run_type=run_type, logical_date=None, run_after=after)))
+    return ids
+
+
+def test_our_list_of_run_types_is_airflows(airflow_home):
+    from airflow.utils.types import DagRunType
+
+    assert set(AIRFLOW_RUN_TYPES) == {t.value for t in DagRunType}
+
+
+def test_airflow_run_ids_are_accepted_and_recognised(airflow_home):
+    from airflow.utils.types import DagRunType
+
+    ids = _airflow_run_ids()
+    assert any("+00:00" in run_id for _, run_id in ids)       # Airflow's ids carry ':' and '+'
+    for run_type, run_id in ids:
+        assert check_run_id(run_id) == run_id
+        assert run_origin(run_id) == "airflow", run_id
+        assert DagRunType.from_run_id(run_id) == run_type
+
+
+def test_pipeline_run_ids_are_told_apart_from_airflows(airflow_home):
+    from airflow.utils.types import DagRunType
+
+    ours = default_run_id("2026-01-05")
+    assert check_run_id(ours) == ours and run_origin(ours) == "u2qt"
+    assert not any(ours.startswith(f"{t.value}__") for t in DagRunType)   # Airflow would call it manual by default
+    assert run_origin("nightly-2026-01-05") == "other"
+    for bad in ("", "   ", "x" * 251, "manual__2026\n01"):
+        with pytest.raises(InputError, match="run id"):
+            check_run_id(bad)
