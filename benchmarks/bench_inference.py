@@ -105,11 +105,11 @@ def _documents(spark, settings, event_date: str):
 
     from pipelines import tables
     from pipelines.documents import build_documents
-    from pipelines.validation import raw_event_rules, split_by_rules
+    from pipelines.validation import check_raw_events
 
     sources = settings.sources_config()
     events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
-    valid = split_by_rules(events, raw_event_rules(sources)).valid
+    valid = check_raw_events(events, sources, settings.validation).valid
     frame = build_documents(valid, sources).cache()
     return frame, frame.toPandas()
 

@@ -209,13 +209,12 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
 def stage_inputs(run) -> int:
     """Everything ``stage`` does before inference (validation, documents, profiles): input rows."""
     from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
-    from pipelines.validation import profile_rules, raw_event_rules, split_by_rules
+    from pipelines.validation import check_profiles, check_raw_events
 
     events = run.read("raw_events").where(run.date_predicate)
-    valid = split_by_rules(events, raw_event_rules(run.sources)).valid
+    valid = check_raw_events(events, run.sources, run.settings.validation).valid
     active = valid.select("user_id", "event_date").distinct()
-    profiles = split_by_rules(profiles_as_of(run.read("user_profile"), active),
-                              profile_rules(run.sources.tabular.features)).valid
+    profiles = check_profiles(profiles_as_of(run.read("user_profile"), active), run.sources).valid
     return build_documents(valid, run.sources).unionByName(build_tabular_inputs(profiles, run.sources)).count()
 
 

@@ -30,7 +30,7 @@ from pipelines.history import publish_day_tokens
 from pipelines.identities import update_identities
 from pipelines.quality import QualityGateFailed, check_quality, collision_rate, level_utilization
 from pipelines.settings import PipelineSettings
-from pipelines.stage import StageResult, StagingCleared, clear_published_staging, stage
+from pipelines.stage import StageResult, StagingCleared, clear_published_staging, record_failure, stage
 
 __all__ = [
     "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id",
@@ -48,9 +48,13 @@ def publish(run: DayRun) -> dict:
     conflict is retried whole with backoff (each of the three writes is idempotent)."""
     started = time.monotonic()
     limits = run.settings.concurrency
-    with publish_lock(run.settings.tables_root, limits.lock_timeout_s):
-        metrics = retry_on_conflict(lambda: _publish_writes(run), f"publish {run.event_date}",
-                                    limits.conflict_retries, limits.retry_base_s)
+    try:
+        with publish_lock(run.settings.tables_root, limits.lock_timeout_s):
+            metrics = retry_on_conflict(lambda: _publish_writes(run), f"publish {run.event_date}",
+                                        limits.conflict_retries, limits.retry_base_s)
+    except Exception as exc:
+        record_failure([run], "publish", started, exc)
+        raise
     run.record("publish", "ok", time.monotonic() - started, metrics)
     log.info("published %s: %d token rows", run.event_date, metrics["token_rows"])
     return metrics

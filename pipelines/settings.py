@@ -1,6 +1,7 @@
 """Validated configuration of the pipeline: ``conf/pipeline.yaml`` and ``conf/sources.yaml``."""
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -8,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.config_loading import CONF_DIR, load_model
+from u2qt_core.config_loader import KeyProblem
 from u2qt_core.encoders.text import TextEncoderConfig
 
 
@@ -39,13 +41,21 @@ class TabularFeature(_Strict):
     transform: Literal["scale", "log1p_scale", "onehot", "bool"]
     divisor: float | None = None
     values: list[str] | None = None
+    # numeric features: the valid [min, max] of the raw column; a profile outside it is quarantined
+    range: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _args_match_transform(self) -> "TabularFeature":
-        if self.transform in ("scale", "log1p_scale") and not self.divisor:
+        numeric = self.transform in ("scale", "log1p_scale")
+        if numeric and not self.divisor:
             raise ValueError(f"feature {self.column!r}: transform {self.transform} needs a non-zero divisor")
         if self.transform == "onehot" and not self.values:
             raise ValueError(f"feature {self.column!r}: transform onehot needs a non-empty values list")
+        if self.range is not None and not numeric:
+            raise ValueError(f"feature {self.column!r}: range applies to scale/log1p_scale features only")
+        if self.range is not None and not (math.isfinite(self.range[0]) and math.isfinite(self.range[1])
+                                           and self.range[0] <= self.range[1]):
+            raise ValueError(f"feature {self.column!r}: range must be [min, max] of finite numbers, min <= max")
         return self
 
     @property
@@ -78,6 +88,20 @@ class InferenceConfig(_Strict):
     partitions: int = Field(4, ge=1)
     batch_rows: int = Field(4096, ge=1)   # most rows under one length sort inside the UDF
     torch_threads: int = Field(1, ge=0)   # per Python worker; 0 = torch's default
+
+
+class ValidationConfig(_Strict):
+    """Row checks of the night's ``raw_events`` beyond the schema (see ``pipelines/validation.py``)."""
+
+    max_text_chars: int = Field(2000, ge=1)                    # longer event texts are quarantined
+    amount_range: tuple[float, float] = (-1.0e7, 1.0e7)        # finite [min, max] of raw_events.amount
+
+    @model_validator(mode="after")
+    def _range_is_finite(self) -> "ValidationConfig":
+        low, high = self.amount_range
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise KeyProblem("amount_range", f"must be [min, max] of finite numbers with min <= max, got {[low, high]}")
+        return self
 
 
 class StagingConfig(_Strict):
@@ -157,6 +181,7 @@ class PipelineSettings(_Strict):
     inference: InferenceConfig = InferenceConfig()
     quality: QualityGates = QualityGates()
     staging: StagingConfig = StagingConfig()
+    validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
     airflow: AirflowConfig = AirflowConfig()
     catalog: CatalogConfig = CatalogConfig()

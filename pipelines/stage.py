@@ -26,7 +26,7 @@ from pipelines import tables
 from pipelines.day_run import DayRun, dates_predicate
 from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.inference import inference_spec, make_tokenize_udf, row_error_from
-from pipelines.validation import profile_rules, raw_event_rules, split_by_rules, to_quarantine
+from pipelines.validation import check_profiles, check_raw_events, to_quarantine
 from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,11 @@ class StagingCleared(U2QTError):
 @dataclass
 class StageResult:
     raw_rows: int
-    quarantined_rows: int
+    quarantined_rows: int      # raw_events rows quarantined (duplicate copies included)
     active_users: int
     token_rows: int
     seconds: float
+    duplicate_rows: int = 0    # extra copies of exact duplicate raw_events rows (quarantined)
 
 
 def stage(run: DayRun) -> StageResult:
@@ -53,27 +54,52 @@ def stage(run: DayRun) -> StageResult:
 def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
     """:func:`stage` for the dates of ``runs`` (same settings and tokenizer, one run per date) in
     one pass: the dates' partitions of ``quarantine`` and ``staging_day_tokens`` are replaced
-    and each run records its own ``run_metrics`` row. Returns ``{event_date: StageResult}``."""
+    and each run records its own ``run_metrics`` row. Returns ``{event_date: StageResult}``.
+
+    First, before any read or inference, the tables holding codes are checked against the run's
+    tokenizer version. A stage that fails records ``status = failed`` with the error (one line,
+    in ``metrics_json``) for each of its dates, then re-raises."""
     started = time.monotonic()
+    try:
+        tables.check_versioned_tables(runs[0].spark, runs[0].settings, runs[0].tokenizer.version)
+        return _stage_dates(runs, started)
+    except Exception as exc:
+        record_failure(runs, "stage", started, exc)
+        raise
+
+
+def record_failure(runs: list[DayRun], step: str, started: float, exc: BaseException) -> None:
+    """``status = failed`` rows in ``run_metrics`` naming the error; a failure to record is logged,
+    never hides the original error."""
+    error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+    seconds = (time.monotonic() - started) / max(len(runs), 1)
+    for r in runs:
+        try:
+            r.record(step, "failed", seconds, {"error": error})
+        except Exception:  # noqa: BLE001 -- the step's own error is the one to report
+            log.exception("could not record the failed %s of %s in run_metrics", step, r.event_date)
+
+
+def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     run = runs[0]
     sources = run.sources
     event_dates = [r.event_date for r in runs]
     predicate = dates_predicate(event_dates)
     run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
-    events = run.read("raw_events").where(predicate).persist()
-    checked = split_by_rules(events, raw_event_rules(sources))
-    valid = checked.valid
+    events = night_events(run.read("raw_events"), event_dates).persist()
+    checked = check_raw_events(events, sources, run.settings.validation)
+    valid = checked.valid.drop(NIGHT)
     active = valid.select("user_id", "event_date").distinct()
     counts = _event_counts(checked.valid, checked.rejected)
 
     profiles = profiles_as_of(run.read("user_profile"), active).persist()
-    profile_check = split_by_rules(profiles, profile_rules(sources.tabular.features))
+    profile_check = check_profiles(profiles, sources)
     without_profile = active.join(profiles.select("user_id", "event_date"), ["user_id", "event_date"], "left_anti").withColumn(
         "reason", F.concat(F.lit("no user_profile row with as_of <= "), F.col("event_date").cast("string"),
                            F.lit(": tabular tokens skipped"))
     )
     quarantine = (
-        to_quarantine(checked.rejected, "raw_events", F.col("event_date"), run_ids[F.col("event_date")])
+        to_quarantine(checked.rejected, "raw_events", F.col(NIGHT), run_ids[F.col(NIGHT)])
         .unionByName(to_quarantine(profile_check.rejected, "user_profile", F.col("event_date"), run_ids[F.col("event_date")]))
         .unionByName(to_quarantine(without_profile, "user_profile", F.col("event_date"), run_ids[F.col("event_date")]))
     )
@@ -108,6 +134,7 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
     raw_rows = {d: c["raw_rows"] for d, c in counts.items()}
     quarantined = {d: c["quarantined_rows"] for d, c in counts.items()}
     active_users = {d: c["active_users"] for d, c in counts.items()}
+    duplicates = {d: c["duplicate_rows"] for d, c in counts.items()}
     events.unpersist()
     profiles.unpersist()
     seconds = (time.monotonic() - started) / len(runs)   # the pass is shared: each date gets its share
@@ -115,24 +142,48 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
     for r in runs:
         d = r.event_date
         results[d] = StageResult(raw_rows=raw_rows.get(d, 0), quarantined_rows=quarantined.get(d, 0),
-                                 active_users=active_users.get(d, 0), token_rows=token_rows.get(d, 0), seconds=seconds)
+                                 active_users=active_users.get(d, 0), token_rows=token_rows.get(d, 0), seconds=seconds,
+                                 duplicate_rows=duplicates.get(d, 0))
         r.record("stage", "ok", seconds, asdict(results[d]))
         log.info("staged %s: %s", d, results[d])
     return results
 
 
+NIGHT = "_night"   # the date a raw row is validated and counted on (see night_events)
+
+
+def night_events(raw: DataFrame, event_dates: list[str]) -> DataFrame:
+    """The ``raw_events`` rows the nights of ``event_dates`` check, with the night of each (``_night``).
+
+    A row belongs to its ``event_date`` partition. A row whose ``event_date`` is null (it would
+    match no night's partition filter and vanish) is checked -- and quarantined -- by the night
+    of ``to_date(event_ts)``; one whose ``event_ts`` is null too cannot be dated, so every night
+    quarantines it until it is fixed (the row is never silently lost). Each of the three reads
+    prunes to its partitions (``event_date IN (...)`` / ``event_date IS NULL``)."""
+    nights = [date.fromisoformat(d) for d in event_dates]
+    dated = raw.where(dates_predicate(event_dates)).withColumn(NIGHT, F.col("event_date"))
+    undated = raw.where(F.col("event_date").isNull())
+    by_ts = (undated.where(F.to_date("event_ts").isin([F.lit(d) for d in nights]))
+             .withColumn(NIGHT, F.to_date("event_ts")))
+    night_list = raw.sparkSession.createDataFrame([(d,) for d in nights], f"{NIGHT} date")
+    undatable = undated.where(F.col("event_ts").isNull()).crossJoin(F.broadcast(night_list))
+    return dated.unionByName(by_ts).unionByName(undatable)
+
+
 def _event_counts(valid: DataFrame, rejected: DataFrame) -> dict[str, dict[str, int]]:
-    """Per date: raw rows, quarantined rows and distinct active users, in ONE Spark job (both
-    inputs are filters over the same cached rows)."""
-    tagged = (valid.select("event_date", "user_id", F.lit(False).alias("bad"))
-              .unionByName(rejected.select("event_date", "user_id", F.lit(True).alias("bad"))))
-    rows = tagged.groupBy("event_date").agg(
+    """Per night: raw rows, quarantined rows (exact duplicates among them, also counted apart)
+    and distinct active users, in ONE Spark job (both inputs are filters over the same cached rows)."""
+    tagged = (valid.select(NIGHT, "user_id", F.lit(False).alias("bad"), F.lit(False).alias("dup"))
+              .unionByName(rejected.select(NIGHT, "user_id", F.lit(True).alias("bad"),
+                                           (F.col("_copy") > 1).alias("dup"))))
+    rows = tagged.groupBy(NIGHT).agg(
         F.count(F.lit(1)).alias("raw_rows"),
         F.count_if("bad").alias("quarantined_rows"),
+        F.count_if("dup").alias("duplicate_rows"),
         F.count_distinct(F.when(~F.col("bad"), F.col("user_id"))).alias("active_users"),
     ).collect()
-    keys = ("raw_rows", "quarantined_rows", "active_users")
-    return {str(r["event_date"]): {k: int(r[k] or 0) for k in keys} for r in rows}
+    keys = ("raw_rows", "quarantined_rows", "duplicate_rows", "active_users")
+    return {str(r[NIGHT]): {k: int(r[k] or 0) for k in keys} for r in rows}
 
 
 def rows_written(run: DayRun, spec: tables.TableSpec, event_dates: list[str]) -> dict[str, int]:

@@ -208,6 +208,19 @@ def ensure_table(spark: SparkSession, settings: PipelineSettings, spec: TableSpe
     return path
 
 
+def check_versioned_tables(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> list[str]:
+    """Check every existing output table that holds codes against ``tokenizer_version`` (the stage
+    step calls it before inference, so a tokenizer of another version is refused in seconds,
+    not at publish after the night's inference). Returns the names checked."""
+    checked = []
+    for spec in OUTPUT_TABLES:
+        path = settings.table_path(spec.name)
+        if spec.versioned and table_exists(spark, path):
+            check_tokenizer_version(spark, spec.name, path, tokenizer_version)
+            checked.append(spec.name)
+    return checked
+
+
 def ensure_all(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> list[str]:
     """Create every output table that is missing (``u2qt init-tables``, the DAG's first task), so
     runs of several dates started afterwards never race to create them. Returns their paths."""

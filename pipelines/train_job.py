@@ -19,7 +19,7 @@ from pipelines import tables
 from pipelines.documents import build_documents, build_tabular_inputs, latest_profiles
 from pipelines.inference import inference_spec, make_embed_udf
 from pipelines.settings import PipelineSettings
-from pipelines.validation import profile_rules, raw_event_rules, split_by_rules
+from pipelines.validation import check_profiles, check_raw_events
 from u2qt_core.config import ModelPreset, load_model_preset
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,12 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
         events = events.where(F.col("event_date") >= F.to_date(F.lit(start_date)))
     if end_date:
         events = events.where(F.col("event_date") <= F.to_date(F.lit(end_date)))
-    valid = split_by_rules(events, raw_event_rules(sources)).valid
+    valid = check_raw_events(events, sources, settings.validation).valid
     documents = build_documents(valid, sources)
     user_days = valid.select("user_id", "event_date").distinct()
     last_day = user_days.agg(F.max("event_date")).first()[0]
     profiles = latest_profiles(tables.read_table(spark, settings, "user_profile"), str(last_day) if last_day else "9999-12-31")
-    profiles = split_by_rules(profiles, profile_rules(sources.tabular.features)).valid
+    profiles = check_profiles(profiles, sources).valid
     tabular = build_tabular_inputs(profiles.join(user_days, "user_id"), sources)
     inputs = documents.unionByName(tabular)
     pick = Window.partitionBy("source").orderBy(F.xxhash64("user_id", "event_date", F.lit(seed)))
