@@ -193,7 +193,7 @@ def world_documents(world_config: str | Path, n_users: int, sources_path: str | 
     instead of the validation rules."""
     from pipelines.settings import load_sources
     from pipelines.world import load_world_config
-    from pipelines.world.generator import events_frame
+    from pipelines.world.outcomes import events_frame
 
     config = load_world_config(repo_path(world_config))
     sources = load_sources(repo_path(sources_path) if sources_path else None)

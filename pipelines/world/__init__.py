@@ -1,7 +1,8 @@
 """Synthetic multi-source world (users, behaviour events, profiles, labels, rec log) as Delta tables."""
 
 from .config import BAD_ROW_KINDS, WorldConfig, WorldConfigError, load_world_config, validate_world_config
-from .generator import TASKS, UserTraits, UserWorld, assign_rec_splits, generate_user, generate_world_frames
+from .generator import TASKS, UserTraits
+from .outcomes import UserWorld, assign_rec_splits, generate_user, generate_world_frames
 
 __all__ = [
     "BAD_ROW_KINDS", "TASKS", "UserTraits", "UserWorld", "WorldConfig", "WorldConfigError",

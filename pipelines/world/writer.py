@@ -38,16 +38,8 @@ from pipelines.schemas import (
 )
 
 from .config import BAD_ROW_KINDS, WorldConfig
-from .generator import (
-    EVENT_COLUMNS,
-    LABEL_COLUMNS,
-    PROFILE_COLUMNS,
-    REC_COLUMNS,
-    events_frame,
-    labels_frame,
-    profile_frame,
-    rec_frame,
-)
+from .generator import EVENT_COLUMNS, LABEL_COLUMNS, PROFILE_COLUMNS, REC_COLUMNS
+from .outcomes import events_frame, labels_frame, profile_frame, rec_frame
 
 log = logging.getLogger(__name__)
 

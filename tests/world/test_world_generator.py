@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from pipelines.world import generate_user, generate_world_frames, load_world_config
-from pipelines.world.generator import CATEGORIES, SOURCES, events_frame, labels_frame
+from pipelines.world.generator import CATEGORIES, SOURCES
+from pipelines.world.outcomes import events_frame, labels_frame
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "world"
 

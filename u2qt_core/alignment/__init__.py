@@ -4,6 +4,7 @@
 * :mod:`.model`: :class:`UserSequenceModel`, causal Transformer over a user's token sequence;
 * :mod:`.windows`: periodic window pairs for the window level;
 * :mod:`.descriptions`: the template function F of eq. 13;
+* :mod:`.inputs`: the alignment config, users' token histories, frozen codebook vectors;
 * :mod:`.trainer`: joint training (eq. 15) and fused user embeddings.
 """
 
