@@ -4,7 +4,7 @@ One helper for all DAG files (``dags/u2qt_daily.py``, ``dags/u2qt_maintenance.py
 
 * :func:`u2qt_dag` - the DAG: ``start_date`` and ``catchup`` from config (unpausing never
   schedules a date before the first one with data), ``retries`` / ``retry_delay`` and the failure
-  callback (:func:`alert`, or ``airflow.alert_callback``) on every task, ``max_active_runs``;
+  callback (:func:`log_failure`, or ``airflow.alert_callback``) on every task, ``max_active_runs``;
 * :func:`step_task` - one step of :mod:`pipelines.submit` (``stage``, ``quality``, ``publish``,
   ``maintain`` ...): with ``airflow.mode: in_process`` a Python task that runs the step in the
   Airflow worker (local, demo, tests); with ``spark_submit`` a ``SparkSubmitOperator`` against

@@ -139,9 +139,10 @@ class AirflowConfig(_Strict):
     spark_conn_id: str = "spark_default"
     start_date: date = date(2026, 1, 1)
     catchup: bool = False
-    # runs of u2qt_daily at once (scheduled, manual); `airflow backfill create` ignores it: pass
+    # scheduled + manual runs of u2qt_daily at once: 2, so today's run waiting in its sensor does
+    # not block a re-run or a manual date; `airflow backfill create` ignores it: pass
     # --max-active-runs 1 there (README). More is safe (publish pool + lock), it only costs drivers
-    max_active_runs: int = Field(1, ge=1)
+    max_active_runs: int = Field(2, ge=1)
     retries: int = Field(2, ge=0)                  # every task but the quality gate (0: fails at once)
     retry_delay_minutes: float = Field(5, ge=0)
     sensor_poke_seconds: int = Field(300, ge=1)    # how often to look for the day's raw_events partition

@@ -55,7 +55,7 @@ def test_in_process_dags_follow_the_config(airflow_home, monkeypatch, tmp_path):
     dag = parse("u2qt_daily")
     assert [t.task_id for t in dag.topological_sort()] == DAILY
     assert str(dag.start_date.date()) == "2026-01-03" and dag.catchup is False
-    assert dag.max_active_runs == 1                       # backfills: --max-active-runs 1 (README)
+    assert dag.max_active_runs == 2       # today's run in its sensor + one more; backfills: --max-active-runs 1
     steps = [dag.get_task(t) for t in DAILY[1:]]
     assert all(isinstance(t, PythonOperator) for t in steps)
     assert {t.task_id: t.retries for t in steps} == {"init_tables": 2, "stage": 2, "quality_gates": 0, "publish": 2}
