@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.common import (
     simple_main,
     repo_path,
@@ -50,39 +51,10 @@ from benchmarks.common import (
 log = logging.getLogger("benchmarks.inference")
 
 
-# --------------------------------------------------------------------------- CPU accounting
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """User + system CPU-seconds of ``root`` (default: this process) and all its descendants,
-    including exited children already reaped (``cutime``/``cstime``)."""
-    import psutil
-
-    proc = psutil.Process(root or os.getpid())
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:  # exited between listing and reading
-            continue
-    return total
-
-
-class CpuMeter:
-    """``with CpuMeter() as m: ...`` then ``m.cpu`` (process-tree CPU-s) and ``m.wall``."""
-
-    def __enter__(self) -> "CpuMeter":
-        self._cpu, self._wall = tree_cpu_seconds(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cpu = tree_cpu_seconds() - self._cpu
-        self.wall = time.perf_counter() - self._wall
-
-
-def _rate(n: int, meter: CpuMeter, unit: str = "docs") -> dict[str, float]:
-    return {f"{unit}": n, "cpu_s": meter.cpu, "wall_s": meter.wall,
-            f"{unit}_per_cpu_s": n / meter.cpu if meter.cpu else None,
-            f"{unit}_per_wall_s": n / meter.wall if meter.wall else None}
+def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
+    return {f"{unit}": n, "cpu_s": meter.cpu_s, "wall_s": meter.wall_s,
+            f"{unit}_per_cpu_s": n / meter.cpu_s if meter.cpu_s else None,
+            f"{unit}_per_wall_s": n / meter.wall_s if meter.wall_s else None}
 
 
 # --------------------------------------------------------------------------- set-up
@@ -164,7 +136,7 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
     query = frame.select(tokenize("user_id", "event_date", "source", "document", "features").alias("codes"))
 
     def spark_run() -> dict[str, float]:
-        with CpuMeter() as m:
+        with TreeCpuMeter() as m:
             query.write.format("noop").mode("overwrite").save()
         return _rate(n, m)
 
@@ -183,7 +155,7 @@ def bench_stage(spark, settings, info, event_date: str, n_docs: int) -> dict[str
     from pipelines.daily_job import DayRun, default_run_id, stage
 
     run = DayRun(spark, settings, event_date, default_run_id(event_date), info)
-    with CpuMeter() as m:
+    with TreeCpuMeter() as m:
         result = stage(run)
     return {**_rate(n_docs, m), "result": result.__dict__}
 

@@ -33,6 +33,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.common import (
     bench_arguments,
     repo_path,
@@ -47,55 +48,6 @@ START = date(2026, 1, 1)
 
 
 # --------------------------------------------------------------------------- measuring
-def _proc_cpu(pid: int) -> float:
-    """utime + stime + cutime + cstime of one process, in seconds (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of ``root`` and its live descendants (exited ones count in their parent)."""
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += _proc_cpu(pid)
-        todo += _children(pid)
-    return total
-
-
-class Meter:
-    """Wall and CPU seconds (driver Python + Spark JVM + Python workers) of a block."""
-
-    def __init__(self, spark) -> None:
-        self.jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
-
-    def _cpu(self) -> float:
-        own = os.times()
-        return own.user + own.system + tree_cpu_seconds(self.jvm_pid)
-
-    def __enter__(self) -> "Meter":
-        self.wall0, self.cpu0 = time.perf_counter(), self._cpu()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = self._cpu() - self.cpu0
-
-    def result(self) -> dict[str, float]:
-        return {"wall_s": round(self.wall, 3), "cpu_s": round(self.cpu, 3)}
 
 
 def table_versions(spark, settings) -> dict[str, int]:
@@ -230,11 +182,11 @@ def one_night(spark, tmp: Path, info, *, active_users: int, total_users: int, hi
     run = DayRun(spark, settings, new_day.isoformat(), "bench-night", info)
     out: dict[str, Any] = {"active_users": active_users, "total_users": total_users, "history_days": history_days}
     if with_stage:
-        with Meter(spark) as m:
+        with TreeCpuMeter() as m:
             out["stage_input_rows"] = stage_inputs(run)
         out["stage_inputs"] = m.result()
     before = table_versions(spark, settings)
-    with Meter(spark) as m:
+    with TreeCpuMeter() as m:
         out["publish_metrics"] = publish(run)
     out["publish"] = {**m.result(), **bytes_written_since(spark, settings, before)}
     log.info("scale: %d active / %d total users, %d days of history: publish %.1fs wall %.1fs CPU, %d bytes written",
@@ -257,20 +209,17 @@ def _ratios(entries: list[dict], key: str, step: str) -> dict[str, float]:
 # --------------------------------------------------------------------------- backfill
 def _cli(args: list[str], config: Path) -> dict[str, float]:
     """One ``u2qt`` command in its own process (as Airflow or cron would start it): wall seconds
-    and the CPU seconds of the process tree (``RUSAGE_CHILDREN``: the CLI, its JVM, its workers)."""
-    import resource
+    and the CPU seconds of its process tree (the CLI, its Spark JVM, the JVM's Python workers)."""
     import subprocess
     import sys
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--config", str(config)],
-                          cwd=repo_path("."), capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--config", str(config)],
+                            cwd=repo_path("."), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeCpuMeter(root=proc.pid) as meter:
+        _, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"u2qt {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+        raise RuntimeError(f"u2qt {' '.join(args)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return meter.result()
 
 
 def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
