@@ -5,39 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.core import toy_mrqvae
 from u2qt_core.config import MRQVAEConfig
 from u2qt_core.errors import InputError
 from u2qt_core.mrqvae import MRQVAE, mean_loss
 
 
-SOURCES = ["bill", "spm", "tabular"]
+SOURCES = toy_mrqvae.SOURCES
+make_data = toy_mrqvae.make_data
 
 
 def tiny_config(**overrides: object) -> MRQVAEConfig:
-    base: dict[str, object] = dict(
-        sources=SOURCES,
-        input_dims={"bill": 12, "spm": 12, "tabular": 5},
-        embed_dim=12,
-        num_codes=16,
-        code_dim=8,
-        hidden_dim=32,
-        kmeans_buffer_multiple=2,
-        kmeans_iters=5,
-        dead_code_window=10,
-    )
-    base.update(overrides)
-    return MRQVAEConfig(**base)
-
-
-def make_data(n: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Clustered toy data: each source is a mixture of a few Gaussian blobs."""
-    g = torch.Generator().manual_seed(seed)
-    data = {}
-    for offset, (source, dim) in enumerate([("bill", 12), ("spm", 12), ("tabular", 5)]):
-        centres = torch.randn(6, dim, generator=g) * 2 + offset
-        pick = torch.randint(0, 6, (n,), generator=g)
-        data[source] = centres[pick] + 0.3 * torch.randn(n, dim, generator=g)
-    return data
+    """The shared tiny config, with dead codes checked every 10 steps."""
+    return toy_mrqvae.tiny_config(**{"dead_code_window": 10, **overrides})
 
 
 def warm_up(model: MRQVAE, data: dict[str, torch.Tensor], steps: int = 40, lr: float = 3e-3) -> MRQVAE:

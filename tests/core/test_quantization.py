@@ -5,37 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.core import toy_mrqvae
 import u2qt_core.quantization as quantization
 from u2qt_core.config import MRQVAEConfig
 from u2qt_core.mrqvae import MRQVAE, mean_loss
 from u2qt_core.quantization import Codebook, kmeans, nearest_code
 
 
-SOURCES = ["bill", "spm", "tabular"]
-
-
-def tiny_config(**overrides: object) -> MRQVAEConfig:
-    base: dict[str, object] = dict(
-        sources=SOURCES,
-        input_dims={"bill": 12, "spm": 12, "tabular": 5},
-        embed_dim=12,
-        num_codes=16,
-        code_dim=8,
-        hidden_dim=32,
-        kmeans_buffer_multiple=2,
-        kmeans_iters=5,
-    )
-    base.update(overrides)
-    return MRQVAEConfig(**base)
-
-
-def make_data(n: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    data = {}
-    for offset, (source, dim) in enumerate([("bill", 12), ("spm", 12), ("tabular", 5)]):
-        centres = torch.randn(6, dim, generator=g) * 2 + offset
-        data[source] = centres[torch.randint(0, 6, (n,), generator=g)] + 0.3 * torch.randn(n, dim, generator=g)
-    return data
+SOURCES = toy_mrqvae.SOURCES
+make_data = toy_mrqvae.make_data
+tiny_config = toy_mrqvae.tiny_config
 
 
 @pytest.fixture

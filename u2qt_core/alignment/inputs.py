@@ -13,6 +13,7 @@ import pydantic
 import torch
 from torch import Tensor, nn
 
+from u2qt_core.alignment.model import SequenceModelSizes
 from u2qt_core.errors import InputError
 
 __all__ = ["AlignmentConfig", "CodebookTokenizer", "LoraSettings", "UserTokenHistories", "codebook_token_vectors"]
@@ -38,15 +39,10 @@ class LoraSettings(pydantic.BaseModel, extra="forbid"):
     """None: peft's default for the architecture (BERT query/value, Qwen q_proj/v_proj)."""
 
 
-class AlignmentConfig(pydantic.BaseModel, extra="forbid"):
-    """Model size, loss and optimisation settings of the alignment pre-training."""
+class AlignmentConfig(SequenceModelSizes):
+    """Model size (:class:`SequenceModelSizes`), loss and optimisation settings of the alignment
+    pre-training."""
 
-    d_model: int = pydantic.Field(128, gt=0)
-    num_layers: int = pydantic.Field(2, gt=0)
-    num_heads: int = pydantic.Field(4, gt=0)
-    ffn_mult: int = pydantic.Field(4, gt=0)
-    dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    max_tokens: int = pydantic.Field(2048, gt=1)
     tau_t: float = pydantic.Field(20.0, gt=0)
     """Eq. 11 position-weight temperature."""
     tau_w: float = pydantic.Field(0.1, gt=0)

@@ -22,17 +22,13 @@ from torch import Tensor, nn
 
 from u2qt_core.errors import InputError
 
-__all__ = ["UserSequenceConfig", "UserSequenceModel", "UserSequenceOutput", "compact_steps"]
+__all__ = ["SequenceModelSizes", "UserSequenceConfig", "UserSequenceModel", "UserSequenceOutput", "compact_steps"]
 
 
-class UserSequenceConfig(pydantic.BaseModel, extra="forbid"):
-    """Sizes of :class:`UserSequenceModel`."""
+class SequenceModelSizes(pydantic.BaseModel, extra="forbid"):
+    """Width, depth and regularisation of :class:`UserSequenceModel`, shared by its own config
+    and the alignment training config (:class:`~u2qt_core.alignment.AlignmentConfig`)."""
 
-    code_dim: int = pydantic.Field(gt=0)
-    """Width of the codebook vectors (MRQ-VAE ``code_dim``)."""
-    num_sources: int = pydantic.Field(gt=0)
-    num_levels: int = pydantic.Field(gt=0)
-    """Tokens per step ``L``."""
     d_model: int = pydantic.Field(128, gt=0)
     num_layers: int = pydantic.Field(2, gt=0)
     num_heads: int = pydantic.Field(4, gt=0)
@@ -42,10 +38,24 @@ class UserSequenceConfig(pydantic.BaseModel, extra="forbid"):
     """Longest flattened sequence ``S * L`` (learned position table)."""
 
     @pydantic.model_validator(mode="after")
-    def _check(self) -> "UserSequenceConfig":
+    def _check_heads(self) -> "SequenceModelSizes":
         if self.d_model % self.num_heads:
             raise ValueError("d_model must be divisible by num_heads")
         return self
+
+    def sizes(self) -> dict[str, int | float]:
+        """Just the size fields, to build a :class:`UserSequenceConfig` from a larger config."""
+        return {name: getattr(self, name) for name in SequenceModelSizes.model_fields}
+
+
+class UserSequenceConfig(SequenceModelSizes):
+    """Sizes of :class:`UserSequenceModel`: the shared sizes plus the tokenizer's shape."""
+
+    code_dim: int = pydantic.Field(gt=0)
+    """Width of the codebook vectors (MRQ-VAE ``code_dim``)."""
+    num_sources: int = pydantic.Field(gt=0)
+    num_levels: int = pydantic.Field(gt=0)
+    """Tokens per step ``L``."""
 
 
 @dataclass

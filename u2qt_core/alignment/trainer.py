@@ -133,12 +133,7 @@ class AlignmentTrainer:
                 code_dim=code_dim,
                 num_sources=len(histories.sources),
                 num_levels=levels,
-                d_model=config.d_model,
-                num_layers=config.num_layers,
-                num_heads=config.num_heads,
-                ffn_mult=config.ffn_mult,
-                dropout=config.dropout,
-                max_tokens=config.max_tokens,
+                **config.sizes(),
             )
         ).to(self.device)
 
