@@ -42,7 +42,7 @@ bench-model: setup
 bench-scale: setup
 	$(PY) -m benchmarks.bench_scale --out bench_results
 
-# stage vs the bare encoder, UDF, lean quantizer, int8 encoder (~5-8 minutes on 2 cores)
+# stage vs the bare encoder, UDF, lean quantizer, int8 encoder, the stage at 1x/2x/4x users (~30 min on 2 loaded cores)
 bench-inference: setup
 	$(PY) -m benchmarks.bench_inference --out bench_results
 

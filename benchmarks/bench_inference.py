@@ -2,6 +2,7 @@
 between them; the lean quantizer; the optional int8 encoder.
 
     python -m benchmarks.bench_inference --out bench_results [--config conf/bench.yaml] [--quick]
+        [--only main] [--only stage_sizes]
 
 Set-up (untimed): the bench world (``inference.world`` with size overrides) written to a temporary
 lake, a tokenizer trained on it by the training job, the date's documents built by the
@@ -23,7 +24,10 @@ workers -- since wall time on a shared machine is noisy):
   argmin per level), interleaved, on the ``quantize.preset`` model;
 * ``int8``: the encoder with ``int8_dynamic`` against the default: docs per CPU-second, share of
   codes that change, and a linear probe (the eval protocol of :mod:`u2qt_core.evaluation.probes`)
-  on per-user mean embeddings and bag-of-codes of the date, fp32 against int8.
+  on per-user mean embeddings and bag-of-codes of the date, fp32 against int8;
+* ``stage_sizes`` (when configured): the ``stage`` at several multiples of the world's users, with
+  the bare encoder on each size's documents, and a fit of stage CPU-s = fixed + per document: how
+  the fixed costs of a night (Spark jobs, model loads, Delta commits) amortise as users grow.
 
 Writes ``<out>/bench_inference.json``; ratios are against the bare encoder of the same run.
 """
@@ -41,7 +45,7 @@ import numpy as np
 
 from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.common import (
-    simple_main,
+    bench_arguments,
     repo_path,
     run_benchmark,
     spark_session,
@@ -158,6 +162,49 @@ def bench_stage(spark, settings, info, event_date: str, n_docs: int) -> dict[str
     with TreeCpuMeter() as m:
         result = stage(run)
     return {**_rate(n_docs, m), "result": result.__dict__}
+
+
+def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str, Any]:
+    """``stage`` at ``stage_sizes.user_multipliers`` x the world's users, one tokenizer: each size
+    on a fresh lake, the bare encoder over that date's documents, then the stage. Stage CPU is
+    fitted as ``fixed_cpu_s + docs / docs_per_cpu_s`` (least squares over the sizes), which says
+    how far the fixed costs (Spark jobs, model loads, Delta commits) are amortised at a size."""
+    from benchmarks.bench_model import pipeline_settings
+    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.train_job import train
+    from pipelines.world import load_world_config, write_world
+    from u2qt_core.encoders.text import TextEncoder
+
+    overrides = dict(params.get("world_overrides") or {})
+    base_users = int(overrides.get("n_users", 1000))
+    model_dir = tmp_root / "sizes-model"
+    runs: list[dict[str, Any]] = []
+    info = None
+    for multiplier in params["stage_sizes"]["user_multipliers"]:
+        world = load_world_config(repo_path(params["world"]), {**overrides, "n_users": base_users * multiplier})
+        settings = pipeline_settings(tmp_root / f"sizes-{multiplier}x", model_dir, params.get("settings_overrides"))
+        write_world(spark, world, settings.tables_root)
+        if info is None:  # the tokenizer of the smallest size serves every size
+            train(spark, settings)
+            info = load_tokenizer_info(settings)
+        event_date = world.history_dates()[-1].isoformat()
+        frame, docs = _documents(spark, settings, event_date)
+        frame.unpersist()
+        texts = docs["document"].tolist()
+        started = time.process_time()
+        TextEncoder(settings.encoder).encode(texts)
+        bare_cpu = time.process_time() - started
+        stage = bench_stage(spark, settings, info, event_date, len(texts))
+        runs.append({"user_multiplier": multiplier, "users": world.n_users, "documents": len(texts),
+                     "encoder_bare_docs_per_cpu_s": len(texts) / bare_cpu, "stage": stage,
+                     "stage_over_bare": stage["docs_per_cpu_s"] * bare_cpu / len(texts)})
+        log.info("inference: stage at %dx users: %d docs, %.2fx the bare encoder", multiplier, len(texts),
+                 runs[-1]["stage_over_bare"])
+    docs_n = np.array([r["documents"] for r in runs], dtype=float)
+    cpu = np.array([r["stage"]["cpu_s"] for r in runs], dtype=float)
+    slope, fixed = np.polyfit(docs_n, cpu, 1) if len(runs) > 1 else (cpu[0] / docs_n[0], 0.0)
+    return {"runs": runs, "fit": {"fixed_cpu_s": float(fixed), "cpu_s_per_doc": float(slope),
+                                  "marginal_docs_per_cpu_s": float(1 / slope) if slope > 0 else None}}
 
 
 def naive_quantize(model, x, source: str):
@@ -289,11 +336,19 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
 
 
 # --------------------------------------------------------------------------- driver
-def bench_inference(params: dict[str, Any], tmp_root: Path | None = None) -> dict[str, Any]:
+SECTIONS = ("main", "stage_sizes")
+
+
+def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
+                    only: list[str] | None = None) -> dict[str, Any]:
+    """``main`` (every side-by-side ratio on one date's documents) and ``stage_sizes``."""
     own_tmp = tmp_root is None
     tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-inference-")) if own_tmp else Path(tmp_root)
+    sections = only or [name for name in SECTIONS if name != "stage_sizes" or params.get("stage_sizes")]
     try:
         spark = spark_session(tmp_root)
+        if "main" not in sections:
+            return {"stage_sizes": bench_stage_sizes(spark, params, tmp_root)}
         world, settings, info = _prepare(spark, params, tmp_root)
         event_date = world.history_dates()[-1].isoformat()
         docs_frame, docs = _documents(spark, settings, event_date)
@@ -315,6 +370,8 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None) -> dic
             "encoder_bare_32_rows": out["in_process"]["encoder_bare_32_rows"]["docs_per_cpu_s"] / bare,
             **{f"spark_udf_{k}": v["docs_per_cpu_s"] / bare for k, v in out["spark_udf"].items()},
         }
+        if "stage_sizes" in sections:
+            out["stage_sizes"] = bench_stage_sizes(spark, params, tmp_root)
         return out
     finally:
         if own_tmp:
@@ -323,8 +380,15 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None) -> dic
 
 def summary_lines(payload: dict) -> list[str]:
     r = payload["results"]
-    lines = [f"bench_inference: {r['documents']} documents, wall {payload.get('wall_seconds', 0):.0f}s, "
+    lines = [f"bench_inference: {r.get('documents')} documents, wall {payload.get('wall_seconds', 0):.0f}s, "
              f"load {payload.get('load_average_before')} -> {payload.get('load_average_after')}"]
+    if "stage_sizes" in r:
+        fit = r["stage_sizes"]["fit"]
+        lines += [f"  stage at {x['documents']} docs: {x['stage_over_bare']:.2f}x the bare encoder"
+                  for x in r["stage_sizes"]["runs"]]
+        lines.append(f"  stage CPU fit: {fit['fixed_cpu_s']:.1f} CPU-s fixed + {fit['cpu_s_per_doc'] * 1000:.1f} ms per doc")
+    if "ratios_vs_bare_encoder" not in r:
+        return lines
     lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items()]
     q = r["quantize"]
     lines.append(f"  quantize: lean {q['lean_over_reference']:.2f}x full path, {q['lean_over_naive']:.2f}x naive; "
@@ -336,13 +400,18 @@ def summary_lines(payload: dict) -> list[str]:
     return lines
 
 
-def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
+def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None,
+        only: list[str] | None = None) -> dict:
     """Run ``config['inference']`` and write ``<out_dir>/bench_inference.json``."""
-    return run_benchmark("bench_inference", lambda: bench_inference(config["inference"], tmp_root), out_dir, summary_lines)
+    return run_benchmark("bench_inference", lambda: bench_inference(config["inference"], tmp_root, only),
+                         out_dir, summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return simple_main(__doc__, run, argv)
+    args, config = bench_arguments((__doc__ or "").split("\n")[0], argv, lambda parser: parser.add_argument(
+        "--only", action="append", choices=list(SECTIONS), help="run only these sections (repeatable)"))
+    run(config, args.out, only=args.only)
+    return 0
 
 
 if __name__ == "__main__":

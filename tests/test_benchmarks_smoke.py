@@ -108,4 +108,5 @@ def test_bench_inference_quick(quick_config, tmp_path):
     assert r["quantize"]["lean_equals_reference"] is True
     assert 0 <= r["int8"]["changed_codes_share"] <= 1 and set(r["int8"]["probe"]) >= {"fp32", "int8"}
     assert r["padding"]["processed_tokens"] >= r["padding"]["real_tokens"]
+    assert "stage_sizes" not in r  # not in the quick config: a world and a training more (~3 min)
     assert bench_inference.summary_lines(payload)
