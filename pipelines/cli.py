@@ -309,13 +309,18 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
 def evaluate(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/eval.yaml"),
              eval_config: Annotated[Path, typer.Option(help="evaluation YAML")] = Path("conf/eval.yaml"),
              out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/eval"),
+             eval_set: Annotated[Optional[list[str]], typer.Option(
+                 "--eval-set", help="evaluation override: key.path=value (repeatable)")] = None,
              config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Benchmark world -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage -> report."""
+    """Benchmark world -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage -> report.
+
+    ``--set`` overrides the pipeline settings (e.g. ``encoder.int8_dynamic=true``), ``--eval-set``
+    the evaluation YAML (e.g. ``masknet.enabled=false``)."""
     from pipelines.eval_job import run_eval
 
     settings = _settings(config, set_)
     report = run_eval(_spark(settings, "u2qt_eval"), settings, world_config=world_config,
-                      eval_config=eval_config, out_dir=out)
+                      eval_config=eval_config, out_dir=out, eval_overrides=parse_overrides(eval_set))
     typer.echo(f"report written to {report}")
 
 

@@ -25,6 +25,7 @@ import time
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,9 +154,10 @@ def _representations(cfg: EvalConfig, main, emb: EmbeddedInputs, *, rows_user: d
 
 
 def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: Path, eval_config: Path,
-             out_dir: Path) -> Path:
+             out_dir: Path, eval_overrides: dict[str, Any] | None = None) -> Path:
     """Benchmark world -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage ->
-    ``out_dir/report.md`` (returned) and ``out_dir/results.json``."""
+    ``out_dir/report.md`` (returned) and ``out_dir/results.json``. ``eval_overrides`` are
+    deep-merged over the evaluation YAML (e.g. ``{"masknet": {"enabled": False}}``)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -171,7 +173,7 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
     from u2qt_core.evaluation.tokenizers import train_tokenizer, tsne_panels
 
     started = time.monotonic()
-    cfg = load_eval_config(eval_config)
+    cfg = load_eval_config(eval_config, eval_overrides)
     world_cfg = load_world_config(Path(world_config))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
