@@ -78,13 +78,19 @@ def check_quality(run: DayRun) -> dict:
     gates = run.settings.quality
     staged = run.read("staging_day_tokens").where(run.date_predicate).persist()
     L = run.tokenizer.num_levels
-    token_rows = staged.count()
-    bad_codes = staged.where(F.col("codes").isNull() | (F.size("codes") != L)).count()
-    foreign = staged.where(F.col("tokenizer_version") != run.tokenizer.version).count()
+    well_formed_col = F.col("codes").isNotNull() & (F.size("codes") == L)
+    # one Spark job for the four counts of the staged rows (each was its own job: per-date fixed cost)
+    counts = staged.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(F.col("codes").isNull() | (F.size("codes") != L), 1).otherwise(0)).alias("bad"),
+        F.sum(F.when(F.col("tokenizer_version") != run.tokenizer.version, 1).otherwise(0)).alias("foreign"),
+        F.sum(F.when(well_formed_col & out_of_range_codes(run), 1).otherwise(0)).alias("out_of_range"),
+    ).first()
+    token_rows, bad_codes = int(counts["rows"]), int(counts["bad"] or 0)
+    foreign, out_of_range = int(counts["foreign"] or 0), int(counts["out_of_range"] or 0)
     raw_rows = run.read("raw_events").where(run.date_predicate).count()
     quarantined = run.read("quarantine").where(run.date_predicate).where("source_table = 'raw_events'").count()
-    well_formed = staged.where(F.col("codes").isNotNull() & (F.size("codes") == L))
-    out_of_range = well_formed.where(out_of_range_codes(run)).count()
+    well_formed = staged.where(well_formed_col)
     valid_codes = well_formed.where(~out_of_range_codes(run))
     tuples = day_tuples(run, valid_codes)
     utilization = level_utilization(run, valid_codes)
