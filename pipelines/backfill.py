@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pyspark.sql import SparkSession
 
 from pipelines import tables
-from pipelines.day_run import DayRun, dates_predicate, load_tokenizer_info
+from pipelines.day_run import DayRun, dates_predicate, open_run
 from pipelines.daily_job import publish
 from pipelines.quality import check_quality
 from pipelines.settings import PipelineSettings
@@ -32,16 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[str],
-             run_prefix: str = "backfill") -> dict[str, dict]:
-    """Stage ``event_dates`` in one pass, then gate and publish them in date order.
+             run_prefix: str = "backfill", tokenizer_version: str | None = None) -> dict[str, dict]:
+    """Stage ``event_dates`` in one pass, then gate and publish them in date order, all with
+    one tokenizer: ``tokenizer_version``, or the registry alias's resolved once at the start.
 
     Returns ``{event_date: {"status": "ok" | "empty", ...metrics}}`` in date order."""
     if not event_dates:
         return {}
     started = time.monotonic()
-    info = load_tokenizer_info(settings)
     stamp = int(time.time())
-    runs = [DayRun(spark, settings, d, f"{run_prefix}__{d}__{stamp}", info) for d in sorted(set(event_dates))]
+    dates = sorted(set(event_dates))
+    first = open_run(spark, settings, dates[0], f"{run_prefix}__{dates[0]}__{stamp}", tokenizer_version)
+    runs = [first] + [DayRun(spark, settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer) for d in dates[1:]]
     raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name).where(dates_predicate([r.event_date for r in runs]))
     present = {str(r["event_date"]) for r in raw.select("event_date").distinct().collect()}
     results: dict[str, dict] = {}

@@ -92,12 +92,55 @@ def world(world_config: Annotated[Path, typer.Argument(help="world YAML, e.g. co
 def train(config: ConfigOption = None, set_: SetOption = None,
           start_date: Annotated[Optional[str], typer.Option(help="first day sampled", callback=_date)] = None,
           end_date: Annotated[Optional[str], typer.Option(help="last day sampled", callback=_date)] = None) -> None:
-    """Sample inputs from the lake, train the MRQ-VAE tokenizer, save it to model_dir."""
+    """Sample inputs from the lake, train the MRQ-VAE tokenizer, write it as a new bundle under
+    model_dir/bundles and register it (not promoted: `u2qt evaluate`, then `u2qt promote`)."""
     from pipelines.train_job import train as train_tokenizer
 
     settings = _settings(config, set_)
     summary = train_tokenizer(_spark(settings, "u2qt_train"), settings, start_date=start_date, end_date=end_date)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2, default=str))
+
+
+@app.command("evaluate")
+def evaluate_version(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],
+                     config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Compute the promotion gates of a registered version on the held-out days and record them."""
+    from pipelines.gates import evaluate
+
+    settings = _settings(config, set_)
+    result = evaluate(_spark(settings, "u2qt_evaluate"), settings, version)
+    typer.echo(json.dumps(result, indent=2, default=str))
+    if not result["passed"]:
+        log.warning("tokenizer %s failed its gates: `u2qt promote` will refuse it", version)
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],
+            config: ConfigOption = None, set_: SetOption = None,
+            force: Annotated[bool, typer.Option(help="promote without passing gates (recorded on the version)")] = False,
+            reason: Annotated[str, typer.Option(help="why --force (recorded)")] = "") -> None:
+    """Point the registry alias (champion) at VERSION: nights starting afterwards use it."""
+    from pipelines.registry import promote as promote_version
+
+    entry = promote_version(_settings(config, set_), version, force=force, reason=reason)
+    typer.echo(json.dumps({"promoted": entry.tokenizer_version, "registry_version": entry.registry_version,
+                           "bundle": entry.bundle}, indent=2))
+
+
+@app.command()
+def versions(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """List the registered tokenizer versions, their gates and which one the alias names."""
+    from pipelines import registry
+
+    settings = _settings(config, set_)
+    try:
+        champion = registry.resolve(settings).tokenizer_version
+    except registry.RegistryError:
+        champion = None
+    for entry in registry.versions(settings):
+        mark = f"@{settings.registry.alias}" if entry.tokenizer_version == champion else ""
+        typer.echo(f"{entry.registry_version:>4} {entry.tokenizer_version} gates_passed="
+                   f"{entry.tags.get(registry.PASSED_TAG, '-'):<5} {mark:<10} {entry.bundle}")
 
 
 @app.command("run-day")
@@ -306,7 +349,7 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
 
 
 @app.command("eval")
-def evaluate(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/eval.yaml"),
+def benchmark_eval(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/eval.yaml"),
              eval_config: Annotated[Path, typer.Option(help="evaluation YAML")] = Path("conf/eval.yaml"),
              out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/eval"),
              eval_set: Annotated[Optional[list[str]], typer.Option(

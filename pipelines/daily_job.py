@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.concurrency import publish_lock, retry_on_conflict
-from pipelines.day_run import DayRun, TokenizerInfo, day_tuples, default_run_id, load_tokenizer_info
+from pipelines.day_run import DayRun, TokenizerInfo, day_tuples, default_run_id, load_tokenizer_info, open_run
 from pipelines.history import publish_day_tokens
 from pipelines.identities import update_identities
 from pipelines.quality import QualityGateFailed, check_quality, collision_rate, level_utilization
@@ -33,7 +33,7 @@ from pipelines.settings import PipelineSettings
 from pipelines.stage import StageResult, StagingCleared, clear_published_staging, record_failure, stage
 
 __all__ = [
-    "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id",
+    "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id", "open_run",
     "stage", "check_quality", "publish", "run_day", "publish_day_tokens", "update_identities", "day_tuples",
     "collision_rate", "level_utilization",
 ]
@@ -90,9 +90,11 @@ def _refuse_cleared_staging(run: DayRun, staged) -> None:
             "staged rows cleared (staging.keep_days); re-run the stage step before publishing it again")
 
 
-def run_day(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None) -> dict:
-    """All three steps for one date (what one DAG run does)."""
-    run = DayRun(spark, settings, event_date, run_id or default_run_id(event_date), load_tokenizer_info(settings))
+def run_day(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None,
+            tokenizer_version: str | None = None) -> dict:
+    """All three steps for one date (what one DAG run does), with the tokenizer the registry
+    alias names at the start (or ``tokenizer_version``), resolved once."""
+    run = open_run(spark, settings, event_date, run_id, tokenizer_version)
     staged = stage(run)
     metrics = check_quality(run)
     published = publish(run)

@@ -40,19 +40,63 @@ class TokenizerInfo:
     variant: str
 
 
-def load_tokenizer_info(settings: PipelineSettings) -> TokenizerInfo:
-    from u2qt_core.checkpoint import load_tokenizer
+def night_contract(settings: PipelineSettings) -> dict:
+    """What besides the MRQ-VAE decides this pipeline's codes (hashed into a bundle's version,
+    :mod:`u2qt_core.bundle`): the encoder identity and the input contract of ``sources.yaml``
+    (source list and order, labels and instructions, document format, tabular transforms)."""
+    from u2qt_core.bundle import encoder_identity
 
-    model_dir = Path(settings.model_dir).expanduser().absolute()
-    if not model_dir.exists():
-        raise CheckpointError(f"model_dir {model_dir} does not exist: train a tokenizer first (`u2qt train`)")
-    model, version = load_tokenizer(model_dir)
+    sources = settings.sources_config()
+    return {"encoder": encoder_identity(settings.encoder),
+            "inputs": {"sources": sources.all_sources, **sources.model_dump(mode="json")}}
+
+
+def load_tokenizer_info(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenizerInfo:
+    """The tokenizer a run uses: ``tokenizer_version``, or the one the registry alias names now
+    (:func:`pipelines.registry.resolve`). Its bundle's contract is compared with these settings
+    first: a differing encoder or input setting is refused in one line naming the field."""
+    from pipelines import registry
+    from u2qt_core.bundle import check_contract, load_bundle
+
+    entry = registry.find(settings, tokenizer_version) if tokenizer_version else registry.resolve(settings)
+    model, version, contract = load_bundle(entry.bundle)
+    check_contract(contract, night_contract(settings), version)
+    return tokenizer_info(entry.bundle, model, version)
+
+
+def tokenizer_info(folder: str | Path, model, version: str) -> TokenizerInfo:
+    """The :class:`TokenizerInfo` of a loaded tokenizer (an MRQVAE) saved in ``folder``."""
     cfg = model.config
     return TokenizerInfo(
-        model_dir=str(model_dir), version=version, sources=tuple(cfg.sources),
+        model_dir=str(folder), version=version, sources=tuple(cfg.sources),
         tabular_sources=tuple(cfg.tabular_sources), num_levels=cfg.num_levels,
         shared_prefix_levels=cfg.token_shared_levels, num_codes=cfg.num_codes, variant=cfg.variant,
     )
+
+
+def open_run(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None,
+             tokenizer_version: str | None = None) -> "DayRun":
+    """The :class:`DayRun` of ``run_id`` with its tokenizer resolved once per run: the first step
+    of a run resolves the registry alias and records the version (step ``resolve`` in
+    ``run_metrics``); every later step of the same run id (an Airflow task, a retry, a
+    spark-submit) reuses that version, so a promotion during the night changes nothing for it."""
+    run_id = run_id or default_run_id(event_date)
+    pinned = tokenizer_version or _resolved_version(spark, settings, run_id)
+    run = DayRun(spark, settings, event_date, run_id, load_tokenizer_info(settings, pinned))
+    if pinned is None:
+        run.record("resolve", "ok", 0.0, {"alias": settings.registry.alias, "bundle": run.tokenizer.model_dir})
+        log.info("run %s resolved %s@%s = %s", run_id, settings.registry.model_name, settings.registry.alias,
+                 run.tokenizer.version)
+    return run
+
+
+def _resolved_version(spark: SparkSession, settings: PipelineSettings, run_id: str) -> str | None:
+    path = settings.table_path(tables.RUN_METRICS.name)
+    if not tables.table_exists(spark, path):
+        return None
+    rows = (spark.read.format("delta").load(path).where((F.col("run_id") == run_id) & (F.col("step") == "resolve"))
+            .orderBy("recorded_at").select("tokenizer_version").limit(1).collect())
+    return rows[0]["tokenizer_version"] if rows else None
 
 
 @dataclass

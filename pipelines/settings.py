@@ -131,6 +131,26 @@ class TrainingConfig(_Strict):
     torch_threads: int = Field(1, ge=0)   # driver-side training; 0 = torch's default
 
 
+class RegistryConfig(_Strict):
+    """The MLflow model registry of tokenizer versions (:mod:`pipelines.registry`)."""
+
+    # empty: an embedded SQLite store at sqlite:///<model_dir>/registry.db; deployed: http(s)://server
+    tracking_uri: str = ""
+    model_name: str = Field("u2qt-tokenizer", pattern=r"^[A-Za-z0-9_.-]+$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")   # what nights resolve
+
+
+class EvaluationGates(_Strict):
+    """``u2qt evaluate``: gates a version must pass on held-out days before ``u2qt promote``."""
+
+    heldout_days: int = Field(1, ge=1)                # the last N days of raw_events (training leaves them out)
+    max_reconstruction_error: float = Field(0.5, gt=0)  # sum ||x - x_hat||^2 / sum ||x||^2, text sources
+    min_level_utilization: float = Field(0.05, ge=0, le=1)   # lowest share of codes used at any level
+    max_collision_rate: float = Field(0.005, ge=0, le=1)     # full-tuple, per day (paper: < 0.5 %)
+    min_probe_auc: float = Field(0.55, ge=0, le=1)     # linear probe on bag-of-codes, where labels exist
+    probe_task: str = "takeout"                        # user_labels.task of the probe (skipped when absent)
+
+
 class AirflowConfig(_Strict):
     """How dags/ runs the steps: in the Airflow worker (``in_process``, local/demo) or as one
     ``spark-submit`` per step through the ``spark_conn_id`` connection (``spark_submit``)."""
@@ -189,6 +209,8 @@ class PipelineSettings(_Strict):
     history: HistoryConfig = HistoryConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
+    registry: RegistryConfig = RegistryConfig()
+    gates: EvaluationGates = EvaluationGates()
 
     def table_path(self, name: str) -> str:
         """Location of the path-based Delta table ``name``."""

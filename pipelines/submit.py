@@ -59,9 +59,9 @@ def _hook(spec: str):
 
 
 def _day_run(spark, settings, event_date: str, run_id: str | None):
-    from pipelines.day_run import DayRun, default_run_id, load_tokenizer_info
+    from pipelines.day_run import open_run
 
-    return DayRun(spark, settings, event_date, run_id or default_run_id(event_date), load_tokenizer_info(settings))
+    return open_run(spark, settings, event_date, run_id)   # the version the run's first step resolved
 
 
 def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = None) -> dict:

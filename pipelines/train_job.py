@@ -1,14 +1,17 @@
 """Train the tokenizer on the lake: sample (user, source, day) inputs from ``raw_events`` and
-``user_profile``, embed them with the text encoder inside Spark, train the MRQ-VAE on the driver
-and save it to ``settings.model_dir``.
+``user_profile``, embed them with the text encoder inside Spark, train the MRQ-VAE on the driver,
+save it as a new immutable bundle ``<model_dir>/bundles/<version>/`` (:mod:`u2qt_core.bundle`)
+and register it with its training metrics (:mod:`pipelines.registry`). Nothing goes live: a
+version is used by the nights only after ``u2qt evaluate`` and ``u2qt promote``.
 
-The sample is drawn by a seeded hash, so the same lake and seed give the same training set.
+The sample is drawn by a seeded hash, so the same lake and seed give the same training set;
+without an end date the last ``gates.heldout_days`` days are left out (``u2qt evaluate`` uses them).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +24,16 @@ from pipelines.inference import inference_spec, make_embed_udf
 from pipelines.settings import PipelineSettings
 from pipelines.validation import check_profiles, check_raw_events
 from u2qt_core.config import ModelPreset, load_model_preset
+from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
 
 
 def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date: str | None = None,
-                  end_date: str | None = None, seed: int = 0) -> DataFrame:
+                  end_date: str | None = None, seed: int = 0, max_per_source: int | None = None) -> DataFrame:
     """Valid model inputs ``(user_id, event_date, source, document, features)``, at most
-    ``training.max_docs_per_source`` per source, sampled by a seeded hash."""
+    ``max_per_source`` (default ``training.max_docs_per_source``; 0: all) per source, sampled by
+    a seeded hash."""
     sources = settings.sources_config()
     events = tables.read_table(spark, settings, "raw_events")
     if start_date:
@@ -43,9 +48,12 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
     profiles = check_profiles(profiles, sources).valid
     tabular = build_tabular_inputs(profiles.join(user_days, "user_id"), sources)
     inputs = documents.unionByName(tabular)
+    cap = settings.training.max_docs_per_source if max_per_source is None else max_per_source
+    if cap == 0:
+        return inputs
     pick = Window.partitionBy("source").orderBy(F.xxhash64("user_id", "event_date", F.lit(seed)))
     return (inputs.withColumn("_n", F.row_number().over(pick))
-            .where(F.col("_n") <= settings.training.max_docs_per_source).drop("_n"))
+            .where(F.col("_n") <= cap).drop("_n"))
 
 
 def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -72,10 +80,39 @@ def preset_for(settings: PipelineSettings, encoder_dim: int, overrides: dict | N
     return load_model_preset(settings.resolve(settings.training.preset), overrides=merged)
 
 
+def heldout_dates(spark: SparkSession, settings: PipelineSettings) -> list[str]:
+    """The last ``gates.heldout_days`` dates of ``raw_events`` (what training leaves out)."""
+    rows = (tables.read_table(spark, settings, "raw_events").select("event_date").distinct()
+            .orderBy(F.col("event_date").desc()).limit(settings.gates.heldout_days + 1).collect())
+    dates = sorted(str(r["event_date"]) for r in rows)
+    if len(dates) <= settings.gates.heldout_days:
+        raise U2QTError(f"raw_events at {settings.table_path('raw_events')} holds {len(dates)} date(s): "
+                        f"gates.heldout_days={settings.gates.heldout_days} would leave nothing to train on")
+    return dates[1:]
+
+
+def training_metrics(metrics: dict, history: list[dict]) -> dict[str, float]:
+    """The flat figures registered with a version: final losses, utilization and perplexity per
+    level, collision rate and reconstruction error per source."""
+    flat: dict[str, float] = {}
+    if history:
+        flat.update({k: float(history[-1][k]) for k in ("loss", "recon_loss", "rq_loss") if k in history[-1]})
+    for level in metrics["per_level"]:
+        flat[f"utilization_l{level['level']}"] = level["utilization"]
+        flat[f"perplexity_l{level['level']}"] = level["perplexity"]
+    for source, entry in metrics["per_source"].items():
+        flat[f"collision_rate.{source}"] = entry["collision_rate"]
+        flat[f"recon_mse.{source}"] = entry["recon_mse"]
+    return flat
+
+
 def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | None = None,
           end_date: str | None = None, preset_overrides: dict | None = None) -> dict:
-    """Sample, embed, train, save. Returns a summary with the new ``tokenizer_version``."""
-    from u2qt_core.checkpoint import save_tokenizer
+    """Sample, embed, train, write the bundle, register it. Returns a summary with the new
+    ``tokenizer_version`` (not promoted: see :func:`pipelines.registry.promote`)."""
+    from pipelines import registry
+    from pipelines.day_run import night_contract
+    from u2qt_core.bundle import write_bundle
     from u2qt_core.encoders.text import get_text_encoder
     from u2qt_core.metrics import codebook_metrics
     from u2qt_core.training import train_mrqvae
@@ -87,6 +124,9 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
         torch.set_num_threads(settings.training.torch_threads)
     encoder_dim = get_text_encoder(settings.encoder).dim
     preset = preset_for(settings, encoder_dim, preset_overrides)
+    contract = night_contract(settings)
+    if end_date is None:
+        end_date = (date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)).isoformat()
     inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed)
     embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources))
     counts = {source: int(len(x)) for source, x in embeddings.items()}
@@ -95,12 +135,19 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     model_dir = Path(settings.model_dir).expanduser().absolute()
     result = train_mrqvae(embeddings, preset, out_dir=model_dir.parent / f"{model_dir.name}.checkpoints", progress=True)
     metrics = codebook_metrics(result.model, embeddings)
-    version = save_tokenizer(result.model, model_dir, extra={"training_rows": counts, "preset": settings.training.preset})
+    flat = training_metrics(metrics, result.history)
     summary = {
-        "tokenizer_version": version, "model_dir": str(model_dir), "training_rows": counts,
+        "model_dir": str(model_dir), "training_rows": counts, "start_date": start_date, "end_date": end_date,
         "steps": result.steps, "embed_seconds": embedded - started,
-        "train_seconds": time.monotonic() - embedded, "metrics": metrics,
+        "train_seconds": time.monotonic() - embedded, "metrics": metrics, "training_metrics": flat,
     }
-    (model_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    log.info("trained tokenizer %s in %.0f s -> %s", version, time.monotonic() - started, model_dir)
+    version, bundle = write_bundle(result.model, model_dir, contract, summary=summary,
+                                   extra={"training_rows": counts, "preset": settings.training.preset})
+    entry = registry.register(settings, version, bundle, flat, {
+        "preset": settings.training.preset, "start_date": str(start_date), "end_date": str(end_date),
+        "steps": str(result.steps), "encoder": contract["encoder"]["model"],
+        **{f"rows.{s}": str(n) for s, n in counts.items()}})
+    summary.update(tokenizer_version=version, bundle=str(bundle), registry_version=entry.registry_version)
+    log.info("trained tokenizer %s in %.0f s -> %s (registry version %s, not promoted)", version,
+             time.monotonic() - started, bundle, entry.registry_version)
     return summary

@@ -68,8 +68,10 @@ def tiny_world_config():
 
 @pytest.fixture(scope="session")
 def trained_lake(spark, tmp_path_factory, tiny_world_config):
-    """A tiny world written as Delta tables plus a tiny tokenizer trained on it (read-only: copy
-    it with :func:`fresh_lake` before writing)."""
+    """A tiny world written as Delta tables plus a tiny tokenizer trained on it and promoted to
+    the registry alias (read-only: copy it with :func:`fresh_lake` before writing). The
+    promotion is forced: the gates are tested in tests/pipelines/test_lifecycle.py."""
+    from pipelines.registry import promote
     from pipelines.train_job import train
     from pipelines.world import write_world
 
@@ -77,6 +79,7 @@ def trained_lake(spark, tmp_path_factory, tiny_world_config):
     settings = make_settings(root / "lake", root / "model")
     write_world(spark, tiny_world_config, settings.tables_root)
     summary = train(spark, settings)
+    promote(settings, summary["tokenizer_version"], force=True, reason="test fixture")
     return {"root": root, "settings": settings, "summary": summary, "world": tiny_world_config}
 
 

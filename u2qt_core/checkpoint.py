@@ -8,8 +8,11 @@ A tokenizer directory holds:
   "mrqvae": <MRQVAEConfig>, "extra": {...}}``.
 
 ``tokenizer_version`` = ``"u2qt-"`` + the first 12 hex digits of a sha256 over the canonical
-config JSON followed by, for each tensor in sorted name order, its name, dtype, shape and raw bytes.
-It identifies the token vocabulary: two tokenizers with the same version produce the same codes.
+config JSON followed by, for each tensor in sorted name order, its name, dtype, shape and raw bytes,
+and then (when the tokenizer is saved with one) the canonical JSON of its ``contract``: the encoder
+identity and input contract of :mod:`u2qt_core.bundle`, without which the same weights produce
+other codes. It identifies the token vocabulary: two tokenizers with the same version produce the
+same codes from the same raw rows.
 """
 
 from __future__ import annotations
@@ -59,19 +62,21 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
-def _version_of(config: MRQVAEConfig, state: dict[str, torch.Tensor]) -> str:
+def _version_of(config: MRQVAEConfig, state: dict[str, torch.Tensor], contract: dict[str, Any] | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(canonical_config_json(config).encode("utf-8"))
     for name in sorted(state):
         tensor = state[name]
         digest.update(f"\n{name}|{str(tensor.dtype).removeprefix('torch.')}|{list(tensor.shape)}\n".encode())
         digest.update(_tensor_bytes(tensor))
+    if contract:
+        digest.update(b"\ncontract|" + json.dumps(contract, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     return "u2qt-" + digest.hexdigest()[:12]
 
 
-def tokenizer_version(model: MRQVAE) -> str:
-    """Deterministic content hash of a tokenizer (config + all saved tensors)."""
-    return _version_of(model.config, model.state_dict())
+def tokenizer_version(model: MRQVAE, contract: dict[str, Any] | None = None) -> str:
+    """Deterministic content hash of a tokenizer (config + all saved tensors + its contract)."""
+    return _version_of(model.config, model.state_dict(), contract)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -80,15 +85,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_tokenizer(model: MRQVAE, directory: Path, *, extra: dict[str, Any] | None = None) -> str:
+def save_tokenizer(model: MRQVAE, directory: Path, *, extra: dict[str, Any] | None = None,
+                   contract: dict[str, Any] | None = None) -> str:
     """Write ``model.safetensors`` + ``config.json`` into ``directory``; return the tokenizer version.
 
-    ``extra`` must be JSON-serialisable (e.g. training metrics, data snapshot ids).
+    ``extra`` must be JSON-serialisable (e.g. training metrics, data snapshot ids); ``contract``
+    (JSON, hashed into the version) is what else the codes depend on (:mod:`u2qt_core.bundle`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    version = _version_of(model.config, state)
+    version = _version_of(model.config, state, contract)
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -96,6 +103,8 @@ def save_tokenizer(model: MRQVAE, directory: Path, *, extra: dict[str, Any] | No
         "mrqvae": model.config.model_dump(mode="json"),
         "extra": extra or {},
     }
+    if contract:
+        payload["contract"] = contract
     try:
         config_text = json.dumps(payload, indent=2, sort_keys=True)
     except TypeError as exc:
@@ -166,7 +175,7 @@ def load_tokenizer(directory: Path, map_location: str = "cpu") -> tuple[MRQVAE, 
     model.load_state_dict(state, strict=True)
 
     stored = payload.get("tokenizer_version")
-    version = _version_of(config, state)
+    version = _version_of(config, state, payload.get("contract"))
     if stored != version:
         raise CheckpointError(
             f"{directory / CONFIG_FILE}: stored tokenizer_version {stored!r} does not match the content "

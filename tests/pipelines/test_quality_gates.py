@@ -73,8 +73,8 @@ def test_union_utilization_is_per_block_and_reports_the_shared_block(spark, tmp_
 def test_pipeline_shared_prefix_is_the_configs(tmp_path):
     """The pipeline's shared-prefix count comes from MRQVAEConfig.token_shared_levels for every
     variant (day_run once had its own table of it that disagreed for union)."""
-    from pipelines.day_run import load_tokenizer_info
-    from u2qt_core.checkpoint import save_tokenizer
+    from pipelines.day_run import tokenizer_info
+    from u2qt_core.checkpoint import load_tokenizer, save_tokenizer
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
     from tests.conftest import REPO_ROOT, TINY_PRESET
@@ -84,5 +84,5 @@ def test_pipeline_shared_prefix_is_the_configs(tmp_path):
     for variant, shared in expected.items():
         cfg = base.model_copy(update={"variant": variant})
         save_tokenizer(MRQVAE(cfg), tmp_path / variant)
-        info = load_tokenizer_info(make_settings(tmp_path / "lake", tmp_path / variant))
+        info = tokenizer_info(tmp_path / variant, *load_tokenizer(tmp_path / variant))
         assert info.shared_prefix_levels == cfg.token_shared_levels == shared, variant

@@ -1,0 +1,154 @@
+"""Tokenizer bundles: one immutable folder per tokenizer version.
+
+Codes mean something only together with everything that produced them, so a bundle holds, next
+to the MRQ-VAE (:mod:`u2qt_core.checkpoint` files), its *contract*::
+
+    {"encoder": {"model": folder name, "sha256": hash of its config and weight files,
+                 "pooling", "max_length", "dtype", "int8_dynamic", "normalize"},
+     "inputs":  {...}}    # source list and order, instructions, document format, tabular transforms
+
+The tokenizer version hashes the MRQ-VAE config, its tensors and this contract: changing the
+encoder, its pooling or max_length, a source's instruction, the document format or a tabular
+transform gives another version even with the same MRQ-VAE weights.
+
+Layout: ``<model_dir>/bundles/<version>/`` (``model.safetensors``, ``config.json`` with the
+contract, ``training_summary.json``). :func:`write_bundle` writes a temporary folder and renames
+it once, so a reader sees a whole bundle or none, and an existing version is never rewritten.
+:func:`check_contract` compares a night's contract with the bundle's and raises one line naming
+the first field that differs and both values.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from u2qt_core.checkpoint import load_tokenizer, save_tokenizer
+from u2qt_core.encoders.text import TextEncoderConfig, minilm_model_path
+from u2qt_core.errors import CheckpointError, U2QTError
+from u2qt_core.mrqvae import MRQVAE
+
+__all__ = ["BUNDLES_FOLDER", "ContractMismatch", "encoder_identity", "write_bundle", "load_bundle",
+           "read_contract", "check_contract", "bundle_path"]
+
+log = logging.getLogger(__name__)
+
+BUNDLES_FOLDER = "bundles"
+SUMMARY_FILE = "training_summary.json"
+_HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")   # config, weights, vocab
+
+
+class ContractMismatch(U2QTError):
+    """The night's settings differ from the ones the tokenizer bundle was trained with."""
+
+
+@lru_cache(maxsize=8)
+def _folder_sha256(folder: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _HASHED_SUFFIXES):
+        digest.update(f"\n{path.relative_to(root)}\n".encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def encoder_identity(config: TextEncoderConfig) -> dict[str, Any]:
+    """What of the text encoder decides its vectors: the model folder's name and a hash of its
+    config and weight files, pooling, max_length and the dtype policy (not the batch sizes or
+    the device, which leave a text's vector unchanged)."""
+    folder = Path(config.model_path).expanduser() if config.model_path else minilm_model_path()
+    if not folder.is_dir():
+        raise CheckpointError(f"encoder.model_path {folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _HASHED_SUFFIXES)
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return {
+        "model": folder.resolve().name, "sha256": _folder_sha256(str(folder.resolve()), stamp),
+        "pooling": config.pooling, "max_length": config.max_length, "dtype": config.dtype,
+        "int8_dynamic": config.int8_dynamic, "normalize": config.normalize,
+    }
+
+
+def bundle_path(model_dir: str | Path, version: str) -> Path:
+    """Folder of ``version``'s bundle under ``model_dir``."""
+    return Path(model_dir).expanduser().absolute() / BUNDLES_FOLDER / version
+
+
+def write_bundle(model: MRQVAE, model_dir: str | Path, contract: dict[str, Any], *,
+                 extra: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> tuple[str, Path]:
+    """Save ``model`` with ``contract`` as a new bundle; returns ``(version, folder)``.
+
+    The files go to a temporary folder renamed once to ``bundles/<version>``; when that version
+    exists already (same content), it is kept as it is and the new copy dropped."""
+    root = Path(model_dir).expanduser().absolute() / BUNDLES_FOLDER
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    try:
+        version = save_tokenizer(model, tmp, extra=extra, contract=contract)
+        if summary is not None:
+            (tmp / SUMMARY_FILE).write_text(json.dumps({**summary, "tokenizer_version": version}, indent=2,
+                                                       default=float) + "\n")
+        final = root / version
+        if final.exists():
+            log.info("bundle %s exists already at %s: kept", version, final)
+        else:
+            try:
+                os.rename(tmp, final)   # atomic on one filesystem
+            except OSError as exc:      # another writer won the race (fine) or the rename failed
+                if not final.exists():
+                    raise CheckpointError(f"{final}: could not write the tokenizer bundle: {exc}") from exc
+            log.info("wrote bundle %s to %s", version, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return version, root / version
+
+
+def read_contract(folder: str | Path) -> dict[str, Any]:
+    """The contract stored in a bundle's ``config.json`` (without loading the weights)."""
+    path = Path(folder) / "config.json"
+    try:
+        contract = json.loads(path.read_text(encoding="utf-8")).get("contract")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable tokenizer config: {exc}") from exc
+    if not isinstance(contract, dict):
+        raise CheckpointError(f"{path}: no contract: not a tokenizer bundle (train it again with `u2qt train`)")
+    return contract
+
+
+def load_bundle(folder: str | Path, map_location: str = "cpu") -> tuple[MRQVAE, str, dict[str, Any]]:
+    """``(model, version, contract)`` of a bundle; the version is checked against the content."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"tokenizer bundle {folder} does not exist")
+    model, version = load_tokenizer(folder, map_location=map_location)
+    if folder.name != version:
+        raise CheckpointError(f"bundle folder {folder} holds tokenizer {version}: the folder was renamed or mixed")
+    return model, version, read_contract(folder)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key in value:
+            out.update(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    return {prefix: value}
+
+
+def check_contract(bundle: dict[str, Any], night: dict[str, Any], version: str) -> None:
+    """Raise :class:`ContractMismatch` naming the first field where ``night`` differs from the
+    contract tokenizer ``version`` was trained with (lists compare whole: order matters)."""
+    theirs, ours = _flatten(bundle), _flatten(night)
+    for field in sorted(set(theirs) | set(ours)):
+        if theirs.get(field, "<absent>") != ours.get(field, "<absent>"):
+            raise ContractMismatch(
+                f"tokenizer {version} was trained with {field} = {theirs.get(field, '<absent>')!r} but this "
+                f"run's settings have {ours.get(field, '<absent>')!r}: its codes would change meaning; restore "
+                "the setting, or train, evaluate and promote a tokenizer for the new one (then `u2qt retokenize`)")
