@@ -65,13 +65,15 @@ def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
 def _prepare(spark, params: dict[str, Any], tmp_root: Path):
     from benchmarks.bench_model import pipeline_settings
     from pipelines.daily_job import load_tokenizer_info
+    from pipelines.registry import promote
     from pipelines.train_job import train
     from pipelines.world import load_world_config, write_world
 
     world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
     settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
     write_world(spark, world, settings.tables_root)
-    train(spark, settings)
+    trained = train(spark, settings, end_date="9999-12-31")   # every day: a benchmark holds nothing out
+    promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")
     return world, settings, load_tokenizer_info(settings)
 
 

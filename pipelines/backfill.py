@@ -42,10 +42,13 @@ def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[
     started = time.monotonic()
     stamp = int(time.time())
     dates = sorted(set(event_dates))
-    first = open_run(spark, settings, dates[0], f"{run_prefix}__{dates[0]}__{stamp}", tokenizer_version)
-    runs = [first] + [DayRun(spark, settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer) for d in dates[1:]]
-    raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name).where(dates_predicate([r.event_date for r in runs]))
+    raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name).where(dates_predicate(dates))
     present = {str(r["event_date"]) for r in raw.select("event_date").distinct().collect()}
+    # the tokenizer (and table generation) is resolved once, recorded on the first date with events
+    anchor = next((d for d in dates if d in present), dates[0])
+    first = open_run(spark, settings, anchor, f"{run_prefix}__{anchor}__{stamp}", tokenizer_version)
+    runs = [first if d == anchor else DayRun(spark, first.settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer)
+            for d in dates]
     results: dict[str, dict] = {}
     for run in runs:
         if run.event_date not in present:

@@ -56,9 +56,14 @@ def _location(spark: SparkSession, name: str) -> str:
 
 
 def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[str]:
-    """Create the schema, register each existing table by location (re-pointed if it moved) and
-    (re)create the permanent views; returns the qualified names registered. Idempotent."""
+    """Create the schema, register each existing table of the current table generation by
+    location (re-pointed if it moved, e.g. after `u2qt retokenize`) and (re)create the
+    permanent views; returns the qualified names registered. Idempotent."""
+    from pipelines.generations import current, with_generation
     from pipelines.spark_session import delta_jars
+
+    now = current(spark, settings)
+    settings = with_generation(settings, now.generation)
 
     database = settings.catalog.database
     if spark.conf.get("spark.sql.catalogImplementation", "in-memory") != "hive":
@@ -77,7 +82,7 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
         registered.append(name)
     if f"{database}.{tables.USER_DAY_TOKENS.name}" in registered:
         registered.append(_register_history_view(spark, settings, registered))
-    token_format = tables.tokenizer_token_format(settings)
+    token_format = tables.tokenizer_token_format(settings, now.tokenizer_version)
     for view, (source_table, select) in tables.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
         if f"{database}.{source_table}" in registered:
             spark.sql(f"CREATE OR REPLACE VIEW {database}.{view} AS {select}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
@@ -183,6 +182,40 @@ def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YY
 
 
 @app.command()
+def retokenize(version: Annotated[str, typer.Option("--version", help="tokenizer version, u2qt-...")],
+               start: Annotated[str, typer.Option("--from", help="first date, YYYY-MM-DD")],
+               end: Annotated[str, typer.Option("--to", help="last date, YYYY-MM-DD")],
+               config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Tokenize START..END with VERSION into a new table generation (one backfill job) and switch
+    the views and the catalog to it atomically once complete; the old generation stays readable."""
+    from pipelines.catalog import catalog_dir, catalog_session_conf, register_catalog
+    from pipelines.retokenize import retokenize as run_retokenize
+
+    _dates(start, end)
+    settings = _settings(config, set_)
+    with_catalog = settings.catalog.metastore == "embedded" and catalog_dir(settings).exists()
+    spark = _spark(settings, "u2qt_retokenize", catalog_session_conf(settings) if with_catalog else None)
+    result = run_retokenize(spark, settings, version, start, end)
+    if with_catalog:
+        result["catalog"] = register_catalog(spark, settings)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("generations")
+def list_generations(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """The table generations switched to (newest last) and the current one's folder."""
+    from pipelines.generations import current, history, with_generation
+
+    settings = _settings(config, set_)
+    spark = _spark(settings, "u2qt_generations")
+    for row in history(spark, settings):
+        typer.echo(json.dumps(row, default=str))
+    now = current(spark, settings)
+    typer.echo(f"current: {now.generation!r} ({now.tokenizer_version}) at "
+               f"{Path(with_generation(settings, now.generation).table_path('user_day_tokens')).parent}")
+
+
+@app.command()
 def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Delta upkeep: compact the history base, OPTIMIZE (Z-order on user_id where it helps),
     log retention, VACUUM (what the u2qt_maintenance DAG runs)."""
@@ -211,13 +244,17 @@ def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Option
 
 @app.command("init-tables")
 def init_tables(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Create every missing output table, pinned to the current tokenizer (before parallel runs)."""
+    """Create every missing output table, pinned to the promoted tokenizer, in the table
+    generation its nights write (before parallel runs)."""
     from pipelines.daily_job import load_tokenizer_info
     from pipelines.tables import ensure_all
 
+    from pipelines.generations import generation_for, with_generation
+
     settings = _settings(config, set_)
     version = load_tokenizer_info(settings).version
-    for path in ensure_all(_spark(settings, "u2qt_init_tables"), settings, version):
+    spark = _spark(settings, "u2qt_init_tables")
+    for path in ensure_all(spark, with_generation(settings, generation_for(spark, settings, version)), version):
         typer.echo(path)
 
 
@@ -248,9 +285,12 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
 
 
 def _register(spark, settings: PipelineSettings) -> list[str]:
+    """Temp views over the current table generation (the pointer of pipelines/generations.py)."""
+    from pipelines.generations import current, with_generation
     from pipelines.tables import register_views, tokenizer_token_format
 
-    return register_views(spark, settings, tokenizer_token_format(settings))
+    now = current(spark, settings)
+    return register_views(spark, with_generation(settings, now.generation), tokenizer_token_format(settings, now.tokenizer_version))
 
 
 @app.command()
@@ -305,47 +345,23 @@ def package(out: Annotated[Path, typer.Option(help="folder for the zip")] = Path
     typer.echo(str(build_py_files_zip(out)))
 
 
-DEMO_QUERY = """
-SELECT h.user_id, h.source, h.n_days, h.dates, h.tokens, s.token_strings AS last_day_tokens,
-       i.collision_suffix
-FROM user_token_history h
-JOIN user_day_token_strings s ON s.user_id = h.user_id AND s.source = h.source AND s.event_date = h.last_date
-JOIN user_identity i ON i.user_id = h.user_id
-ORDER BY h.user_id, h.source
-"""
-
-
 @app.command()
 def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("conf/world/demo.yaml"),
          config: ConfigOption = None, set_: SetOption = None,
          airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME (SQLite)")] = Path(".u2qt/airflow")) -> None:
-    """The whole stack end to end: world -> train -> u2qt_daily DAG per date -> Spark SQL."""
+    """The whole stack end to end (pipelines/demo.py): world -> train -> evaluate -> promote ->
+    u2qt_daily DAG per date -> Spark SQL; retrain -> evaluate -> promote -> retokenize -> both
+    table generations in Spark SQL."""
     from pipelines.airflow_runner import prepare_airflow_home
 
     prepare_airflow_home(airflow_home)  # before anything imports airflow
-    from pipelines.world import load_world_config, write_world
+    from pipelines.demo import run_demo
+    from pipelines.world import load_world_config
 
-    started = time.monotonic()
     settings = _settings(config, set_)
-    world_cfg = load_world_config(world_config)
-    spark = _spark(settings, "u2qt_demo")
-    summary = write_world(spark, world_cfg, settings.tables_root)
-    log.info("demo: world written: %s", _jsonable(summary))
-    from pipelines.train_job import train as train_tokenizer
-
-    trained = train_tokenizer(spark, settings)
-    log.info("demo: tokenizer %s trained", trained["tokenizer_version"])
-    dates = [(world_cfg.start_date + timedelta(days=i)).isoformat() for i in range(world_cfg.n_days)]
-    _run_dates_with_airflow(dates, airflow_home, config, set_)
-    _register(spark, settings)
-    typer.echo("\nToken history (Spark SQL over the Delta tables):")
-    spark.sql(DEMO_QUERY).show(12, truncate=False)
-    spark.sql("SELECT event_date, step, status, active_users, token_rows, quarantined_rows, "
-              "round(collision_rate, 4) AS collision_rate, round(seconds, 1) AS seconds "
-              "FROM run_metrics ORDER BY recorded_at").show(30, truncate=False)
-    typer.echo(f"Tables are Delta tables under {Path(settings.tables_root).absolute()}; the tokenizer is in "
-               f"{Path(settings.model_dir).absolute()}. Query them with: u2qt sql \"SELECT ... FROM user_token_history\"")
-    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s")
+    world_cfg = load_world_config(world_config)   # a bad world config fails before Spark starts
+    run_demo(_spark(settings, "u2qt_demo"), settings, world_cfg,
+             lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo)
 
 
 @app.command("eval")

@@ -77,26 +77,37 @@ def tokenizer_info(folder: str | Path, model, version: str) -> TokenizerInfo:
 def open_run(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None,
              tokenizer_version: str | None = None) -> "DayRun":
     """The :class:`DayRun` of ``run_id`` with its tokenizer resolved once per run: the first step
-    of a run resolves the registry alias and records the version (step ``resolve`` in
-    ``run_metrics``); every later step of the same run id (an Airflow task, a retry, a
-    spark-submit) reuses that version, so a promotion during the night changes nothing for it."""
+    of a run resolves the registry alias (or takes ``tokenizer_version``) and records the version
+    and the table generation it writes (step ``resolve`` in ``run_metrics``); every later step
+    of the same run id (an Airflow task, a retry, a spark-submit) reuses both, so a promotion or
+    a generation switch during the night changes nothing for it."""
+    from pipelines.generations import generation_for, with_generation
+
     run_id = run_id or default_run_id(event_date)
-    pinned = tokenizer_version or _resolved_version(spark, settings, run_id)
-    run = DayRun(spark, settings, event_date, run_id, load_tokenizer_info(settings, pinned))
-    if pinned is None:
-        run.record("resolve", "ok", 0.0, {"alias": settings.registry.alias, "bundle": run.tokenizer.model_dir})
-        log.info("run %s resolved %s@%s = %s", run_id, settings.registry.model_name, settings.registry.alias,
-                 run.tokenizer.version)
+    pinned = _resolved(spark, settings, run_id)
+    if pinned is not None:
+        info = load_tokenizer_info(settings, pinned[0])
+        return DayRun(spark, with_generation(settings, pinned[1]), event_date, run_id, info)
+    info = load_tokenizer_info(settings, tokenizer_version)
+    generation = settings.generation if settings.generation is not None else generation_for(spark, settings, info.version)
+    run = DayRun(spark, with_generation(settings, generation), event_date, run_id, info)
+    run.record("resolve", "ok", 0.0, {"alias": None if tokenizer_version else settings.registry.alias,
+                                      "bundle": info.model_dir, "generation": generation})
+    log.info("run %s uses tokenizer %s (%s), table generation %r", run_id, info.version,
+             "given" if tokenizer_version else f"{settings.registry.model_name}@{settings.registry.alias}", generation)
     return run
 
 
-def _resolved_version(spark: SparkSession, settings: PipelineSettings, run_id: str) -> str | None:
+def _resolved(spark: SparkSession, settings: PipelineSettings, run_id: str) -> tuple[str, str] | None:
+    """(tokenizer version, generation) recorded by the first step of ``run_id``, if any."""
     path = settings.table_path(tables.RUN_METRICS.name)
     if not tables.table_exists(spark, path):
         return None
     rows = (spark.read.format("delta").load(path).where((F.col("run_id") == run_id) & (F.col("step") == "resolve"))
-            .orderBy("recorded_at").select("tokenizer_version").limit(1).collect())
-    return rows[0]["tokenizer_version"] if rows else None
+            .orderBy("recorded_at").select("tokenizer_version", "metrics_json").limit(1).collect())
+    if not rows:
+        return None
+    return rows[0]["tokenizer_version"], json.loads(rows[0]["metrics_json"]).get("generation", "")
 
 
 @dataclass

@@ -54,13 +54,20 @@ def read_user_ids(path: str | Path) -> list[int]:
 
 def erasure_targets(spark: SparkSession, settings: PipelineSettings) -> dict[str, str]:
     """``{table name: path}`` of every existing Delta table to erase from: the catalogue's, plus any
-    other Delta table directly under ``tables_root``."""
-    found = {spec.name: settings.table_path(spec.name) for spec in tables.ALL_TABLES}
+    other Delta table directly under ``tables_root``, plus every table generation's code tables
+    (``<generation>/<table>``, :mod:`pipelines.generations`)."""
+    from pipelines.settings import GENERATIONS_FOLDER
+
+    found = {spec.name: settings.model_copy(update={"generation": ""}).table_path(spec.name) for spec in tables.ALL_TABLES}
     root = Path(settings.tables_root).expanduser().absolute()
     if root.is_dir():
         for child in sorted(root.iterdir()):
             if child.is_dir() and (child / "_delta_log").is_dir():
                 found.setdefault(child.name, str(child))
+    for generation in sorted((root / GENERATIONS_FOLDER).glob("*")) if (root / GENERATIONS_FOLDER).is_dir() else []:
+        for child in sorted(generation.iterdir()):
+            if child.is_dir() and (child / "_delta_log").is_dir():
+                found[f"{generation.name}/{child.name}"] = str(child)
     return {name: path for name, path in found.items() if tables.table_exists(spark, path)}
 
 
@@ -92,7 +99,7 @@ def forget_users(spark: SparkSession, settings: PipelineSettings, user_ids: list
     with publish_lock(settings.tables_root, limits.lock_timeout_s):
         for name, path in tqdm(targets.items(), desc="forget", unit="table"):
             def erase(name=name, path=path) -> int | None:
-                if name == tables.USER_TOKENS.name:
+                if name.rsplit("/", 1)[-1] == tables.USER_TOKENS.name:
                     return forget_identities(spark, path, ids)
                 condition = _match_condition(spark.read.format("delta").load(path))
                 return None if condition is None else _delete_users(spark, path, ids, condition)

@@ -71,7 +71,12 @@ def maintain_table(spark: SparkSession, settings: PipelineSettings, name: str, z
 
 
 def maintain(spark: SparkSession, settings: PipelineSettings) -> dict:
-    """Compact the history, then OPTIMIZE / VACUUM every configured table that exists."""
+    """Compact the history, then OPTIMIZE / VACUUM every configured table that exists (the code
+    tables of the current table generation unless ``settings`` names one)."""
+    if settings.generation is None:
+        from pipelines.generations import current_settings
+
+        settings = current_settings(spark, settings)
     m = settings.maintenance
     unknown = sorted(set(m.zorder_tables + m.optimize_tables) - _known_table_names())
     if unknown:

@@ -193,6 +193,12 @@ class MaintenanceConfig(_Strict):
     optimize_tables: list[str] = ["user_day_tokens", "staging_day_tokens", "quarantine", "run_metrics"]
 
 
+# tables holding codes: one copy per table generation (pipelines/generations.py)
+GENERATION_TABLES = ("staging_day_tokens", "user_day_tokens", "user_token_history_base",
+                     "user_token_history_periods", "user_tokens")
+GENERATIONS_FOLDER = "_generations"
+
+
 class PipelineSettings(_Strict):
     spark_profile: str = "local"
     tables_root: str
@@ -211,10 +217,17 @@ class PipelineSettings(_Strict):
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
     registry: RegistryConfig = RegistryConfig()
     gates: EvaluationGates = EvaluationGates()
+    # the table generation runs read and write (set by pipelines.generations, not in YAML):
+    # None = not resolved yet (the first generation's folder), "" = the first generation, else its id
+    generation: str | None = None
 
     def table_path(self, name: str) -> str:
-        """Location of the path-based Delta table ``name``."""
-        return str(Path(self.tables_root).expanduser().absolute() / name)
+        """Location of the path-based Delta table ``name`` (a code table: in this settings'
+        generation, ``<tables_root>/_generations/<id>/<name>``; the first one is ``<tables_root>/<name>``)."""
+        root = Path(self.tables_root).expanduser().absolute()
+        if self.generation and name in GENERATION_TABLES:
+            root = root / GENERATIONS_FOLDER / self.generation
+        return str(root / name)
 
     def sources_config(self) -> SourcesConfig:
         return load_sources(_resolve(self.sources))

@@ -260,8 +260,7 @@ def check_tokenizer_version(spark: SparkSession, name: str, path: str, tokenizer
         raise TokenizerVersionMismatch(
             f"table {name} at {path} holds codes of tokenizer {pinned}, this run uses {tokenizer_version}: "
             "codes of two versions are never mixed. Re-tokenize the history into a new table generation "
-            "(`u2qt backfill` with a new tables_root) or point model_dir back at tokenizer "
-            f"{pinned}."
+            f"(`u2qt retokenize --version {tokenizer_version} --from D1 --to D2`) or promote tokenizer {pinned} again."
         )
 
 
@@ -277,12 +276,13 @@ def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> Da
     return spark.read.format("delta").load(path)
 
 
-def tokenizer_token_format(settings: PipelineSettings) -> TokenFormat | None:
-    """The token format of the tokenizer at ``model_dir`` (None, logged, when there is none)."""
+def tokenizer_token_format(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenFormat | None:
+    """The token format of ``tokenizer_version`` (default: the registry alias's; None, logged,
+    when there is none)."""
     try:
         from pipelines.day_run import load_tokenizer_info
 
-        info = load_tokenizer_info(settings)
+        info = load_tokenizer_info(settings, tokenizer_version)
     except U2QTError as exc:
         log.warning("token-string view skipped: %s", exc)
         return None

@@ -118,6 +118,17 @@ def test_a_date_without_raw_events_is_skipped_not_failed(airflow_home, monkeypat
     assert states == {task: "skipped" for task in DAILY}, states
 
 
+def test_lifecycle_dags_parse(airflow_home):
+    from pipelines.airflow_runner import load_dag
+
+    retrain = load_dag("u2qt_retrain")
+    assert [t.task_id for t in retrain.topological_sort()] == ["sample", "train", "evaluate", "promote"]
+    assert retrain.max_active_runs == 1
+    retokenize = load_dag("u2qt_retokenize")
+    assert [t.task_id for t in retokenize.topological_sort()] == ["retokenize"]
+    assert set(retokenize.params) == {"version", "start", "end"}
+
+
 def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained_lake, tmp_path, monkeypatch,
                                                     world_dates):
     """Two nights through the whole DAG; then a night whose gate fails: no retry, the alert hook

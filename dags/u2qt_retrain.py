@@ -1,0 +1,86 @@
+"""Airflow DAG ``u2qt_retrain``: sample -> train -> evaluate -> promote a new tokenizer version.
+
+* ``sample``: the training window, every date of ``raw_events`` but the last
+  ``gates.heldout_days`` (left out for the evaluation); the sample itself is a seeded hash of
+  (user, date), so the same window always gives the same inputs;
+* ``train``: embed the sample, train the MRQ-VAE, write the immutable bundle and register it
+  (MLflow model registry, :mod:`pipelines.registry`);
+* ``evaluate``: the gates on the held-out days, recorded on the registry version;
+* ``promote``: moves the ``champion`` alias only when every gate passed; otherwise the task
+  fails (the version stays registered, nothing changes for the nights). Nights that started
+  earlier keep the version they resolved.
+
+Manual by default; ``U2QT_RETRAIN_SCHEDULE`` (a cron string, e.g. ``0 14 * * 0``) schedules it.
+A new version's codes reach analysts through ``u2qt_retokenize``. Configuration as for
+``u2qt_daily`` (``U2QT_PIPELINE_CONFIG``).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+def _settings_and_spark(app_name: str):
+    from pipelines.settings import load_settings
+    from pipelines.spark_session import get_spark
+
+    settings = load_settings(os.environ.get("U2QT_PIPELINE_CONFIG"))
+    return settings, get_spark(settings.spark_profile, app_name=app_name)
+
+
+@dag(
+    dag_id="u2qt_retrain",
+    description="Train, evaluate and (if its gates pass) promote a new u2qt tokenizer version",
+    schedule=os.environ.get("U2QT_RETRAIN_SCHEDULE") or None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "retry_delay": timedelta(minutes=10)},
+    tags=["u2qt"],
+)
+def u2qt_retrain():
+    @task
+    def sample() -> dict:
+        """The training window: raw_events dates before the held-out days."""
+        from datetime import date
+
+        from pipelines import tables
+        from pipelines.train_job import heldout_dates
+
+        settings, spark = _settings_and_spark("u2qt_retrain_sample")
+        first = tables.read_table(spark, settings, "raw_events").agg({"event_date": "min"}).first()[0]
+        end = date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)
+        return {"start_date": str(first), "end_date": end.isoformat()}
+
+    @task
+    def train(window: dict) -> str:
+        """Train on the window, write the bundle, register the version; returns it."""
+        from pipelines.train_job import train as train_tokenizer
+
+        settings, spark = _settings_and_spark("u2qt_retrain_train")
+        return train_tokenizer(spark, settings, **window)["tokenizer_version"]
+
+    @task
+    def evaluate(version: str) -> str:
+        """Gates on the held-out days, recorded on the registry version."""
+        from pipelines.gates import evaluate as evaluate_version
+
+        settings, spark = _settings_and_spark("u2qt_retrain_evaluate")
+        evaluate_version(spark, settings, version)
+        return version
+
+    @task
+    def promote(version: str) -> str:
+        """Move the alias if every gate passed (fails the task, changing nothing, otherwise)."""
+        from pipelines.registry import promote as promote_version
+        from pipelines.settings import load_settings
+
+        return promote_version(load_settings(os.environ.get("U2QT_PIPELINE_CONFIG")), version).tokenizer_version
+
+    promote(evaluate(train(sample())))
+
+
+u2qt_retrain()
