@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import os
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from pipelines.dag_builder import dag_settings, u2qt_dag
 
 
-@dag(
-    dag_id="u2qt_retokenize",
+settings = dag_settings()
+
+with u2qt_dag(
+    "u2qt_retokenize",
     description="Re-tokenize a date range with a tokenizer version into a new table generation and switch to it",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    params={
+    schedule=None, settings=settings, max_active_runs=1, catchup=False, retries=0, doc_md=__doc__,
+) as retokenize_dag:
+    retokenize_dag.params.update({
         "version": Param("", type="string", description="tokenizer version (u2qt-...)"),
         "start": Param("", type="string", description="first date, YYYY-MM-DD"),
         "end": Param("", type="string", description="last date, YYYY-MM-DD"),
-    },
-    tags=["u2qt"],
-)
-def u2qt_retokenize():
+    })
+
     @task
     def retokenize() -> dict:
         """Backfill the range with the version into its generation, then switch atomically."""
@@ -43,6 +42,3 @@ def u2qt_retokenize():
         return run_retokenize(spark, settings, params["version"], params["start"], params["end"])
 
     retokenize()
-
-
-u2qt_retokenize()

@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from pipelines.dag_builder import dag_settings, u2qt_dag
 
 
 def _settings_and_spark(app_name: str):
@@ -31,17 +32,14 @@ def _settings_and_spark(app_name: str):
     return settings, get_spark(settings.spark_profile, app_name=app_name)
 
 
-@dag(
-    dag_id="u2qt_retrain",
+settings = dag_settings()
+
+with u2qt_dag(
+    "u2qt_retrain",
     description="Train, evaluate and (if its gates pass) promote a new u2qt tokenizer version",
     schedule=os.environ.get("U2QT_RETRAIN_SCHEDULE") or None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0, "retry_delay": timedelta(minutes=10)},
-    tags=["u2qt"],
-)
-def u2qt_retrain():
+    settings=settings, max_active_runs=1, catchup=False, retries=0, doc_md=__doc__,
+):
     @task
     def sample() -> dict:
         """The training window: raw_events dates before the held-out days."""
@@ -81,6 +79,3 @@ def u2qt_retrain():
         return promote_version(load_settings(os.environ.get("U2QT_PIPELINE_CONFIG")), version).tokenizer_version
 
     promote(evaluate(train(sample())))
-
-
-u2qt_retrain()

@@ -70,9 +70,12 @@ def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = 
 
     if step == "init":
         from pipelines.day_run import load_tokenizer_info
+        from pipelines.generations import generation_for, with_generation
         from pipelines.tables import ensure_all
 
-        return {"tables": ensure_all(spark, settings, load_tokenizer_info(settings).version)}
+        version = load_tokenizer_info(settings).version   # the alias now; the first dated step records its own
+        target = with_generation(settings, generation_for(spark, settings, version))
+        return {"tables": ensure_all(spark, target, version)}
     if step in ("stage", "quality", "publish"):
         if len(dates) != 1:
             raise ValueError(f"step {step} takes exactly one date, got {dates}")
