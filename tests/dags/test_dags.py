@@ -148,7 +148,9 @@ def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained
     history = tables.read_table(spark, settings, "user_token_history")
     assert history.where(F.col("n_days") == 2).count() > 0
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
-    assert steps.select("event_date", "step").distinct().count() == 3 * len(world_dates)  # stage, quality, publish
+    # resolve (the tokenizer, once per run, by its first dated step), stage, quality, publish
+    assert steps.select("event_date", "step").distinct().count() == 4 * len(world_dates)
+    assert steps.where("step = 'resolve'").count() == len(world_dates)
     # the run id recorded is Airflow's (by Airflow's run types), never one the pipeline made itself
     recorded = {r["run_id"] for r in day.select("run_id").distinct().collect()}
     assert recorded and {run_origin(run_id) for run_id in recorded} == {"airflow"}
