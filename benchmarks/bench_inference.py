@@ -34,7 +34,6 @@ Writes ``<out>/bench_inference.json``; ratios are against the bare encoder of th
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -63,17 +62,14 @@ def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
 
 # --------------------------------------------------------------------------- set-up
 def _prepare(spark, params: dict[str, Any], tmp_root: Path):
-    from benchmarks.bench_model import pipeline_settings
+    from benchmarks.common import pipeline_settings, train_promoted
     from pipelines.daily_job import load_tokenizer_info
-    from pipelines.registry import promote
-    from pipelines.train_job import train
     from pipelines.world import load_world_config, write_world
 
     world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
     settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
     write_world(spark, world, settings.tables_root)
-    trained = train(spark, settings, end_date="9999-12-31")   # every day: a benchmark holds nothing out
-    promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")
+    train_promoted(spark, settings)
     return world, settings, load_tokenizer_info(settings)
 
 
@@ -171,9 +167,8 @@ def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str
     on a fresh lake, the bare encoder over that date's documents, then the stage. Stage CPU is
     fitted as ``fixed_cpu_s + docs / docs_per_cpu_s`` (least squares over the sizes), which says
     how far the fixed costs (Spark jobs, model loads, Delta commits) are amortised at a size."""
-    from benchmarks.bench_model import pipeline_settings
+    from benchmarks.common import pipeline_settings, train_promoted
     from pipelines.daily_job import load_tokenizer_info
-    from pipelines.train_job import train
     from pipelines.world import load_world_config, write_world
     from u2qt_core.encoders.text import TextEncoder
 
@@ -187,7 +182,7 @@ def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str
         settings = pipeline_settings(tmp_root / f"sizes-{multiplier}x", model_dir, params.get("settings_overrides"))
         write_world(spark, world, settings.tables_root)
         if info is None:  # the tokenizer of the smallest size serves every size
-            train(spark, settings)
+            train_promoted(spark, settings)
             info = load_tokenizer_info(settings)
         event_date = world.history_dates()[-1].isoformat()
         frame, docs = _documents(spark, settings, event_date)

@@ -180,10 +180,8 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
     """The benchmark (see the module docstring); returns the JSON payload's ``results``."""
     import torch
 
-    from benchmarks.bench_model import pipeline_settings
+    from benchmarks.common import pipeline_settings, train_promoted
     from pipelines import daily_job
-    from pipelines.registry import promote
-    from pipelines.train_job import train
     from pipelines.world import load_world_config, write_world
 
     own_tmp = tmp_root is None
@@ -220,8 +218,7 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
         # workers of the same machine, so the driver's thread count is a benchmark parameter
         torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
         with Stopwatch() as sw:
-            trained = train(spark, settings, end_date="9999-12-31")   # every day: a benchmark holds nothing out
-        promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")   # no gates in a benchmark
+            trained = train_promoted(spark, settings)
         out["train"] = {
             "seconds": sw.seconds, "embed_seconds": trained["embed_seconds"], "train_seconds": trained["train_seconds"],
             "training_rows": trained["training_rows"], "steps": trained["steps"],

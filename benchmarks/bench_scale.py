@@ -172,7 +172,7 @@ def stage_inputs(run) -> int:
 
 def one_night(spark, tmp: Path, info, *, active_users: int, total_users: int, history_days: int,
               with_stage: bool) -> dict[str, Any]:
-    from benchmarks.bench_model import pipeline_settings
+    from benchmarks.common import pipeline_settings
     from pipelines.daily_job import DayRun, publish
 
     settings = pipeline_settings(tmp / "lake", tmp / "model", {"history": {"period_days": 30}})
@@ -227,9 +227,7 @@ def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
     as a per-date scheduler runs them) against one ``u2qt backfill FIRST LAST`` process."""
     import yaml
 
-    from benchmarks.bench_model import pipeline_settings
-    from pipelines.registry import promote
-    from pipelines.train_job import train
+    from benchmarks.common import pipeline_settings, train_promoted
     from pipelines.world import load_world_config, write_world
 
     n_dates = int(params["dates"])
@@ -237,8 +235,7 @@ def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
     seed_root = tmp / "seed"
     settings = pipeline_settings(seed_root / "lake", seed_root / "model", params.get("settings_overrides"))
     write_world(spark, world, settings.tables_root)
-    trained = train(spark, settings, end_date="9999-12-31")   # every day: a benchmark holds nothing out
-    promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")
+    train_promoted(spark, settings)
     dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(n_dates)]
     out: dict[str, Any] = {"dates": n_dates, "n_users": world.n_users}
     for name in ("one_job", "one_by_one"):
@@ -282,7 +279,7 @@ def bench_scale(params: dict[str, Any], tmp_root: Path | None = None, only: list
     tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-scale-")) if own_tmp else Path(tmp_root)
     try:
         spark = spark_session(tmp_root)
-        from benchmarks.bench_model import pipeline_settings
+        from benchmarks.common import pipeline_settings
 
         info = synthetic_info(pipeline_settings(tmp_root / "x", tmp_root / "y"))
         sections = only or ["history", "total_users", "backfill"]

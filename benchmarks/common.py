@@ -268,3 +268,22 @@ def simple_main(doc: str | None, run: Callable[[dict, str], Any], argv: list[str
     args, config = bench_arguments((doc or "").split("\n")[0], argv)
     run(config, args.out)
     return 0
+
+
+def pipeline_settings(tables_root: Path, model_dir: Path, overrides: dict | None = None):
+    """``conf/pipeline.yaml`` pointed at a bench folder (cf. ``tests.conftest.make_settings``)."""
+    from pipelines.settings import load_settings
+
+    base = {"tables_root": str(tables_root), "model_dir": str(model_dir), "spark_profile": "local"}
+    return load_settings(repo_path("conf/pipeline.yaml"), deep_merge(base, overrides or {}))
+
+
+def train_promoted(spark, settings) -> dict:
+    """Train a tokenizer on every day of the bench lake (a benchmark holds nothing out) and
+    promote it without gates (a benchmark measures cost, not quality); returns the summary."""
+    from pipelines.registry import promote
+    from pipelines.train_job import train
+
+    trained = train(spark, settings, end_date="9999-12-31")
+    promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")
+    return trained

@@ -23,7 +23,7 @@ import shlex
 import sys
 import tempfile
 import zipfile
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):   # run as a file by spark-submit: `pipelines` comes from --py-files

@@ -7,7 +7,6 @@ import torch
 
 from tests.core import toy_mrqvae
 import u2qt_core.quantization as quantization
-from u2qt_core.config import MRQVAEConfig
 from u2qt_core.mrqvae import MRQVAE, mean_loss
 from u2qt_core.quantization import Codebook, kmeans, nearest_code
 

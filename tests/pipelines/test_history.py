@@ -2,7 +2,6 @@
 and the nightly reads that must follow the day's active users (checked in the physical plan)."""
 from __future__ import annotations
 
-import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 

@@ -3,7 +3,6 @@ signal, malformed rows and the rec split."""
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
