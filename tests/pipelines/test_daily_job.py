@@ -7,7 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines import tables
-from pipelines.daily_job import QualityGateFailed, run_day
+from pipelines.daily_job import QualityGateFailed, load_tokenizer_info, run_day
 
 HISTORY_COLUMNS = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date", "tokenizer_version"]
 
@@ -121,9 +121,21 @@ def test_failed_quality_gate_publishes_nothing(spark, fresh_lake, world_dates):
     assert failed == 1
 
 
-def test_a_second_tokenizer_version_is_refused(spark, fresh_lake, world_dates):
+def test_a_second_tokenizer_version_never_mixes_codes(spark, fresh_lake, world_dates):
+    """Tables pinned to another version are never written with this one: a night pinned to
+    their generation is refused; a night left to resolve its generation writes its own."""
+    from pipelines.generations import generation_for, with_generation
+
     run_day(spark, fresh_lake, world_dates[0])
     path = fresh_lake.table_path("user_day_tokens")
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{tables.TOKENIZER_VERSION_PROPERTY}' = 'u2qt-000000000000')")
+    before = spark.read.format("delta").load(path).count()
     with pytest.raises(tables.TokenizerVersionMismatch, match="u2qt-000000000000"):
-        run_day(spark, fresh_lake, world_dates[1])
+        run_day(spark, with_generation(fresh_lake, ""), world_dates[1], run_id="pinned-to-old-tables")
+    run_day(spark, fresh_lake, world_dates[1], run_id="own-generation")   # the promoted version's own generation
+    version = load_tokenizer_info(fresh_lake).version
+    own = with_generation(fresh_lake, generation_for(spark, fresh_lake, version))
+    assert own.table_path("user_day_tokens") != path
+    written = tables.read_table(spark, own, "user_day_tokens")
+    assert {r[0] for r in written.select("tokenizer_version").distinct().collect()} == {version}
+    assert spark.read.format("delta").load(path).count() == before
