@@ -13,23 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pipelines.day_run import iso_date
-from pipelines.settings import PipelineSettings, load_settings
+from pipelines import cli_lifecycle
+from pipelines.cli_options import MASTER, ConfigOption, SetOption, date_arg, date_range, settings_from, spark_for
+from pipelines.settings import PipelineSettings
 from u2qt_core.config_loader import parse_overrides
-from u2qt_core.errors import InputError, U2QTError
+from u2qt_core.errors import U2QTError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 log = logging.getLogger("u2qt")
-
-ConfigOption = Annotated[Optional[str], typer.Option("--config", "-c", help="pipeline YAML path or http(s)/file URL (default: the packaged conf/pipeline.yaml)")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override: key.path=value (repeatable)")]
-
 
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -38,41 +34,11 @@ def _setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _settings(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineSettings:
-    return load_settings(config, parse_overrides(overrides))
-
-
-_MASTER: dict[str, str | None] = {"master": None}   # the global --master option
-
-
-def _spark(settings: PipelineSettings, app_name: str, extra_conf: dict[str, str] | None = None):
-    from pipelines.spark_session import get_spark
-
-    return get_spark(settings.spark_profile, app_name=app_name, extra_conf=extra_conf, master=_MASTER["master"])
-
-
-def _date(value: Optional[str]) -> Optional[str]:
-    """Typer callback: a ``YYYY-MM-DD`` date argument or option, checked before anything runs."""
-    if value is None:
-        return None
-    try:
-        return iso_date(value).isoformat()
-    except InputError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _dates(start: str, end: str) -> list[str]:
-    first, last = date.fromisoformat(_date(start)), date.fromisoformat(_date(end))
-    if last < first:
-        raise typer.BadParameter(f"end date {end} is before start date {start}")
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-
-
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
          master: Annotated[Optional[str], typer.Option(help="Spark master (wins over $MASTER/$SPARK_MASTER and the profile)")] = None) -> None:
     _setup_logging(verbose)
-    _MASTER["master"] = master
+    MASTER["master"] = master
 
 
 @app.command()
@@ -81,75 +47,33 @@ def world(world_config: Annotated[Path, typer.Argument(help="world YAML, e.g. co
     """Write a synthetic world (raw_events, user_profile, labels, rec log) as Delta tables."""
     from pipelines.world import load_world_config, write_world
 
-    settings = _settings(config, set_)
+    settings = settings_from(config, set_)
     world_cfg = load_world_config(world_config)     # a bad world config fails before Spark starts
-    summary = write_world(_spark(settings, "u2qt_world"), world_cfg, settings.tables_root)
+    summary = write_world(spark_for(settings, "u2qt_world"), world_cfg, settings.tables_root)
     typer.echo(json.dumps(_jsonable(summary), indent=2, default=str))
 
 
 @app.command()
 def train(config: ConfigOption = None, set_: SetOption = None,
-          start_date: Annotated[Optional[str], typer.Option(help="first day sampled", callback=_date)] = None,
-          end_date: Annotated[Optional[str], typer.Option(help="last day sampled", callback=_date)] = None) -> None:
+          start_date: Annotated[Optional[str], typer.Option(help="first day sampled", callback=date_arg)] = None,
+          end_date: Annotated[Optional[str], typer.Option(help="last day sampled", callback=date_arg)] = None) -> None:
     """Sample inputs from the lake, train the MRQ-VAE tokenizer, write it as a new bundle under
     model_dir/bundles and register it (not promoted: `u2qt evaluate`, then `u2qt promote`)."""
     from pipelines.train_job import train as train_tokenizer
 
-    settings = _settings(config, set_)
-    summary = train_tokenizer(_spark(settings, "u2qt_train"), settings, start_date=start_date, end_date=end_date)
+    settings = settings_from(config, set_)
+    summary = train_tokenizer(spark_for(settings, "u2qt_train"), settings, start_date=start_date, end_date=end_date)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2, default=str))
 
 
-@app.command("evaluate")
-def evaluate_version(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],
-                     config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Compute the promotion gates of a registered version on the held-out days and record them."""
-    from pipelines.gates import evaluate
-
-    settings = _settings(config, set_)
-    result = evaluate(_spark(settings, "u2qt_evaluate"), settings, version)
-    typer.echo(json.dumps(result, indent=2, default=str))
-    if not result["passed"]:
-        log.warning("tokenizer %s failed its gates: `u2qt promote` will refuse it", version)
-
-
-@app.command()
-def promote(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],
-            config: ConfigOption = None, set_: SetOption = None,
-            force: Annotated[bool, typer.Option(help="promote without passing gates (recorded on the version)")] = False,
-            reason: Annotated[str, typer.Option(help="why --force (recorded)")] = "") -> None:
-    """Point the registry alias (champion) at VERSION: nights starting afterwards use it."""
-    from pipelines.registry import promote as promote_version
-
-    entry = promote_version(_settings(config, set_), version, force=force, reason=reason)
-    typer.echo(json.dumps({"promoted": entry.tokenizer_version, "registry_version": entry.registry_version,
-                           "bundle": entry.bundle}, indent=2))
-
-
-@app.command()
-def versions(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """List the registered tokenizer versions, their gates and which one the alias names."""
-    from pipelines import registry
-
-    settings = _settings(config, set_)
-    try:
-        champion = registry.resolve(settings).tokenizer_version
-    except registry.RegistryError:
-        champion = None
-    for entry in registry.versions(settings):
-        mark = f"@{settings.registry.alias}" if entry.tokenizer_version == champion else ""
-        typer.echo(f"{entry.registry_version:>4} {entry.tokenizer_version} gates_passed="
-                   f"{entry.tags.get(registry.PASSED_TAG, '-'):<5} {mark:<10} {entry.bundle}")
-
-
 @app.command("run-day")
-def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD", callback=_date)],
+def run_day(event_date: Annotated[str, typer.Argument(help="YYYY-MM-DD", callback=date_arg)],
             config: ConfigOption = None, set_: SetOption = None) -> None:
     """Tokenize one date directly (stage, quality gates, publish), without Airflow."""
     from pipelines.daily_job import run_day as run
 
-    settings = _settings(config, set_)
-    metrics = run(_spark(settings, "u2qt_daily"), settings, event_date)
+    settings = settings_from(config, set_)
+    metrics = run(spark_for(settings, "u2qt_daily"), settings, event_date)
     typer.echo(json.dumps(metrics, indent=2, default=str))
 
 
@@ -166,53 +90,19 @@ def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YY
     if dates and (start or end):
         raise typer.BadParameter("give either START [END] or --dates, not both")
     if dates:
-        wanted = sorted({_dates(d.strip(), d.strip())[0] for d in dates.split(",") if d.strip()})
+        wanted = sorted({date_range(d.strip(), d.strip())[0] for d in dates.split(",") if d.strip()})
     elif start:
-        wanted = _dates(start, end or start)
+        wanted = date_range(start, end or start)
     else:
         raise typer.BadParameter("give START [END] or --dates D1,D2,...")
-    settings = _settings(config, set_)
+    settings = settings_from(config, set_)
     if via_airflow:
         _run_dates_with_airflow(wanted, airflow_home, config, set_)
         return
     from pipelines.backfill import backfill as run_backfill
 
-    results = run_backfill(_spark(settings, "u2qt_backfill"), settings, wanted)
+    results = run_backfill(spark_for(settings, "u2qt_backfill"), settings, wanted)
     typer.echo(json.dumps({d: r["status"] for d, r in results.items()}, indent=2))
-
-
-@app.command()
-def retokenize(version: Annotated[str, typer.Option("--version", help="tokenizer version, u2qt-...")],
-               start: Annotated[str, typer.Option("--from", help="first date, YYYY-MM-DD")],
-               end: Annotated[str, typer.Option("--to", help="last date, YYYY-MM-DD")],
-               config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Tokenize START..END with VERSION into a new table generation (one backfill job) and switch
-    the views and the catalog to it atomically once complete; the old generation stays readable."""
-    from pipelines.catalog import catalog_dir, catalog_session_conf, register_catalog
-    from pipelines.retokenize import retokenize as run_retokenize
-
-    _dates(start, end)
-    settings = _settings(config, set_)
-    with_catalog = settings.catalog.metastore == "embedded" and catalog_dir(settings).exists()
-    spark = _spark(settings, "u2qt_retokenize", catalog_session_conf(settings) if with_catalog else None)
-    result = run_retokenize(spark, settings, version, start, end)
-    if with_catalog:
-        result["catalog"] = register_catalog(spark, settings)
-    typer.echo(json.dumps(result, indent=2, default=str))
-
-
-@app.command("generations")
-def list_generations(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """The table generations switched to (newest last) and the current one's folder."""
-    from pipelines.generations import current, history, with_generation
-
-    settings = _settings(config, set_)
-    spark = _spark(settings, "u2qt_generations")
-    for row in history(spark, settings):
-        typer.echo(json.dumps(row, default=str))
-    now = current(spark, settings)
-    typer.echo(f"current: {now.generation!r} ({now.tokenizer_version}) at "
-               f"{Path(with_generation(settings, now.generation).table_path('user_day_tokens')).parent}")
 
 
 @app.command()
@@ -221,8 +111,8 @@ def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     log retention, VACUUM (what the u2qt_maintenance DAG runs)."""
     from pipelines.maintenance import maintain as run_maintenance
 
-    settings = _settings(config, set_)
-    report = run_maintenance(_spark(settings, "u2qt_maintain"), settings)
+    settings = settings_from(config, set_)
+    report = run_maintenance(spark_for(settings, "u2qt_maintain"), settings)
     typer.echo(json.dumps(report, indent=2, default=str))
 
 
@@ -251,9 +141,9 @@ def init_tables(config: ConfigOption = None, set_: SetOption = None) -> None:
 
     from pipelines.generations import generation_for, with_generation
 
-    settings = _settings(config, set_)
+    settings = settings_from(config, set_)
     version = load_tokenizer_info(settings).version
-    spark = _spark(settings, "u2qt_init_tables")
+    spark = spark_for(settings, "u2qt_init_tables")
     for path in ensure_all(spark, with_generation(settings, generation_for(spark, settings, version)), version):
         typer.echo(path)
 
@@ -267,8 +157,8 @@ def forget(user_ids: Annotated[Path, typer.Option("--user-ids", help="file with 
     from pipelines.forget import forget_users, read_user_ids
 
     ids = read_user_ids(user_ids)   # before Spark starts: a bad file fails in a second
-    settings = _settings(config, set_)
-    deleted = forget_users(_spark(settings, "u2qt_forget"), settings, ids, vacuum_retain_hours=vacuum_retain_hours)
+    settings = settings_from(config, set_)
+    deleted = forget_users(spark_for(settings, "u2qt_forget"), settings, ids, vacuum_retain_hours=vacuum_retain_hours)
     typer.echo(json.dumps({"users": len(ids), "rows_deleted": deleted}, indent=2))
 
 
@@ -278,8 +168,8 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
         limit: Annotated[int, typer.Option(help="rows shown")] = 20) -> None:
     """Run Spark SQL over the token tables: user_day_tokens, user_token_history, user_tokens,
     user_day_token_strings, user_identity, quarantine, run_metrics, raw_events, user_profile."""
-    settings = _settings(config, set_)
-    spark = _spark(settings, "u2qt_sql")
+    settings = settings_from(config, set_)
+    spark = spark_for(settings, "u2qt_sql")
     _register(spark, settings)
     spark.sql(query).show(limit, truncate=False)
 
@@ -298,8 +188,8 @@ def tables(config: ConfigOption = None, set_: SetOption = None) -> None:
     """List the Delta tables with their location and row count."""
     from pipelines.tables import ALL_TABLES, table_exists
 
-    settings = _settings(config, set_)
-    spark = _spark(settings, "u2qt_tables")
+    settings = settings_from(config, set_)
+    spark = spark_for(settings, "u2qt_tables")
     for spec in ALL_TABLES:
         path = settings.table_path(spec.name)
         rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else None
@@ -312,8 +202,8 @@ def catalog(config: ConfigOption = None, set_: SetOption = None) -> None:
     metastore, and write <tables_root>/_catalog/spark.conf for spark-sql / pyspark / notebooks."""
     from pipelines.catalog import catalog_dir, catalog_session_conf, register_catalog
 
-    settings = _settings(config, set_)
-    names = register_catalog(_spark(settings, "u2qt_catalog", catalog_session_conf(settings)), settings)
+    settings = settings_from(config, set_)
+    names = register_catalog(spark_for(settings, "u2qt_catalog", catalog_session_conf(settings)), settings)
     typer.echo("\n".join(names))
     if settings.catalog.metastore == "embedded":
         typer.echo(f"spark-sql --properties-file {catalog_dir(settings) / 'spark.conf'}")
@@ -330,10 +220,10 @@ def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|
 
     if step not in STEPS:
         raise typer.BadParameter(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
-    settings = _settings(config, set_)
+    settings = settings_from(config, set_)
     location = config if config is None or is_url(config) else str(Path(config).absolute())
     argv = submit_command(step, dates or [], config=location, profile=settings.spark_profile,
-                          master=_MASTER["master"], py_files=build_py_files_zip(py_files_dir), overrides=set_)
+                          master=MASTER["master"], py_files=build_py_files_zip(py_files_dir), overrides=set_)
     typer.echo(format_command(argv))
 
 
@@ -358,9 +248,9 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
     from pipelines.demo import run_demo
     from pipelines.world import load_world_config
 
-    settings = _settings(config, set_)
+    settings = settings_from(config, set_)
     world_cfg = load_world_config(world_config)   # a bad world config fails before Spark starts
-    run_demo(_spark(settings, "u2qt_demo"), settings, world_cfg,
+    run_demo(spark_for(settings, "u2qt_demo"), settings, world_cfg,
              lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo)
 
 
@@ -377,10 +267,13 @@ def benchmark_eval(world_config: Annotated[Path, typer.Option(help="world YAML")
     the evaluation YAML (e.g. ``masknet.enabled=false``)."""
     from pipelines.eval_job import run_eval
 
-    settings = _settings(config, set_)
-    report = run_eval(_spark(settings, "u2qt_eval"), settings, world_config=world_config,
+    settings = settings_from(config, set_)
+    report = run_eval(spark_for(settings, "u2qt_eval"), settings, world_config=world_config,
                       eval_config=eval_config, out_dir=out, eval_overrides=parse_overrides(eval_set))
     typer.echo(f"report written to {report}")
+
+
+cli_lifecycle.register(app)   # evaluate, promote, versions, retokenize, generations
 
 
 def _jsonable(obj):

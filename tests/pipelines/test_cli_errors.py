@@ -17,7 +17,9 @@ def no_spark(monkeypatch):
     def tripwire(*args, **kwargs):
         raise AssertionError("Spark was started before the error was reported")
 
-    monkeypatch.setattr(cli, "_spark", tripwire)
+    from pipelines import spark_session
+
+    monkeypatch.setattr(spark_session, "get_spark", tripwire)   # where every command starts Spark
 
 
 def _fails(capsys, argv: list[str]) -> list[str]:
