@@ -44,7 +44,7 @@ def test_spark_sql_sees_tables_and_permanent_views(spark, published_lake, world_
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     proc = subprocess.run([sys.executable, "-m", "pipelines.submit", "catalog", "--config", str(config),
                            "--master", "local[1]"], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     registered = json.loads(proc.stdout[proc.stdout.index("{"):])["registered"]
     assert {"u2qt.user_token_history", "u2qt.user_identity", "u2qt.user_day_token_strings",
@@ -55,7 +55,7 @@ def test_spark_sql_sees_tables_and_permanent_views(spark, published_lake, world_
     query = f"SHOW TABLES IN u2qt; SELECT {DIGEST} FROM u2qt.user_token_history;"
     proc = subprocess.run([spark_sql, "--properties-file", properties, "--master", "local[1]",
                            "--conf", "spark.sql.shuffle.partitions=2", "-S", "-e", query],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     *shown, digest = proc.stdout.strip().splitlines()        # -S: one table name per line, then the row
     assert {name.split(".")[1] for name in registered} == set(shown)
