@@ -25,10 +25,8 @@ recorded: the machine is shared, and CPU seconds are less noisy than wall time. 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any

@@ -16,7 +16,6 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 
 # what the test process may have set for itself (other tests' fixtures, get_spark) and a
 # service must not inherit: each service gets exactly the environment README step 1/3 exports
