@@ -48,7 +48,15 @@ def _conflict_types() -> tuple[type[BaseException], ...]:
 
 
 # a table created by another run between our existence check and our CREATE
-_CREATE_RACE_MARKERS = ("DELTA_TABLE_ALREADY_EXISTS", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED")
+# A run that loses the race to create a table sees one of these. NON_EMPTY_LOCATION is what the loser
+# gets while the winner's _delta_log folder exists but its first commit has not landed yet; a
+# location that really holds other files still fails, after the retries (about 30 s).
+_CREATE_RACE_MARKERS = (
+    "DELTA_TABLE_ALREADY_EXISTS",
+    "DELTA_PROTOCOL_CHANGED",
+    "DELTA_METADATA_CHANGED",
+    "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+)
 
 
 def is_conflict(exc: BaseException) -> bool:

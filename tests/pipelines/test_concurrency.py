@@ -67,3 +67,14 @@ def test_retry_on_conflict_retries_only_conflicts():
     assert retry_on_conflict(flaky, "test", attempts=3, base_s=0.001) == "done" and len(calls) == 3
     with pytest.raises(ValueError):
         retry_on_conflict(lambda: (_ for _ in ()).throw(ValueError("not a conflict")), "test", base_s=0.001)
+
+
+def test_a_lost_create_race_is_retried(tmp_path):
+    """The CI failure of 2026-12-04: the loser of a create race saw the winner's half-made
+    _delta_log folder as a non-empty location; that message is retried like a conflict."""
+    from pipelines.concurrency import is_conflict
+
+    lost = Exception("[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table "
+                     f"('`delta`.`{tmp_path}/quarantine`'). The associated location is not empty and also not a Delta table.")
+    assert is_conflict(lost)
+    assert not is_conflict(Exception("[PATH_NOT_FOUND] Path does not exist"))
