@@ -57,12 +57,12 @@ def timed_publish_parts():
     originals = {name: getattr(daily_job, name) for name in ("publish_day_tokens", "update_identities")}
 
     def wrap(name, fn):
-        def timed(run, day_tokens):
+        def timed(runs, day_tokens):
             start = time.perf_counter()
             try:
-                return fn(run, day_tokens)
+                return fn(runs, day_tokens)
             finally:
-                calls.append((name, run.event_date, time.perf_counter() - start))
+                calls.append((name, runs[0].event_date, time.perf_counter() - start))
         return timed
 
     for name, fn in originals.items():

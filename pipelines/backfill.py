@@ -3,15 +3,21 @@
 1. every date with ``raw_events`` is staged in one pass (:func:`pipelines.stage.stage_dates`):
    one inference job over all of them, so each worker loads the models once, and the fixed
    cost of a night (session start, model load, dozens of small Spark jobs) is paid once;
-2. then, oldest first, each date's quality gates and publish run exactly as in a nightly run,
-   so the tables end as they would after running the dates one by one.
+2. then the gates of every date in one pass (:func:`pipelines.quality.check_quality_dates`: each
+   aggregation grouped by date, one ``run_metrics`` commit), checked oldest first;
+3. then every date up to the first failing one is published together
+   (:func:`pipelines.daily_job.publish_dates`: one commit each to ``user_day_tokens``,
+   ``user_tokens``, ``staging_day_tokens`` and ``run_metrics``), so the tables end as they would
+   after running the dates one by one, oldest first (tested row for row).
 
 A date without any ``raw_events`` row is recorded in ``run_metrics`` (step ``backfill``, status
 ``empty``) and skipped. A failing gate stops the backfill at that date, loudly: the dates
-before it are published, the ones after it are staged but not published (re-run them).
+before it are published, the ones after it are staged but neither gated nor published (re-run
+them). A crash anywhere is repaired by running the backfill again: every write is idempotent.
 
 Cost: one pass over the dates' raw rows and inference over their documents (linear in the
-active rows of the range), plus per date the gates and the publish of that date's rows.
+active rows of the range), then a fixed number of Spark jobs and Delta commits for the gates and
+the publish of all dates together (linear in their rows, not in the number of dates).
 """
 from __future__ import annotations
 
@@ -22,9 +28,9 @@ from dataclasses import asdict
 from pyspark.sql import SparkSession
 
 from pipelines import tables
-from pipelines.day_run import DayRun, dates_predicate, open_run
-from pipelines.daily_job import publish
-from pipelines.quality import check_quality
+from pipelines.day_run import DayRun, StepRecord, dates_predicate, open_run, record_steps
+from pipelines.daily_job import publish_dates
+from pipelines.quality import check_quality_dates
 from pipelines.settings import PipelineSettings
 from pipelines.stage import stage_dates
 
@@ -50,18 +56,22 @@ def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[
     runs = [first if d == anchor else DayRun(spark, first.settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer)
             for d in dates]
     results: dict[str, dict] = {}
-    for run in runs:
-        if run.event_date not in present:
-            run.record("backfill", "empty", 0.0, {"reason": "no raw_events rows on this date"})
-            log.warning("backfill: %s has no raw_events rows: recorded as empty, skipped", run.event_date)
-            results[run.event_date] = {"status": "empty"}
+    empty = [run for run in runs if run.event_date not in present]
+    record_steps([StepRecord(run, "backfill", "empty", 0.0, {"reason": "no raw_events rows on this date"})
+                  for run in empty])
+    for run in empty:
+        log.warning("backfill: %s has no raw_events rows: recorded as empty, skipped", run.event_date)
+        results[run.event_date] = {"status": "empty"}
     busy = [run for run in runs if run.event_date in present]
-    staged = stage_dates(busy) if busy else {}
-    for run in busy:
-        metrics = check_quality(run)
-        published = publish(run)
-        results[run.event_date] = {"status": "ok", "stage": asdict(staged[run.event_date]), **metrics,
-                                   "publish": published}
-    log.info("backfill: %d date(s) published, %d empty, in %.1f s", len(busy), len(runs) - len(busy),
+    failure = None
+    if busy:
+        staged = stage_dates(busy)
+        gated, failure = check_quality_dates(busy)
+        published = publish_dates([run for run in busy if run.event_date in gated]) if gated else {}
+        for d, metrics in gated.items():
+            results[d] = {"status": "ok", "stage": asdict(staged[d]), **metrics, "publish": published[d]}
+    log.info("backfill: %d date(s) published, %d empty, in %.1f s", len(results) - len(empty), len(empty),
              time.monotonic() - started)
+    if failure is not None:
+        raise failure
     return dict(sorted(results.items()))

@@ -85,8 +85,8 @@ def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YY
              via_airflow: Annotated[bool, typer.Option(help="run each date as a u2qt_daily dag.test()")] = False,
              airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME for --via-airflow")] = Path(".u2qt/airflow")) -> None:
     """Tokenize every date from START to END (inclusive) or of --dates as one Spark job: all dates
-    staged in one inference pass, then gated and published oldest first; dates without events
-    are recorded as empty and skipped."""
+    staged in one inference pass, gated in one pass and published together (as oldest first); dates
+    without events are recorded as empty and skipped."""
     if dates and (start or end):
         raise typer.BadParameter("give either START [END] or --dates, not both")
     if dates:

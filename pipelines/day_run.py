@@ -2,8 +2,9 @@
 what every step records in ``run_metrics``.
 
 :class:`DayRun` is shared by the three steps (:mod:`pipelines.stage`, :mod:`pipelines.quality`,
-:mod:`pipelines.daily_job`'s ``publish``); :func:`day_tuples` is the per-user full token tuple
-that the quality gates and the identity table both use.
+:mod:`pipelines.daily_job`'s ``publish``); :func:`record_steps` appends the rows of many dates in
+one commit (a backfill); :func:`day_tuples` is the per-(user, date) full token tuple that the
+quality gates and the identity table both use.
 """
 from __future__ import annotations
 
@@ -152,34 +153,58 @@ class DayRun:
             .save(self.path(spec.name)))
 
     def record(self, step: str, status: str, seconds: float, metrics: dict) -> None:
-        tables.ensure_table(self.spark, self.settings, tables.RUN_METRICS)
-        row = {
-            "run_id": self.run_id, "event_date": date.fromisoformat(self.event_date), "step": step,
-            "status": status, "tokenizer_version": self.tokenizer.version,
-            "active_users": metrics.get("active_users"), "token_rows": metrics.get("token_rows"),
-            "quarantined_rows": metrics.get("quarantined_rows"),
-            "collision_rate": metrics.get("collision_rate"),
-            "min_level_utilization": metrics.get("min_level_utilization"),
-            "seconds": float(seconds), "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
-        }
-        fields = [f for f in tables.RUN_METRICS.schema.fields if f.name != "recorded_at"]
-        frame = self.spark.createDataFrame(
-            [tuple(row[f.name] for f in fields)], StructType(fields)
-        ).withColumn("recorded_at", F.current_timestamp())
-        frame.write.format("delta").mode("append").save(self.path(tables.RUN_METRICS.name))
+        """Append this date's row of ``step`` to ``run_metrics`` (:func:`record_steps` of one)."""
+        record_steps([StepRecord(self, step, status, seconds, metrics)])
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One ``run_metrics`` row: a step of a date's run, its status, seconds and metrics."""
+
+    run: DayRun
+    step: str
+    status: str
+    seconds: float
+    metrics: dict
+
+
+def record_steps(records: list[StepRecord]) -> None:
+    """Append ``records`` to ``run_metrics`` in ONE commit (a backfill records a step of all its
+    dates at once: one Delta commit instead of one per date)."""
+    if not records:
+        return
+    first = records[0].run
+    tables.ensure_table(first.spark, first.settings, tables.RUN_METRICS)
+    fields = [f for f in tables.RUN_METRICS.schema.fields if f.name != "recorded_at"]
+    rows = [tuple(_metrics_row(r)[f.name] for f in fields) for r in records]
+    frame = first.spark.createDataFrame(rows, StructType(fields)).withColumn("recorded_at", F.current_timestamp())
+    frame.write.format("delta").mode("append").save(first.path(tables.RUN_METRICS.name))
+
+
+def _metrics_row(record: StepRecord) -> dict:
+    run, metrics = record.run, record.metrics
+    return {
+        "run_id": run.run_id, "event_date": date.fromisoformat(run.event_date), "step": record.step,
+        "status": record.status, "tokenizer_version": run.tokenizer.version,
+        "active_users": metrics.get("active_users"), "token_rows": metrics.get("token_rows"),
+        "quarantined_rows": metrics.get("quarantined_rows"),
+        "collision_rate": metrics.get("collision_rate"),
+        "min_level_utilization": metrics.get("min_level_utilization"),
+        "seconds": float(record.seconds), "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
+    }
 
 
 def day_tuples(run: DayRun, day_tokens: DataFrame) -> DataFrame:
-    """Per active user: the full token tuple over all sources in token order (``-1`` x L for a
-    source without tokens that day) and the sources present."""
+    """Per active (user, date) of ``day_tokens`` (one date or many): the full token tuple over all
+    sources in token order (``-1`` x L for a source without tokens that day) and the sources present."""
     L = run.tokenizer.num_levels
     order = run.sources.all_sources
-    per_user = day_tokens.groupBy("user_id").agg(
+    per_user = day_tokens.groupBy("user_id", "event_date").agg(
         F.map_from_entries(F.collect_list(F.struct("source", "codes"))).alias("by_source")
     )
     missing = F.array_repeat(F.lit(-1).cast("smallint"), L)
     return per_user.select(
-        "user_id",
+        "user_id", "event_date",
         F.flatten(F.array(*[F.coalesce(F.col("by_source")[s], missing) for s in order])).alias("token_tuple"),
         F.filter(F.array(*[F.lit(s) for s in order]), lambda s: F.col("by_source")[s].isNotNull()).alias("sources_present"),
     )

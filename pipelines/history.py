@@ -13,7 +13,7 @@ The view has one row per (user, source) with that source's per-day entries in da
   period whose date was re-published after it was compacted).
 
 The night therefore writes only the day's partition of ``user_day_tokens``
-(:func:`publish_day_tokens`): its cost follows the day's active rows, not history length nor
+(:func:`publish_day_tokens`; a backfill its dates' partitions, in one commit): its cost follows the day's active rows, not history length nor
 inactive users, and the history always equals what the fact table holds, because a re-published
 date that a compacted period covered first removes that period from the control table (the view
 then reads those days from ``user_day_tokens`` until the next compaction).
@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import tables
-from pipelines.day_run import DayRun
+from pipelines.day_run import DayRun, dates_predicate
 from pipelines.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -45,45 +45,55 @@ def period_start(day: date, period_days: int) -> date:
     return day - timedelta(days=(day - EPOCH).days % period_days)
 
 
-def publish_day_tokens(run: DayRun, day_tokens: DataFrame) -> int:
-    """Replace the date's partition of ``user_day_tokens`` with ``day_tokens`` when it differs.
+def publish_day_tokens(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, int]:
+    """Replace the partitions of ``user_day_tokens`` of the dates of ``runs`` that differ from
+    ``day_tokens`` (their rows), all in ONE ``replaceWhere`` commit over those dates.
 
-    Returns the number of (user, source) entries of the date that were added, removed or changed
-    (0 on a re-run of unchanged input: then nothing is written). A date inside a compacted
-    period first drops that period's coverage, so the view never serves stale compacted entries
-    (a crash between the two writes leaves the view reading ``user_day_tokens``: still exact)."""
+    Returns per date the number of (user, source) entries that were added, removed or changed
+    (one Spark job compares every date; a date at 0, e.g. a re-run of unchanged input, is not
+    written, and with all at 0 nothing is). Dates inside a compacted period first drop that
+    period's coverage, so the view never serves stale compacted entries (a crash between the two
+    writes leaves the view reading ``user_day_tokens``: still exact)."""
+    run = runs[0]
     spark, settings = run.spark, run.settings
+    dates = [r.event_date for r in runs]
     tables.ensure_table(spark, settings, tables.USER_DAY_TOKENS, run.tokenizer.version)
-    key = ["user_id", "source"]
-    old = run.read(tables.USER_DAY_TOKENS.name).where(run.date_predicate).select(
+    key = ["user_id", "event_date", "source"]
+    old = run.read(tables.USER_DAY_TOKENS.name).where(dates_predicate(dates)).select(
         *key, F.col("codes").alias("old_codes"), F.col("tokenizer_version").alias("old_version"))
     new = day_tokens.select(*key, "codes", "tokenizer_version")
-    changed = (new.join(old, key, "full_outer")
-               .where(~F.col("codes").eqNullSafe(F.col("old_codes"))
-                      | ~F.col("tokenizer_version").eqNullSafe(F.col("old_version")))
-               .count())
-    if changed == 0:
-        log.info("history: user_day_tokens already holds %s exactly: nothing written", run.event_date)
-        return 0
-    _uncover(spark, settings, date.fromisoformat(run.event_date))
-    run.replace_partition(day_tokens, tables.USER_DAY_TOKENS)
-    log.info("history: %s: %d (user, source) entries added, removed or changed", run.event_date, changed)
+    rows = (new.join(old, key, "full_outer")
+            .where(~F.col("codes").eqNullSafe(F.col("old_codes"))
+                   | ~F.col("tokenizer_version").eqNullSafe(F.col("old_version")))
+            .groupBy("event_date").count().collect())
+    found = {str(r["event_date"]): int(r["count"]) for r in rows}
+    changed = {d: found.get(d, 0) for d in dates}
+    todo = [d for d in dates if changed[d]]
+    if not todo:
+        log.info("history: user_day_tokens already holds %s exactly: nothing written", ", ".join(dates))
+        return changed
+    _uncover(spark, settings, [date.fromisoformat(d) for d in todo])
+    replaced = dates_predicate(todo)
+    run.replace_partition(day_tokens.where(replaced), tables.USER_DAY_TOKENS, replaced)
+    log.info("history: %s (user, source) entries added, removed or changed",
+             ", ".join(f"{d}: {changed[d]}" for d in todo))
     return changed
 
 
-def _uncover(spark: SparkSession, settings: PipelineSettings, day: date) -> None:
-    """Remove the coverage of the compacted period holding ``day`` if it covers ``day``."""
+def _uncover(spark: SparkSession, settings: PipelineSettings, days: list[date]) -> None:
+    """Remove the coverage of the compacted periods holding ``days`` that cover them (one delete)."""
     from delta.tables import DeltaTable
 
-    path = settings.table_path(tables.HISTORY_PERIODS.name)
-    if not tables.table_exists(spark, path):
+    covered = covered_periods(spark, settings)
+    hit = sorted({start for day in days for start in [period_start(day, settings.history.period_days)]
+                  if start in covered and covered[start] >= day})
+    if not hit:
         return
-    start = period_start(day, settings.history.period_days)
-    condition = f"period_start = DATE'{start}' AND covered_through >= DATE'{day}'"
-    if spark.read.format("delta").load(path).where(condition).limit(1).count():
-        DeltaTable.forPath(spark, path).delete(condition)
-        log.info("history: %s was re-published inside compacted period %s: the view reads it from "
-                 "user_day_tokens until `u2qt maintain` compacts it again", day, start)
+    DeltaTable.forPath(spark, settings.table_path(tables.HISTORY_PERIODS.name)).delete(
+        F.col("period_start").isin(hit))
+    log.info("history: %s re-published inside compacted period(s) %s: the view reads them from "
+             "user_day_tokens until `u2qt maintain` compacts them again", [d.isoformat() for d in days],
+             [h.isoformat() for h in hit])
 
 
 def covered_periods(spark: SparkSession, settings: PipelineSettings) -> dict[date, date]:

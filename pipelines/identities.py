@@ -11,18 +11,21 @@ numpy reference).
 
 Cost per night: the day's active users' rows are found by a semi-join on ``user_id`` and the
 touched groups' members by a semi-join on ``token_tuple``; windows and the MERGE only ever see
-those rows (O(active users + members of their groups)), never the whole table.
+those rows (O(active users + members of their groups)), never the whole table. A backfill applies
+all its dates in the same one commit (:func:`update_identities` says why that equals the dates
+one by one).
 """
 from __future__ import annotations
 
 import logging
+from datetime import date
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.day_run import DayRun, day_tuples
-from pipelines.documents import latest_profiles
+from pipelines.documents import profiles_as_of
 
 log = logging.getLogger(__name__)
 
@@ -31,41 +34,63 @@ IDENTITY_COLUMNS = ("as_of", "token_tuple", "sources_present", "engagement", "to
 _FULL, _SUFFIX, _DELETE = "full", "suffix", "delete"
 
 
-def update_identities(run: DayRun, day_tokens: DataFrame) -> int:
-    """Upsert each active user's latest tuple into ``user_tokens`` and re-rank every group the day
-    touches (the groups users join, the groups they leave, and the groups every active user is in
-    now), in one commit. Returns the number of users whose tuple row changed (0 on a re-run)."""
+def update_identities(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, int]:
+    """Apply the active users' tuples of the dates of ``runs`` (``day_tokens`` holds their rows) to
+    ``user_tokens`` in ONE commit, with the result of applying the dates one by one in date order.
+    Returns per date the number of users whose tuple row that date changed (0 on a re-run).
+
+    One date: each active user's tuple is upserted when it is new or its newer-or-same-day state
+    differs (a backfilled older day never wins), and every group the day touches is re-ranked
+    (the groups users join, leave, and every active user is in now).
+
+    Many dates, in one pass (why it equals the dates one by one, oldest first):
+
+    * a user's row of date d wins against the row before d iff it wins against the row before
+      the batch: the previous row is either that one or the user's row of an earlier batch date
+      that won, and then d (later) wins too, as it does against the older pre-batch row;
+    * so the final row of a user is the latest row that wins, and the groups re-ranked over the
+      sequence are the pre-batch groups of the batch's active users plus the groups of every
+      winning row: exactly what is passed as ``touched``;
+    * a group's members and their engagement change only through a winning row of a member, which
+      touches the group again, so the last re-rank of each touched group ranks its final
+      members: the one re-rank over the final members gives the same suffixes; untouched groups
+      are never changed either way."""
     from delta.tables import DeltaTable
 
+    run = runs[0]
     spark = run.spark
     path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
+    run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
     tuples = day_tuples(run, day_tokens)
-    active_ids = tuples.select("user_id")
-    engagement = (latest_profiles(run.read("user_profile"), run.event_date, users=active_ids)
-                  .select("user_id", "engagement"))
-    incoming = (tuples.join(engagement, "user_id", "left")
-                .select("user_id", F.to_date(F.lit(run.event_date)).alias("as_of"), "token_tuple", "sources_present",
+    engagement = (profiles_as_of(run.read("user_profile"), tuples.select("user_id", "event_date"))
+                  .select("user_id", "event_date", "engagement"))
+    incoming = (tuples.join(engagement, ["user_id", "event_date"], "left")
+                .select("user_id", F.col("event_date").alias("as_of"), "token_tuple", "sources_present",
                         ranking_engagement(F.col("engagement")).alias("engagement"),
-                        F.lit(run.tokenizer.version).alias("tokenizer_version"), F.lit(run.run_id).alias("run_id")))
+                        F.lit(run.tokenizer.version).alias("tokenizer_version"), run_ids[F.col("event_date")].alias("run_id")))
     current = DeltaTable.forPath(spark, path).toDF()
-    old = (current.join(active_ids, "user_id", "left_semi")
+    old = (current.join(tuples.select("user_id"), "user_id", "left_semi")
            .select("user_id", *[F.col(c).alias(f"old_{c}") for c in ("as_of", "token_tuple", "engagement", "tokenizer_version")]))
-    # users that are new, or whose newer-or-same-day state differs (a backfilled older day never wins)
+    # rows that are new, or whose newer-or-same-day state differs from the row before the batch
     joined = incoming.join(old, "user_id", "left").localCheckpoint(eager=True)
     wins = (F.col("old_as_of").isNull()
             | ((F.col("as_of") >= F.col("old_as_of"))
                & ((F.col("as_of") != F.col("old_as_of")) | (F.col("token_tuple") != F.col("old_token_tuple"))
                   | (F.col("engagement") != F.col("old_engagement"))
                   | (F.col("tokenizer_version") != F.col("old_tokenizer_version")))))
-    changed = joined.where(wins).select("user_id", *IDENTITY_COLUMNS)
-    # every group an active user was in before today (left, or stayed in) and every group a changed user joins
+    winning = joined.where(wins)
+    newest = Window.partitionBy("user_id").orderBy(F.desc("as_of"))
+    changed = (winning.withColumn("_newest", F.row_number().over(newest)).where("_newest = 1")
+               .select("user_id", *IDENTITY_COLUMNS))
+    # every group an active user was in before the batch and every group a winning row joins
     touched = (joined.where(F.col("old_token_tuple").isNotNull()).select(F.col("old_token_tuple").alias("token_tuple"))
-               .unionByName(changed.select("token_tuple")))
-    n_changed = changed.count()
+               .unionByName(winning.select("token_tuple")))
+    found = {str(r["as_of"]): int(r["count"]) for r in winning.groupBy("as_of").count().collect()}
+    per_date = {r.event_date: found.get(r.event_date, 0) for r in runs}
     rewritten = commit_identities(spark, path, upserts=changed, removed=None, touched=touched)
-    log.info("identities %s: %d users changed, %d rows written (tuples + re-ranked suffixes)",
-             run.event_date, n_changed, rewritten)
-    return n_changed
+    log.info("identities %s: %s users changed, %d rows written (tuples + re-ranked suffixes)",
+             ", ".join(per_date), sum(per_date.values()), rewritten)
+    return per_date
 
 
 def ranking_engagement(engagement: Column) -> Column:

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines import tables
-from pipelines.day_run import DayRun, dates_predicate
+from pipelines.day_run import DayRun, StepRecord, dates_predicate, record_steps
 from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.inference import inference_spec, make_tokenize_udf, row_error_from
 from pipelines.validation import check_profiles, check_raw_events, to_quarantine
@@ -69,15 +69,14 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
 
 
 def record_failure(runs: list[DayRun], step: str, started: float, exc: BaseException) -> None:
-    """``status = failed`` rows in ``run_metrics`` naming the error; a failure to record is logged,
-    never hides the original error."""
+    """``status = failed`` rows in ``run_metrics`` naming the error (one commit for all dates); a
+    failure to record is logged, never hides the original error."""
     error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
     seconds = (time.monotonic() - started) / max(len(runs), 1)
-    for r in runs:
-        try:
-            r.record(step, "failed", seconds, {"error": error})
-        except Exception:  # noqa: BLE001 -- the step's own error is the one to report
-            log.exception("could not record the failed %s of %s in run_metrics", step, r.event_date)
+    try:
+        record_steps([StepRecord(r, step, "failed", seconds, {"error": error}) for r in runs])
+    except Exception:  # noqa: BLE001 -- the step's own error is the one to report
+        log.exception("could not record the failed %s of %s in run_metrics", step, [r.event_date for r in runs])
 
 
 def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
@@ -144,8 +143,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         results[d] = StageResult(raw_rows=raw_rows.get(d, 0), quarantined_rows=quarantined.get(d, 0),
                                  active_users=active_users.get(d, 0), token_rows=token_rows.get(d, 0), seconds=seconds,
                                  duplicate_rows=duplicates.get(d, 0))
-        r.record("stage", "ok", seconds, asdict(results[d]))
         log.info("staged %s: %s", d, results[d])
+    record_steps([StepRecord(r, "stage", "ok", seconds, asdict(results[r.event_date])) for r in runs])
     return results
 
 
@@ -208,26 +207,35 @@ def rows_written(run: DayRun, spec: tables.TableSpec, event_dates: list[str]) ->
     raise RuntimeError(f"{spec.name}: no write for {event_dates[0]} among its last 50 commits")
 
 
-def clear_published_staging(run: DayRun) -> int:
-    """After ``run``'s date is published: delete the staged rows of published dates older than
-    ``staging.keep_days`` days before it (``keep_days: 0``, the default: the date itself).
-    Returns the rows deleted.  Dates staged but not yet published (a backfill running beside
-    this one) are never touched."""
+def clear_published_staging(runs: list[DayRun]) -> dict[str, int]:
+    """After the dates of ``runs`` are published: delete, in one commit, the staged rows of
+    published dates at least ``staging.keep_days`` days older than the newest of them
+    (``keep_days: 0``, the default: the dates themselves). Returns the rows deleted, per date of
+    ``runs`` as publishing them one by one would have counted them (a date's rows go to the first
+    published date at least ``keep_days`` later). Dates staged but not yet published (a backfill
+    running beside this one) are never touched."""
     from delta.tables import DeltaTable
 
+    run = runs[0]
     keep = run.settings.staging.keep_days
-    cutoff = date.fromisoformat(run.event_date) - timedelta(days=keep)
-    published = {date.fromisoformat(run.event_date)}
+    batch = sorted(date.fromisoformat(r.event_date) for r in runs)
+    published = set(batch)
     if keep and tables.table_exists(run.spark, run.path(tables.RUN_METRICS.name)):
         published |= {r["event_date"] for r in run.read("run_metrics")
                       .where("step = 'publish' AND status = 'ok'").select("event_date").distinct().collect()}
-    dates = sorted(d for d in published if d <= cutoff)
+    dates = sorted(d for d in published if d <= batch[-1] - timedelta(days=keep))
     if not dates:
-        return 0
+        return {}
     table = DeltaTable.forPath(run.spark, run.path(tables.STAGING_DAY_TOKENS.name))
-    table.delete(F.col("event_date").isin(dates))
-    metrics = table.history(1).collect()[0]["operationMetrics"] or {}
-    deleted = int(metrics.get("numDeletedRows", 0))
+    staged = {r["event_date"]: int(r["count"]) for r in table.toDF().where(F.col("event_date").isin(dates))
+              .groupBy("event_date").count().collect()}
+    if not staged:
+        return {}
+    table.delete(F.col("event_date").isin(sorted(staged)))
+    deleted: dict[str, int] = {}
+    for day, rows in staged.items():
+        owner = next(b for b in batch if b >= day + timedelta(days=keep))
+        deleted[owner.isoformat()] = deleted.get(owner.isoformat(), 0) + rows
     log.info("staging_day_tokens: %d rows of published date(s) %s deleted (keep_days=%d)",
-             deleted, [d.isoformat() for d in dates], keep)
+             sum(staged.values()), [d.isoformat() for d in sorted(staged)], keep)
     return deleted

@@ -1,9 +1,11 @@
 """``u2qt backfill`` as one Spark job: the same tables, row for row, as running the dates one
-by one; an empty date inside the range is recorded and skipped."""
+by one; an empty date inside the range is recorded and skipped; a failing gate publishes the dates
+before it; a re-run after a crash between the batched writes completes the backfill."""
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
@@ -11,6 +13,10 @@ from typer.testing import CliRunner
 from pipelines import tables
 from pipelines.backfill import backfill
 from pipelines.cli import app
+from pipelines.daily_job import run_day
+from pipelines.quality import QualityGateFailed
+from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
+from tests.pipelines.crashes import crash_once
 
 
 def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, world_dates):
@@ -30,7 +36,7 @@ def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, worl
     assert metrics.where((F.col("event_date") == empty) & (F.col("status") == "empty")).count() == 1
     assert metrics.where((F.col("event_date") == empty) & (F.col("step") != "backfill")).count() == 0
     ok = metrics.where(F.col("status") == "ok").groupBy("step").count().collect()
-    # one tokenizer resolution for the whole backfill (recorded on its first date with events)
+    # the tokenizer is resolved once for the whole backfill (recorded on its first date with events)
     assert {r["step"]: r["count"] for r in ok} == {"resolve": 1, "stage": 2, "quality": 2, "publish": 2}
     # both dates were staged by the one pass, then cleared as each was published (staging.keep_days 0)
     assert tables.read_table(spark, fresh_lake, "staging_day_tokens").count() == 0
@@ -44,3 +50,104 @@ def test_backfill_cli_rejects_ambiguous_or_bad_dates():
     assert both.exit_code == 2 and "not both" in both.output
     bad = runner.invoke(app, ["backfill", "--dates", "2026-01-05,2026-13-01"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+TABLES_COMPARED = (("user_day_tokens", ["run_id"]), ("user_tokens", ["run_id"]), ("user_token_history", ["updated_at"]))
+
+
+def _assert_same_tables(spark, got_settings, want_settings) -> None:
+    for name, drop in TABLES_COMPARED:
+        got = tables.read_table(spark, got_settings, name).drop(*drop)
+        want = tables.read_table(spark, want_settings, name).drop(*drop)
+        assert want.count() > 0
+        assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def _versions(spark, settings) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    return {name: DeltaTable.forPath(spark, settings.table_path(name)).history(1).collect()[0]["version"]
+            for name in ("user_day_tokens", "user_tokens")}
+
+
+def _steps(spark, settings, status: str) -> set[tuple[str, str]]:
+    rows = tables.read_table(spark, settings, "run_metrics").where(F.col("status") == status).collect()
+    return {(r["step"], str(r["event_date"])) for r in rows}
+
+
+def test_failing_gate_mid_backfill_publishes_the_dates_before_it(spark, two_days, fresh_lake, world_dates):
+    """D1 fails its quarantine gate (every row doubled): D0 is published, D1 and the later D2
+    are not, D2 is not even gated; fixing D1 and running the backfill again gives the tables of
+    the dates one by one (D0 unchanged: nothing rewritten)."""
+    d0, d1 = world_dates
+    d2 = (date.fromisoformat(d1) + timedelta(days=1)).isoformat()
+    raw_path = fresh_lake.table_path("raw_events")
+    day1 = tables.read_table(spark, fresh_lake, "raw_events").where(F.col("event_date") == d1).localCheckpoint()
+    shifted = (day1.withColumn("event_ts", F.col("event_ts") + F.expr("INTERVAL 1 DAY"))
+               .withColumn("event_date", F.date_add("event_date", 1)))
+    day1.unionByName(day1).unionByName(shifted).write.format("delta").mode("overwrite").option(
+        "replaceWhere", f"event_date IN (DATE'{d1}', DATE'{d2}')").save(raw_path)
+
+    with pytest.raises(QualityGateFailed, match=f"{d1}: quality gates failed.*quarantine rate"):
+        backfill(spark, fresh_lake, [d0, d1, d2])
+    days = tables.read_table(spark, fresh_lake, "user_day_tokens")
+    assert {str(r["event_date"]) for r in days.select("event_date").distinct().collect()} == {d0}
+    want = tables.read_table(spark, two_days["settings"], "user_day_tokens").where(F.col("event_date") == d0)
+    assert_df_equality(days.drop("run_id"), want.drop("run_id"), ignore_row_order=True, ignore_nullable=True)
+    assert {s for s in _steps(spark, fresh_lake, "ok") if s[0] in ("quality", "publish")} == {("quality", d0), ("publish", d0)}
+    assert _steps(spark, fresh_lake, "failed") == {("quality", d1)}
+    staged = tables.read_table(spark, fresh_lake, "staging_day_tokens").select("event_date").distinct().collect()
+    assert {str(r["event_date"]) for r in staged} == {d1, d2}     # staged, not published: re-run them
+
+    day1.write.format("delta").mode("overwrite").option("replaceWhere", f"event_date = DATE'{d1}'").save(raw_path)
+    results = backfill(spark, fresh_lake, [d0, d1])
+    assert results[d0]["publish"]["history_rows_changed"] == 0 and results[d1]["publish"]["history_rows_changed"] > 0
+    _assert_same_tables(spark, fresh_lake, two_days["settings"])
+
+
+def test_backfill_rerun_after_a_crash_between_its_writes(spark, two_days, fresh_lake, world_dates, monkeypatch):
+    """A crash after the one user_day_tokens commit of both dates, before the identity MERGE:
+    the publish is recorded failed for both dates, and running the backfill again completes it
+    (the written dates are found unchanged, the identities are applied) with the tables of the
+    dates one by one."""
+    with monkeypatch.context() as patch:
+        crash_once(patch, "update_identities")
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            backfill(spark, fresh_lake, world_dates)
+    history = tables.read_table(spark, fresh_lake, "user_day_tokens").select("event_date").distinct().collect()
+    assert {str(r["event_date"]) for r in history} == set(world_dates)
+    identities = fresh_lake.table_path("user_tokens")
+    assert not tables.table_exists(spark, identities) or tables.read_table(spark, fresh_lake, "user_tokens").count() == 0
+    assert _steps(spark, fresh_lake, "failed") == {("publish", d) for d in world_dates}
+
+    results = backfill(spark, fresh_lake, world_dates)
+    assert all(results[d]["publish"]["history_rows_changed"] == 0 for d in world_dates)
+    assert all(results[d]["publish"]["identities_changed"] > 0 for d in world_dates)
+    _assert_same_tables(spark, fresh_lake, two_days["settings"])
+
+
+def test_backfill_identities_equal_the_dates_one_by_one_on_colliding_users(spark, collided, trained_lake, tmp_path):
+    """The one identity MERGE of a backfill gives the user_tokens of the dates one by one, oldest
+    first (suffixes, as_of, run ids), on the collide world: from an empty table, and over a table
+    that already holds D2 (D1's rows then lose to the newer as_of, D2's are unchanged); a second
+    run of the same backfill writes nothing."""
+    want = collided["after"][D2][0]
+    fresh = write_collide_world(spark, trained_lake["root"], tmp_path / "fresh")
+    results = backfill(spark, fresh, [D1, D2], run_prefix="bf")
+    assert identity_rows(spark, fresh) == want
+    assert_consistent(spark, fresh)
+    for row in tables.read_table(spark, fresh, "user_tokens").collect():
+        assert row["run_id"].startswith(f"bf__{row['as_of']}__")
+    # D1: every active user is new; D2: all six active users have a newer row (12, 30 move, 10's engagement)
+    assert [results[d]["publish"]["identities_changed"] for d in (D1, D2)] == [10, 6]
+    before = _versions(spark, fresh)
+    again = backfill(spark, fresh, [D1, D2])
+    assert _versions(spark, fresh) == before
+    assert all(again[d]["publish"]["history_rows_changed"] == again[d]["publish"]["identities_changed"] == 0
+               for d in (D1, D2))
+
+    newer = write_collide_world(spark, trained_lake["root"], tmp_path / "newer")
+    run_day(spark, newer, D2, run_id="d2-first")
+    backfill(spark, newer, [D1, D2])
+    assert identity_rows(spark, newer) == want
+    assert_consistent(spark, newer)

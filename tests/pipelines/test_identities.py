@@ -10,6 +10,7 @@ from pipelines.daily_job import check_quality, publish, stage
 from pipelines.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
                                            write_collide_world)
+from tests.pipelines.crashes import crash_once
 
 
 def _group_of(groups: dict[tuple, list[int]], user_id: int) -> list[int]:
@@ -31,24 +32,6 @@ def test_spark_rerank_matches_reference_as_users_leave_and_join(collided):
     assert all(len(_group_of(groups_d2, uid)) == 1 for uid in (1, 2, 3))
 
 
-def _publish_crashing_once(monkeypatch, target: str, after_call: bool = False) -> None:
-    """Make ``pipelines.daily_job.<target>`` raise once (before or after doing its write)."""
-    import pipelines.daily_job as daily_job
-
-    real = getattr(daily_job, target)
-    state = {"crashed": False}
-
-    def crashing(*args, **kwargs):
-        if state["crashed"]:
-            return real(*args, **kwargs)
-        state["crashed"] = True
-        if after_call:
-            real(*args, **kwargs)
-        raise RuntimeError(f"simulated crash {'after' if after_call else 'before'} {target}")
-
-    monkeypatch.setattr(daily_job, target, crashing)
-
-
 def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake, tmp_path, monkeypatch):
     settings = write_collide_world(spark, trained_lake["root"], tmp_path)
     tokenizer = load_tokenizer_info(settings)
@@ -59,7 +42,7 @@ def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake,
         check_quality(run)
         for target, after_call in crashes[event_date]:
             with monkeypatch.context() as patch:
-                _publish_crashing_once(patch, target, after_call)
+                crash_once(patch, target, after_call)
                 with pytest.raises(RuntimeError, match="simulated crash"):
                     publish(run)
         publish(run)

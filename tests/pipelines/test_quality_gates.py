@@ -63,7 +63,7 @@ def test_union_utilization_is_per_block_and_reports_the_shared_block(spark, tmp_
                                                                           (101, "spm", [5, 1, 2, 3])]
     run = _staged_run(spark, tmp_path, _info("union", 0), rows)
     staged = run.read("staging_day_tokens")
-    utilization = level_utilization(run, staged)
+    utilization = level_utilization(run, staged)[DATE]
     assert all(0 < value <= 1 for value in utilization.values()), utilization
     assert utilization["union.1.bill"] == 1.0
     assert utilization["union.1.shared"] == 2 / K      # codes 0 (bill) and 5 (spm)
