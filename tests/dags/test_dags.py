@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
-from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
@@ -129,10 +128,11 @@ def test_lifecycle_dags_parse(airflow_home):
     assert set(retokenize.params) == {"version", "start", "end"}
 
 
-def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained_lake, tmp_path, monkeypatch,
-                                                    world_dates):
-    """Two nights through the whole DAG; then a night whose gate fails: no retry, the alert hook
-    runs once, nothing is published. Also: the sensor's Delta-log replay reads a checkpoint."""
+def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, tmp_path, monkeypatch,
+                                             world_dates):
+    """A night through the whole DAG; then a night whose gate fails: no retry, the alert hook runs
+    once, nothing is published. Also: the sensor's Delta-log replay reads a checkpoint. (Several
+    dates in a row are the pipeline tests' job; one night here keeps the suite's time down.)"""
     from pipelines.airflow_runner import DagRunFailed, run_dag_for_date
     from pipelines.dag_builder import live_partitions
 
@@ -140,17 +140,16 @@ def test_dag_test_over_two_dates_then_a_failed_gate(airflow_home, spark, trained
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
     monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "pipeline.yaml", settings))
 
-    for event_date in world_dates:
-        assert run_dag_for_date("u2qt_daily", event_date).endswith("success")
+    night = world_dates[0]
+    assert run_dag_for_date("u2qt_daily", night).endswith("success")
 
     day = tables.read_table(spark, settings, "user_day_tokens")
-    assert sorted(str(r["event_date"]) for r in day.select("event_date").distinct().collect()) == world_dates
+    assert [str(r["event_date"]) for r in day.select("event_date").distinct().collect()] == [night]
     history = tables.read_table(spark, settings, "user_token_history")
-    assert history.where(F.col("n_days") == 2).count() > 0
+    assert history.count() == day.count()
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
     # resolve (the tokenizer, once per run, by its first dated step), stage, quality, publish
-    assert steps.select("event_date", "step").distinct().count() == 4 * len(world_dates)
-    assert steps.where("step = 'resolve'").count() == len(world_dates)
+    assert sorted(r["step"] for r in steps.select("step").collect()) == ["publish", "quality", "resolve", "stage"]
     # the run id recorded is Airflow's (by Airflow's run types), never one the pipeline made itself
     recorded = {r["run_id"] for r in day.select("run_id").distinct().collect()}
     assert recorded and {run_origin(run_id) for run_id in recorded} == {"airflow"}
