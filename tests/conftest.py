@@ -21,6 +21,14 @@ TINY_WORLD = REPO_ROOT / "conf" / "world" / "tiny.yaml"
 TINY_PRESET = "conf/model/tiny.yaml"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files holding a ``slow`` test (real servers, dag.test, benchmarks) run first, the order
+    inside each file kept: under pytest-xdist ``--dist loadfile`` (make test) they then overlap
+    the many short files instead of running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One Delta-enabled local SparkSession for the whole test session."""

@@ -128,6 +128,7 @@ def test_lifecycle_dags_parse(airflow_home):
     assert set(retokenize.params) == {"version", "start", "end"}
 
 
+@pytest.mark.slow
 def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, tmp_path, monkeypatch,
                                              world_dates):
     """A night through the whole DAG; then a night whose gate fails: no retry, the alert hook runs

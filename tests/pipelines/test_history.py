@@ -88,7 +88,16 @@ def test_retention_bounds_a_row(spark, published_lake, world_dates):
 
 
 def _plan(frame) -> str:
-    return frame._jdf.queryExecution().executedPlan().toString()
+    """The executed plan as text, scan locations in full: Spark cuts them to
+    spark.sql.maxMetadataStringLength (100) characters, which drops the table folder's name
+    from a long temp path (pytest-xdist adds a popen-gwN level)."""
+    spark = frame.sparkSession
+    previous = spark.conf.get("spark.sql.maxMetadataStringLength")
+    spark.conf.set("spark.sql.maxMetadataStringLength", "100000")
+    try:
+        return frame._jdf.queryExecution().executedPlan().toString()
+    finally:
+        spark.conf.set("spark.sql.maxMetadataStringLength", previous)
 
 
 def test_profile_reads_rank_only_the_active_users(spark, trained_lake, world_dates):
