@@ -31,10 +31,10 @@ demo: setup
 		$(PY) -m pipelines.cli demo --world-config conf/world/demo.yaml --airflow-home $(DEMO_DIR)/airflow
 
 test: setup
-	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(PY) -m benchmarks.run_all --out bench_results

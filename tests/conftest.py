@@ -22,11 +22,12 @@ TINY_PRESET = "conf/model/tiny.yaml"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Files holding a ``slow`` test (real servers, dag.test, benchmarks) run first, the order
-    inside each file kept: under pytest-xdist ``--dist loadfile`` (make test) they then overlap
-    the many short files instead of running alone at the end."""
+    """Files holding a ``slow`` test run first, those starting real servers (tests/deploy) first
+    of all; the order inside each file is kept. Under pytest-xdist (make test: ``--dist loadfile
+    --no-loadscope-reorder``, which keeps this order) the longest files then overlap the many
+    short ones instead of running alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    items.sort(key=lambda item: (item.path not in slow_files, "deploy" not in item.path.parts))
 
 
 @pytest.fixture(scope="session")
