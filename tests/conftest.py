@@ -6,9 +6,12 @@ small. Heavy fixtures are session-scoped and written once under a session tmp fo
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -75,21 +78,43 @@ def tiny_world_config():
     return load_world_config(TINY_WORLD)
 
 
+def build_once(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any:
+    """A read-only session fixture built once per test run, however many pytest-xdist workers
+    there are: the first worker to need it runs ``build(folder)`` under an exclusive lock in the
+    run's shared temp folder and pickles its result there; the others wait and load that. (Each
+    worker building its own copy cost ~4 min of a 2-core machine's make test.)"""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, result = shared / name, shared / f"{name}.pkl"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)     # released when the file closes
+        if result.exists():
+            return pickle.loads(result.read_bytes())
+        shutil.rmtree(folder, ignore_errors=True)      # a build that failed before is started over
+        folder.mkdir()
+        value = build(folder)
+        result.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def trained_lake(spark, tmp_path_factory, tiny_world_config):
     """A tiny world written as Delta tables plus a tiny tokenizer trained on it and promoted to
     the registry alias (read-only: copy it with :func:`fresh_lake` before writing). The
     promotion is forced: the gates are tested in tests/pipelines/test_lifecycle.py."""
-    from pipelines.registry import promote
-    from pipelines.train_job import train
-    from pipelines.world import write_world
 
-    root = tmp_path_factory.mktemp("trained-lake")
-    settings = make_settings(root / "lake", root / "model")
-    write_world(spark, tiny_world_config, settings.tables_root)
-    summary = train(spark, settings)
-    promote(settings, summary["tokenizer_version"], force=True, reason="test fixture")
-    return {"root": root, "settings": settings, "summary": summary, "world": tiny_world_config}
+    def build(root: Path) -> dict:
+        from pipelines.registry import promote
+        from pipelines.train_job import train
+        from pipelines.world import write_world
+
+        settings = make_settings(root / "lake", root / "model")
+        write_world(spark, tiny_world_config, settings.tables_root)
+        summary = train(spark, settings)
+        promote(settings, summary["tokenizer_version"], force=True, reason="test fixture")
+        return {"root": root, "settings": settings, "summary": summary, "world": tiny_world_config}
+
+    return build_once(tmp_path_factory, "trained-lake", build)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import build_once, make_settings
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 
@@ -14,15 +14,17 @@ from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_ro
 def two_days(trained_lake, tmp_path_factory, spark):
     """Both world dates processed one by one, in order, on a private copy of the trained lake
     (read-only for the tests: the reference the other orders and the backfill are compared with)."""
-    from pipelines.daily_job import run_day
+    def build(root):
+        from pipelines.daily_job import run_day
 
-    root = tmp_path_factory.mktemp("two-days")
-    shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
-    settings = make_settings(root / "lake", root / "model")
-    world = trained_lake["world"]
-    dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
-    metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
-    return {"settings": settings, "dates": dates, "metrics": metrics}
+        shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
+        settings = make_settings(root / "lake", root / "model")
+        world = trained_lake["world"]
+        dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+        metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
+        return {"settings": settings, "dates": dates, "metrics": metrics}
+
+    return build_once(tmp_path_factory, "two-days", build)
 
 
 @pytest.fixture
@@ -37,15 +39,17 @@ def published_lake(two_days, tmp_path):
 def collided(spark, trained_lake, tmp_path_factory):
     """The collide world run D1 then D2 without interruption (read-only: copy it with
     :func:`copy_lake`); ``after[date]`` = (identity rows, groups) right after that date."""
-    from pipelines.daily_job import run_day
+    def build(root):
+        from pipelines.daily_job import run_day
 
-    root = tmp_path_factory.mktemp("collide")
-    settings = write_collide_world(spark, trained_lake["root"], root)
-    after = {}
-    for event_date in (D1, D2):
-        run_day(spark, settings, event_date, run_id=f"test-{event_date}")
-        after[event_date] = (identity_rows(spark, settings), assert_consistent(spark, settings))
-    return {"root": root, "settings": settings, "after": after}
+        settings = write_collide_world(spark, trained_lake["root"], root)
+        after = {}
+        for event_date in (D1, D2):
+            run_day(spark, settings, event_date, run_id=f"test-{event_date}")
+            after[event_date] = (identity_rows(spark, settings), assert_consistent(spark, settings))
+        return {"root": root, "settings": settings, "after": after}
+
+    return build_once(tmp_path_factory, "collide", build)
 
 
 def copy_lake(collided: dict, dest) -> object:
