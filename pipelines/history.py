@@ -84,15 +84,15 @@ def _uncover(spark: SparkSession, settings: PipelineSettings, days: list[date]) 
     """Remove the coverage of the compacted periods holding ``days`` that cover them (one delete)."""
     from delta.tables import DeltaTable
 
-    covered = covered_periods(spark, settings)
-    hit = sorted({start for day in days for start in [period_start(day, settings.history.period_days)]
-                  if start in covered and covered[start] >= day})
-    if not hit:
+    covered, period_days = covered_periods(spark, settings), settings.history.period_days
+    inside = [day for day in days if covered.get(period_start(day, period_days), date.min) >= day]
+    if not inside:
         return
+    hit = sorted({period_start(day, period_days) for day in inside})
     DeltaTable.forPath(spark, settings.table_path(tables.HISTORY_PERIODS.name)).delete(
         F.col("period_start").isin(hit))
     log.info("history: %s re-published inside compacted period(s) %s: the view reads them from "
-             "user_day_tokens until `u2qt maintain` compacts them again", [d.isoformat() for d in days],
+             "user_day_tokens until `u2qt maintain` compacts them again", [d.isoformat() for d in inside],
              [h.isoformat() for h in hit])
 
 
