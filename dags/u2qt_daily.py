@@ -5,7 +5,8 @@ is over: ``wait_for_raw_events`` (the day's ``raw_events`` partition; the run is
 failed, after ``airflow.sensor_timeout_hours``) -> ``init_tables`` -> ``stage`` ->
 ``quality_gates`` -> ``publish``, the idempotent steps of :mod:`pipelines.submit`. Each reads
 what the previous one wrote to Delta, so any task can be retried or re-run alone; a failed gate
-fails at once (no retries) and stops the run before anything is published.
+fails at once (no retries) and stops the run before anything is published. The DAG
+``u2qt_features`` waits for this run's ``publish`` and builds ``user_features`` as of the date.
 
 Everything deployment-specific comes from the ``airflow:`` block of ``conf/pipeline.yaml`` (or
 the file named by ``U2QT_PIPELINE_CONFIG``), see :mod:`pipelines.dag_builder`: ``mode``

@@ -106,6 +106,23 @@ def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YY
 
 
 @app.command()
+def features(start: Annotated[str, typer.Argument(help="first as-of date, YYYY-MM-DD")],
+             end: Annotated[Optional[str], typer.Argument(help="last as-of date (default: START)")] = None,
+             config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Build user_features as of every date from START to END: per user active in the last
+    features.window_days, recency-weighted mean codebook vectors and a TF-IDF bag of codes
+    (what the u2qt_features DAG runs after each night's publish)."""
+    from pipelines.day_run import open_run
+    from pipelines.features import build_features
+
+    wanted = date_range(start, end or start)
+    settings = settings_from(config, set_)
+    spark = spark_for(settings, "u2qt_features")
+    results = {day: build_features(open_run(spark, settings, day)) for day in wanted}
+    typer.echo(json.dumps(results, indent=2, default=str))
+
+
+@app.command()
 def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Delta upkeep: compact the history base, OPTIMIZE (Z-order on user_id where it helps),
     log retention, VACUUM (what the u2qt_maintenance DAG runs)."""
@@ -167,7 +184,7 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
         config: ConfigOption = None, set_: SetOption = None,
         limit: Annotated[int, typer.Option(help="rows shown")] = 20) -> None:
     """Run Spark SQL over the token tables: user_day_tokens, user_token_history, user_tokens,
-    user_day_token_strings, user_identity, quarantine, run_metrics, raw_events, user_profile."""
+    user_features, user_day_token_strings, user_identity, quarantine, run_metrics, raw_events, user_profile."""
     settings = settings_from(config, set_)
     spark = spark_for(settings, "u2qt_sql")
     _register(spark, settings)
@@ -210,7 +227,7 @@ def catalog(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 
 @app.command("submit-args")
-def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|train|maintain|backfill|catalog")],
+def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|features|train|maintain|backfill|catalog")],
                 dates: Annotated[Optional[list[str]], typer.Argument(help="DATE, or START END")] = None,
                 config: ConfigOption = None, set_: SetOption = None,
                 py_files_dir: Annotated[Optional[Path], typer.Option(help="where the --py-files zip is written")] = None) -> None:

@@ -193,9 +193,26 @@ class MaintenanceConfig(_Strict):
     optimize_tables: list[str] = ["user_day_tokens", "staging_day_tokens", "quarantine", "run_metrics"]
 
 
+class FeaturesConfig(_Strict):
+    """``user_features`` (:mod:`pipelines.features`): which representations of the token history
+    are written, over how many days, and how fast old days fade."""
+
+    representations: list[Literal["codebook_vectors", "bag_of_codes"]] = ["codebook_vectors", "bag_of_codes"]
+    window_days: int = Field(90, ge=1)          # token days read per as-of date (as_of - window_days, as_of]
+    half_life_days: float = Field(30.0, gt=0)   # a day's weight: 0.5 ** (days before as_of / half_life_days)
+
+    @model_validator(mode="after")
+    def _some_representation(self) -> "FeaturesConfig":
+        if not self.representations:
+            raise KeyProblem("representations", "name at least one of codebook_vectors, bag_of_codes")
+        if len(set(self.representations)) != len(self.representations):
+            raise KeyProblem("representations", f"listed twice: {self.representations}")
+        return self
+
+
 # tables holding codes: one copy per table generation (pipelines/generations.py)
 GENERATION_TABLES = ("staging_day_tokens", "user_day_tokens", "user_token_history_base",
-                     "user_token_history_periods", "user_tokens")
+                     "user_token_history_periods", "user_tokens", "user_features")
 GENERATIONS_FOLDER = "_generations"
 
 
@@ -217,6 +234,7 @@ class PipelineSettings(_Strict):
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
     registry: RegistryConfig = RegistryConfig()
     gates: EvaluationGates = EvaluationGates()
+    features: FeaturesConfig = FeaturesConfig()
     # the table generation runs read and write (set by pipelines.generations, not in YAML):
     # None = not resolved yet (the first generation's folder), "" = the first generation, else its id
     generation: str | None = None

@@ -181,7 +181,28 @@ RUN_METRICS = TableSpec(
     description="one row per run step: counts, utilization, collision rate, timings (append-only log)",
 )
 
-OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, QUARANTINE, RUN_METRICS)
+USER_FEATURES = TableSpec(
+    "user_features",
+    T.StructType([
+        T.StructField("user_id", T.LongType(), False),
+        T.StructField("as_of", T.DateType(), False),
+        T.StructField("active_days", T.IntegerType(), False),
+        T.StructField("sources_present", T.ArrayType(T.StringType()), False),
+        T.StructField("codebook_vectors", T.ArrayType(T.FloatType())),
+        T.StructField("bag_indices", T.ArrayType(T.IntegerType())),
+        T.StructField("bag_values", T.ArrayType(T.FloatType())),
+        T.StructField("bag_size", T.IntegerType(), False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    ("as_of",),
+    versioned=True,
+    description="tokens as user features: per user active within features.window_days of as_of, the "
+                "recency-weighted mean codebook vector per source and a TF-IDF bag of codes (pipelines/features.py)",
+)
+
+OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, USER_FEATURES,
+                 QUARANTINE, RUN_METRICS)
 ALL_TABLES = (RAW_EVENTS, USER_PROFILE, *OUTPUT_TABLES)
 
 

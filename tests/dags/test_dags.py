@@ -126,6 +126,11 @@ def test_lifecycle_dags_parse(airflow_home):
     retokenize = load_dag("u2qt_retokenize")
     assert [t.task_id for t in retokenize.topological_sort()] == ["retokenize"]
     assert set(retokenize.params) == {"version", "start", "end"}
+    features = load_dag("u2qt_features")
+    assert [t.task_id for t in features.topological_sort()] == ["wait_for_publish", "features"]
+    sensor = features.get_task("wait_for_publish")
+    assert (sensor.external_dag_id, sensor.external_task_id, sensor.mode) == ("u2qt_daily", "publish", "reschedule")
+    assert features.get_task("features").op_kwargs["step"] == "features" and features.max_active_runs == 1
 
 
 @pytest.mark.slow
