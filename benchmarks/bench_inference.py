@@ -226,10 +226,12 @@ def bench_quantize(params: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from benchmarks.bench_model import clustered_unit_vectors, init_codebooks_from_data
+    from pipelines.settings import load_sources
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
 
-    cfg = load_model_preset(repo_path(params["preset"])).mrqvae
+    layout = load_sources().layout(int(params.get("encoder_dim", 384)))   # the text encoder's width
+    cfg = load_model_preset(repo_path(params["preset"]), layout=layout).mrqvae
     source, rows = params.get("source") or cfg.text_sources[0], int(params["rows"])
     torch.manual_seed(0)
     previous = torch.get_num_threads()

@@ -86,11 +86,12 @@ def bench_mrqvae(params: dict[str, Any]) -> dict[str, Any]:
     """Embeddings quantised per second by ``MRQVAE.quantize`` (see the module docstring)."""
     import torch
 
+    from pipelines.settings import load_sources
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
 
     preset_path = repo_path(params["preset"])
-    preset = load_model_preset(preset_path)
+    preset = load_model_preset(preset_path, layout=load_sources().layout(int(params.get("encoder_dim", 384))))
     cfg = preset.mrqvae
     source = params.get("source") or cfg.text_sources[0]
     batch_sizes = [int(b) for b in params["batch_sizes"]]

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.config_loading import CONF_DIR, load_model
+from u2qt_core.config import SourceLayout
 from u2qt_core.config_loader import KeyProblem
 from u2qt_core.encoders.text import TextEncoderConfig
 
@@ -82,6 +83,12 @@ class SourcesConfig(_Strict):
     def all_sources(self) -> list[str]:
         """Token order: the text sources as listed, then the tabular source."""
         return [*self.text_sources, self.tabular.name]
+
+    def layout(self, encoder_dim: int) -> SourceLayout:
+        """The tokenizer's sources and input widths (text: the encoder's width; tabular: the
+        feature vector's), what :func:`u2qt_core.config.load_model_preset` adds to a preset."""
+        dims = {name: encoder_dim for name in self.text_sources} | {self.tabular.name: self.tabular.width}
+        return SourceLayout(self.all_sources, dims, [self.tabular.name], encoder_dim)
 
 
 class InferenceConfig(_Strict):

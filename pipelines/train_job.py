@@ -70,14 +70,10 @@ def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFr
 
 
 def preset_for(settings: PipelineSettings, encoder_dim: int, overrides: dict | None = None) -> ModelPreset:
-    """The configured model preset with sources and input widths taken from this pipeline."""
-    sources = settings.sources_config()
-    dims = {name: encoder_dim for name in sources.text_sources} | {sources.tabular.name: sources.tabular.width}
-    merged = {"mrqvae": {"sources": sources.all_sources, "input_dims": dims, "tabular_sources": [sources.tabular.name],
-                         "embed_dim": encoder_dim}}
-    for key, value in (overrides or {}).items():
-        merged.setdefault(key, {}).update(value)
-    return load_model_preset(settings.resolve(settings.training.preset), overrides=merged)
+    """The configured model preset (architecture) with the sources and input widths of this
+    pipeline's sources config (:meth:`SourcesConfig.layout`); ``overrides`` merge last."""
+    layout = settings.sources_config().layout(encoder_dim)
+    return load_model_preset(settings.resolve(settings.training.preset), overrides, layout=layout)
 
 
 def heldout_dates(spark: SparkSession, settings: PipelineSettings) -> list[str]:

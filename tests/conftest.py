@@ -24,6 +24,14 @@ TINY_WORLD = REPO_ROOT / "conf" / "world" / "tiny.yaml"
 TINY_PRESET = "conf/model/tiny.yaml"
 
 
+def world_layout(encoder_dim: int = 384):
+    """The shipped sources config's :class:`~u2qt_core.config.SourceLayout` (the synthetic world's
+    five text sources + tabular) with text inputs ``encoder_dim`` wide: what a preset is loaded with."""
+    from pipelines.settings import load_sources
+
+    return load_sources().layout(encoder_dim)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Files holding a ``slow`` test run first, those starting real servers (tests/deploy) first
     of all; the order inside each file is kept. Under pytest-xdist (make test: ``--dist loadfile

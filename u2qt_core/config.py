@@ -1,7 +1,11 @@
 """Configuration of the MRQ-VAE tokenizer and of its training (pydantic v2).
 
 A model preset is a YAML file with two top-level keys, ``mrqvae:`` (:class:`MRQVAEConfig`) and
-``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``.  Unknown keys are rejected with
+``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``. The shipped presets hold the
+architecture only: which sources there are and how wide each input is (a :class:`SourceLayout`)
+come from the data's sources config (the pipeline's ``conf/sources.yaml`` plus the text encoder's
+width), passed as ``load_model_preset(path, layout=...)``, so a source is added or renamed in
+one file.  Unknown keys are rejected with
 their name, and every validation problem is reported as a :class:`~u2qt_core.errors.ConfigError`
 whose message reads ``"<file>: <key.path>: <problem>"`` (loading: :mod:`u2qt_core.config_loader`).
 """
@@ -10,17 +14,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from u2qt_core.config_loader import KeyProblem, load_yaml_model
+from u2qt_core.config_loader import KeyProblem, deep_merge, expand_env, read_yaml, validate_model
+from u2qt_core.errors import ConfigError
 
 __all__ = [
     "MRQVAEConfig",
     "TrainConfig",
     "ModelPreset",
     "load_model_preset",
+    "SourceLayout",
     "RESERVED_SOURCE_NAMES",
 ]
 
@@ -191,12 +197,39 @@ class ModelPreset(BaseModel):
     train: TrainConfig = TrainConfig()
 
 
-def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None) -> ModelPreset:
+class SourceLayout(NamedTuple):
+    """The data side of an MRQ-VAE: its sources in token order, the input width of each, which
+    of them are tabular (through the MLP of eq. 3) and the text-encoder width (``embed_dim``)."""
+
+    sources: list[str]
+    input_dims: dict[str, int]
+    tabular_sources: list[str]
+    embed_dim: int
+
+    def as_mrqvae_keys(self) -> dict[str, Any]:
+        """The layout as ``mrqvae:`` keys of a preset."""
+        return {"sources": list(self.sources), "input_dims": dict(self.input_dims),
+                "tabular_sources": list(self.tabular_sources), "embed_dim": self.embed_dim}
+
+
+def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None, *,
+                      layout: SourceLayout | None = None) -> ModelPreset:
     """Load and validate a model preset YAML.
 
-    ``overrides`` is a nested dict deep-merged into the YAML before validation, e.g.
-    ``{"mrqvae": {"input_dims": {"bill": 1024}}}``; a ``None`` value deletes the key (see
-    :func:`u2qt_core.config_loader.deep_merge`).  Raises :class:`ConfigError` naming the file and
-    the offending key path.
+    ``layout`` supplies ``mrqvae.sources / input_dims / tabular_sources / embed_dim``; a preset
+    given a layout must not name them itself (one place for the sources: a :class:`ConfigError`
+    naming the key says so). Without a layout the file must be complete. ``overrides`` is a
+    nested dict deep-merged after that, before validation, e.g. ``{"mrqvae": {"num_codes": 64}}``;
+    a ``None`` value deletes the key (see :func:`u2qt_core.config_loader.deep_merge`). Raises
+    :class:`ConfigError` naming the file and the offending key path.
     """
-    return load_yaml_model(ModelPreset, path, overrides)
+    raw = expand_env(read_yaml(path), str(path))
+    if layout is not None:
+        mrqvae = raw.get("mrqvae") if isinstance(raw, dict) else None
+        named = sorted(set(mrqvae or {}) & set(SourceLayout._fields))
+        if named:
+            raise ConfigError(f"{path}: mrqvae.{named[0]}: a preset holds the architecture only; the sources and "
+                              "their input widths come from the sources config (conf/sources.yaml): delete "
+                              f"{', '.join('mrqvae.' + k for k in named)}")
+        raw = deep_merge(raw, {"mrqvae": layout.as_mrqvae_keys()})
+    return validate_model(ModelPreset, deep_merge(raw, overrides), str(path))

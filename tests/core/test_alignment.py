@@ -31,6 +31,7 @@ from u2qt_core.alignment import (  # noqa: E402
 from u2qt_core.config import load_model_preset  # noqa: E402
 from u2qt_core.errors import InputError  # noqa: E402
 from u2qt_core.mrqvae import MRQVAE  # noqa: E402
+from tests.conftest import world_layout  # noqa: E402
 
 TINY_PRESET = Path(__file__).resolve().parents[2] / "conf" / "model" / "tiny.yaml"
 ITEMS = [["coffee", "tea"], ["train tickets"], ["groceries"], ["books", "pens"],
@@ -150,7 +151,7 @@ def test_model_ignores_padding_and_is_causal() -> None:
 @pytest.fixture(scope="module")
 def tokenizer() -> MRQVAE:
     torch.manual_seed(0)
-    return MRQVAE(load_model_preset(TINY_PRESET).mrqvae).eval()
+    return MRQVAE(load_model_preset(TINY_PRESET, layout=world_layout()).mrqvae).eval()
 
 
 def synthetic_histories(num_users: int = 48, weeks: int = 3, seed: int = 0) -> tuple[UserTokenHistories, np.ndarray]:

@@ -9,6 +9,7 @@ import yaml
 
 from u2qt_core.config import MRQVAEConfig, load_model_preset
 from u2qt_core.errors import ConfigError
+from tests.conftest import world_layout
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -20,12 +21,15 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def _tiny_raw() -> dict:
-    return yaml.safe_load((CONF_DIR / "tiny.yaml").read_text(encoding="utf-8"))
+    """conf/model/tiny.yaml with the world's sources written in: a complete standalone preset."""
+    raw = yaml.safe_load((CONF_DIR / "tiny.yaml").read_text(encoding="utf-8"))
+    raw["mrqvae"].update(world_layout().as_mrqvae_keys())
+    return raw
 
 
 @pytest.mark.parametrize("name", ["default", "paper_v2", "small", "tiny"])
 def test_shipped_presets_are_valid(name: str) -> None:
-    preset = load_model_preset(CONF_DIR / f"{name}.yaml")
+    preset = load_model_preset(CONF_DIR / f"{name}.yaml", layout=world_layout())
     cfg = preset.mrqvae
     assert cfg.sources == ["bill", "spm", "mini", "app", "search", "tabular"]
     assert cfg.input_dims["tabular"] == 13
@@ -34,9 +38,9 @@ def test_shipped_presets_are_valid(name: str) -> None:
 
 
 def test_paper_v2_matches_the_paper() -> None:
-    cfg = load_model_preset(CONF_DIR / "paper_v2.yaml").mrqvae
+    cfg = load_model_preset(CONF_DIR / "paper_v2.yaml", layout=world_layout(1024)).mrqvae   # Qwen3-0.6B width
     assert (cfg.shared_levels, cfg.specific_levels, cfg.num_codes, cfg.code_dim) == (4, 2, 1024, 256)
-    assert cfg.input_dims["bill"] == 1024 and cfg.embed_dim == 1024
+    assert cfg.input_dims["bill"] == 1024 and cfg.embed_dim == 1024 and cfg.hidden_dim == 1024
 
 
 def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
@@ -77,13 +81,17 @@ def test_cross_field_problems_name_the_key(tmp_path: Path) -> None:
 
 
 def test_overrides_are_merged_before_validation() -> None:
-    text = {s: 1024 for s in ["bill", "spm", "mini", "app", "search"]}
-    preset = load_model_preset(
-        CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text, "embed_dim": 1024}}
-    )
-    assert preset.mrqvae.input_dims == {**text, "tabular": 13}
+    preset = load_model_preset(CONF_DIR / "default.yaml", overrides={"mrqvae": {"num_codes": 64}}, layout=world_layout())
+    assert preset.mrqvae.input_dims == {**{s: 384 for s in ["bill", "spm", "mini", "app", "search"]}, "tabular": 13}
+    assert preset.mrqvae.num_codes == 64
     with pytest.raises(ConfigError, match=r"mrqvae\.input_dims\.bill: text source width 1024 != embed_dim 384"):
-        load_model_preset(CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": text}})
+        load_model_preset(CONF_DIR / "default.yaml", overrides={"mrqvae": {"input_dims": {"bill": 1024}}},
+                          layout=world_layout())
+
+
+def test_a_preset_without_a_layout_names_the_missing_key() -> None:
+    with pytest.raises(ConfigError, match=r"default\.yaml: mrqvae\.sources: "):
+        load_model_preset(CONF_DIR / "default.yaml")
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
@@ -122,3 +130,22 @@ def test_code_range_must_fit_int16_storage(tmp_path: Path) -> None:
     cfg = load_model_preset(_write(tmp_path, raw)).mrqvae
     assert cfg.code_table_size == 4096 * 7
     assert cfg.token_shared_levels == 0  # no union level is wholly shared
+
+
+def test_model_presets_take_their_sources_from_the_sources_config(tmp_path: Path) -> None:
+    """Presets hold the architecture only: loaded with the sources config's layout they get its
+    sources and tabular width; a preset that names sources itself is refused, naming the key."""
+    from pipelines.config_loading import CONF_DIR
+    from pipelines.settings import load_sources
+    from u2qt_core.config import load_model_preset
+    from u2qt_core.errors import ConfigError
+
+    sources = load_sources()
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        mrqvae = load_model_preset(path, layout=sources.layout(384)).mrqvae
+        assert mrqvae.sources == sources.all_sources, path
+        assert mrqvae.input_dims[sources.tabular.name] == sources.tabular.width, path
+    named = tmp_path / "named.yaml"
+    named.write_text("mrqvae: {sources: [bill, tabular], num_codes: 16}\n")
+    with pytest.raises(ConfigError, match=r"named.yaml: mrqvae.sources: a preset holds the architecture only"):
+        load_model_preset(named, layout=sources.layout(384))

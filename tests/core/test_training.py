@@ -13,6 +13,7 @@ from u2qt_core.checkpoint import load_tokenizer, tokenizer_version
 from u2qt_core.config import ModelPreset, load_model_preset
 from u2qt_core.errors import CheckpointError, InputError, TrainingDivergedError
 from u2qt_core.mrqvae import MRQVAE
+from tests.conftest import world_layout
 from u2qt_core.training import allocate_batch, train_mrqvae
 
 
@@ -30,7 +31,7 @@ def tiny_preset(steps: int = 12, **train: object) -> ModelPreset:
         },
         "train": {"steps": steps, "batch_size": 48, "log_every": 4, "checkpoint_every": 0, **train},
     }
-    return load_model_preset(TINY, overrides)
+    return load_model_preset(TINY, overrides, layout=world_layout())
 
 
 def make_embeddings(seed: int = 0) -> dict[str, np.ndarray]:

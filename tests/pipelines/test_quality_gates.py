@@ -77,9 +77,9 @@ def test_pipeline_shared_prefix_is_the_configs(tmp_path):
     from u2qt_core.checkpoint import load_tokenizer, save_tokenizer
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
-    from tests.conftest import REPO_ROOT, TINY_PRESET
+    from tests.conftest import REPO_ROOT, TINY_PRESET, world_layout
 
-    base = load_model_preset(REPO_ROOT / TINY_PRESET).mrqvae
+    base = load_model_preset(REPO_ROOT / TINY_PRESET, layout=world_layout()).mrqvae
     expected = {"multiview": 2, "shared_only": 4, "specific_only": 0, "union": 0}
     for variant, shared in expected.items():
         cfg = base.model_copy(update={"variant": variant})

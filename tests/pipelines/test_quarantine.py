@@ -64,16 +64,3 @@ def test_tabular_features_in_spark_match_python(spark):
     got = frame.select(F.array(*feature_expressions(features)).alias("x")).first()["x"]
     assert len(got) == load_sources().tabular.width == 13
     assert got == [float(__import__("numpy").float32(v)) for v in tabular_vector(row, features)]
-
-
-def test_model_presets_agree_with_the_sources_config():
-    """Every preset in conf/model has the pipeline's sources and tabular width."""
-    from pipelines.config_loading import CONF_DIR
-    from pipelines.settings import load_sources
-    from u2qt_core.config import load_model_preset
-
-    sources = load_sources()
-    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        mrqvae = load_model_preset(path).mrqvae
-        assert mrqvae.sources == sources.all_sources, path
-        assert mrqvae.input_dims[sources.tabular.name] == sources.tabular.width, path
