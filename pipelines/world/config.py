@@ -54,6 +54,10 @@ class WorldConfig(BaseModel):
     source_weights: dict[str, float] = Field(
         default_factory=lambda: {"bill": 0.28, "spm": 0.30, "mini": 0.14, "app": 0.18, "search": 0.10},
         description="Base share of events per source (renormalised; traits shift it per user).")
+    source_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Name written to raw_events.source per generated source (default: its own name), "
+                    "e.g. {bill: payments}: a world for a sources config of your own.")
     num_partitions: int | None = Field(
         default=None, ge=1,
         description="Spark partitions for generation (does not change the content; None: default parallelism).")
@@ -77,6 +81,21 @@ class WorldConfig(BaseModel):
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("weights must be >= 0 with a positive sum")
         return {s: float(v.get(s, 0.0)) for s in SOURCES}
+
+    @field_validator("source_names")
+    @classmethod
+    def _names_distinct(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
+        written = [v.get(s, s) for s in SOURCES]
+        if len(set(written)) != len(written) or not all(written):
+            raise ValueError(f"every source needs its own non-empty name, got {dict(zip(SOURCES, written))}")
+        return dict(v)
+
+    def written_source(self, source: str) -> str:
+        """The ``raw_events.source`` value of a generated source."""
+        return self.source_names.get(source, source)
 
     @model_validator(mode="after")
     def _ids_fit_bigint(self) -> "WorldConfig":

@@ -139,8 +139,10 @@ def user_traits(config: WorldConfig, user_id: int) -> UserTraits:
     week = week / week.mean()
     night_owl = float(np.clip(0.6 * gaming + rng.normal(0.0, 0.15) + (0.3 if launderer else 0.0), 0.0, 1.0))
 
-    base_src = np.array([config.source_weights[s] for s in SOURCES]) + 1e-3
-    mix = rng.dirichlet(25.0 * base_src / base_src.sum())
+    weights = np.array([config.source_weights[s] for s in SOURCES])
+    base_src = np.where(weights > 0, weights + 1e-3, 0.0)      # a 0-weight source never appears
+    mix = np.zeros(len(SOURCES))
+    mix[weights > 0] = rng.dirichlet(25.0 * base_src[weights > 0] / base_src.sum())
     mix = mix * np.array([1.0 + 0.8 * launderer, 1.0, 1.0 + 0.3 * gaming, 1.0 + 0.8 * gaming, 1.0 + 0.3 * gaming])
     mix = mix / mix.sum()
 

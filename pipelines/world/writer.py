@@ -127,8 +127,12 @@ def build_frames(spark: SparkSession, config: WorldConfig) -> dict[str, DataFram
                  .withColumn("split", F.when(F.col("_rn") % 2 == 1, F.lit("valid")).otherwise(F.lit("test")))
                  .drop("_rn"))
     rec = rec.where(F.col("split").isNotNull()).unionByName(eval_rows).select(*REC_COLUMNS)
+    events = ids.mapInPandas(gen_events, _EVENTS_INTERNAL)
+    if config.source_names:      # the names of a sources config of one's own; bad sources stay as made
+        names = F.create_map(*[F.lit(x) for pair in config.source_names.items() for x in pair])
+        events = events.withColumn("source", F.coalesce(names[F.col("source")], F.col("source")))
     return {
-        "raw_events": ids.mapInPandas(gen_events, _EVENTS_INTERNAL),
+        "raw_events": events,
         "user_profile": ids.mapInPandas(gen_profile, USER_PROFILE_SCHEMA),
         "user_labels": ids.mapInPandas(gen_labels, USER_LABELS_SCHEMA),
         "rec_impressions": rec,

@@ -1,8 +1,11 @@
-"""user_features from published tokens, checked against a recomputation on the driver with the
-tokenizer's own decode_codes and scikit-learn's TfidfTransformer (not the job's code path)."""
+"""Your own sources, config only: a world whose two text sources and tabular source are named
+unlike the shipped ones (a sources file of its own, a world renaming what it writes) is trained,
+promoted, tokenized for two nights and turned into ``user_features`` with no code change. The
+features are checked against a recomputation on the driver with the tokenizer's own decode_codes
+and scikit-learn's TfidfTransformer (not the job's code path)."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
@@ -13,7 +16,20 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from pipelines import tables
 from pipelines.day_run import open_run
 from pipelines.features import build_features
+from tests.conftest import TINY_WORLD, make_settings
 from u2qt_core.bundle import load_bundle
+
+OWN_SOURCES = """
+text_sources:
+  payments: {label: "Payments", instruction: "Extract text features of the user's payments"}
+  queries: {label: "Queries", instruction: "Extract text features of the user's search queries"}
+tabular:
+  name: account
+  features:
+    - {column: age, transform: scale, divisor: 100.0, range: [0, 130]}
+    - {column: credit_score, transform: scale, divisor: 1000.0, range: [0, 1000]}
+    - {column: device_os, transform: onehot, values: ["ios", "android", "harmonyos"]}
+"""
 
 
 def _expected(spark, settings, as_of: str, half_life: float):
@@ -44,14 +60,45 @@ def _expected(spark, settings, as_of: str, half_life: float):
     return users, means, bag, S * L * size
 
 
-@pytest.fixture
-def featured(spark, published_lake):
-    settings = published_lake.model_copy(update={"features": published_lake.features.model_copy(
-        update={"window_days": 7, "half_life_days": 1.0})})
-    dates = sorted(str(r[0]) for r in tables.read_table(spark, settings, "user_day_tokens")
-                   .select("event_date").distinct().collect())
+@pytest.fixture(scope="module")
+def own_lake(spark, tmp_path_factory):
+    """Two published nights of a world with sources ``payments``, ``queries`` and ``account``."""
+    from pipelines.daily_job import run_day
+    from pipelines.registry import promote
+    from pipelines.train_job import train
+    from pipelines.world import load_world_config, write_world
+
+    root = tmp_path_factory.mktemp("own-sources")
+    (root / "sources.yaml").write_text(OWN_SOURCES)
+    settings = make_settings(root / "lake", root / "model", sources=str(root / "sources.yaml"),
+                             features={"window_days": 7, "half_life_days": 1.0})
+    world = load_world_config(TINY_WORLD, {"source_weights": {"bill": 0.5, "search": 0.5},
+                                           "source_names": {"bill": "payments", "search": "queries"}})
+    write_world(spark, world, settings.tables_root)
+    promote(settings, train(spark, settings)["tokenizer_version"], force=True, reason="test")
+    dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+    for day in dates:
+        run_day(spark, settings, day, run_id=f"own-{day}")
+    return settings, dates
+
+
+@pytest.fixture(scope="module")
+def featured(spark, own_lake):
+    settings, dates = own_lake
     metrics = build_features(open_run(spark, settings, dates[-1], run_id="features-test"))
     return settings, dates[-1], metrics
+
+
+def test_own_sources_are_tokenized_and_featured_from_config_alone(spark, featured):
+    settings, as_of, metrics = featured
+    model, _, _ = load_bundle(open_run(spark, settings, as_of, run_id="look").tokenizer.model_dir)
+    assert model.config.sources == ["payments", "queries", "account"]
+    assert model.config.input_dims["account"] == 5
+    written = {r["source"] for r in tables.read_table(spark, settings, "user_day_tokens").select("source").distinct().collect()}
+    assert written == {"payments", "queries", "account"}
+    present = {s for r in tables.read_table(spark, settings, "user_features").select("sources_present").collect()
+               for s in r["sources_present"]}
+    assert present == written and metrics["bag_size"] == 3 * model.config.num_levels * model.config.code_table_size
 
 
 def test_features_match_a_driver_side_recomputation(spark, featured):
