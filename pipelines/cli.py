@@ -122,6 +122,29 @@ def features(start: Annotated[str, typer.Argument(help="first as-of date, YYYY-M
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command("check-inputs")
+def check_inputs(start: Annotated[Optional[str], typer.Argument(help="first event_date checked (default: all)")] = None,
+                 end: Annotated[Optional[str], typer.Argument(help="last event_date checked (default: START)")] = None,
+                 config: ConfigOption = None, set_: SetOption = None,
+                 strict: Annotated[bool, typer.Option(help="exit 1 on warnings too")] = False) -> None:
+    """Check raw_events and user_profile against the input contract (schemas and the sources
+    config): one line per difference, 'error' (the night cannot run), 'warning' (rows it would
+    quarantine or lose) or 'note'. Exit 1 on an error (with --strict: on a warning too)."""
+    from pipelines.input_contract import check_inputs as run_check
+
+    dates = date_range(start, end or start) if start else None
+    settings = settings_from(config, set_)
+    differences, rows = run_check(spark_for(settings, "u2qt_check_inputs"), settings, dates)
+    for difference in differences:
+        typer.echo(difference.line())
+    failing = {"error", "warning"} if strict else {"error"}
+    counts = {s: sum(d.severity == s for d in differences) for s in ("error", "warning", "note")}
+    checked = ", ".join(f"{table} {n:,} rows" for table, n in rows.items())
+    typer.echo(f"checked {checked or 'nothing'}: {counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes")
+    if any(d.severity in failing for d in differences):
+        raise typer.Exit(1)
+
+
 @app.command()
 def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Delta upkeep: compact the history base, OPTIMIZE (Z-order on user_id where it helps),

@@ -1,0 +1,104 @@
+"""``u2qt check-inputs``: a lake's own raw_events / user_profile checked against the input
+contract (schemas + sources config), one line per difference, on real Delta tables."""
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines import cli, tables
+from pipelines.input_contract import check_inputs, input_contract
+from pipelines.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
+from pipelines.settings import load_sources
+from tests.conftest import make_settings
+from tests.pipelines.collide_world import D1, D2, collide_rows
+
+
+def _lake(spark, root, change_events=lambda f: f, change_profiles=lambda f: f, partition=True):
+    """The collide world's tables at ``root`` after ``change_*``; returns its settings."""
+    settings = make_settings(root, root / "model")
+    frames = {"raw_events": change_events(spark.createDataFrame(EVENTS, RAW_EVENTS_SCHEMA)),
+              "user_profile": change_profiles(spark.createDataFrame(PROFILES, USER_PROFILE_SCHEMA))}
+    for name, frame in frames.items():
+        writer = frame.write.format("delta")
+        if name == "raw_events" and partition:
+            writer = writer.partitionBy("event_date")
+        writer.save(settings.table_path(name))
+    return settings
+
+
+def _lines(spark, settings, dates=None) -> list[str]:
+    differences, _ = check_inputs(spark, settings, dates)
+    return [d.line() for d in differences]
+
+
+def test_contract_accepts_the_schemas_own_types():
+    contract = input_contract(load_sources())
+    for table, schema in (("raw_events", RAW_EVENTS_SCHEMA), ("user_profile", USER_PROFILE_SCHEMA)):
+        columns = {item.column: item for item in contract[table]}
+        assert set(columns) == set(schema.names), table       # every column of the world's tables
+        for field in schema.fields:
+            assert isinstance(field.dataType, columns[field.name].accepts), (table, field.name)
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n} of {total} rows ({100 * n / total:.2f} %)"
+
+
+EVENTS, PROFILES = collide_rows()
+EVENTS_D1 = [e for e in EVENTS if str(e[2]) == D1]
+NAN_ENGAGEMENT = (f"warning: user_profile.engagement: null or NaN in {_share(1, len(PROFILES))}: "
+                  "ranked as 0 when their tokens collide")
+
+
+def test_the_collide_world_differs_only_in_its_bad_rows(spark, tmp_path):
+    settings = _lake(spark, tmp_path)
+    assert _lines(spark, settings) == [
+        f"warning: raw_events: {_share(1, len(EVENTS))} would be quarantined, e.g. 'text is empty'",
+        NAN_ENGAGEMENT,
+    ]
+    # one day only: D2 has no blank line
+    assert _lines(spark, settings, [D2]) == [NAN_ENGAGEMENT]
+
+
+def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tmp_path):
+    renamed = F.when(F.col("source") == "search", "queries").otherwise(F.col("source"))
+    settings = _lake(
+        spark, tmp_path,
+        change_events=lambda f: f.withColumn("source", renamed).drop("status"),
+        change_profiles=lambda f: (f.withColumn("device_os", F.when(F.col("user_id") == 2, "windows").otherwise(F.col("device_os")))
+                                   .withColumn("region", F.lit("north"))),
+        partition=False)
+    searches = sum(e[3] == "search" for e in EVENTS_D1)
+    assert _lines(spark, settings, [D1]) == [
+        "note: raw_events.status: absent (read by u2qt eval on the synthetic world only)",
+        "note: raw_events: partitioned by nothing, not [event_date]: every night then scans the whole table, not its own day",
+        "warning: raw_events.source: no rows name source 'search' of the sources config: its tokens will all be missing",
+        f"warning: raw_events.source: 'queries' in {_share(searches, len(EVENTS_D1))} is not a text source of "
+        "conf/sources.yaml: quarantined every night (add it to text_sources, or rename it)",
+        f"warning: raw_events: {_share(1, len(EVENTS_D1))} would be quarantined, e.g. 'text is empty'",
+        "note: user_profile.region: not read by the night (not in the contract or the sources config)",
+        NAN_ENGAGEMENT,
+        "warning: user_profile.device_os: values outside ['ios', 'android', 'harmonyos'] in "
+        f"{_share(1, len(PROFILES))}: "
+        "'windows' (1); they become all zeros (add them to values)",
+    ]
+
+
+def test_missing_and_mistyped_columns_are_errors_and_the_cli_exits_1(spark, tmp_path, capsys):
+    settings = _lake(
+        spark, tmp_path,
+        change_events=lambda f: f.withColumn("amount", F.col("amount").cast("string")),
+        change_profiles=lambda f: f.drop("engagement").withColumn("age", F.col("age").cast("string")))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["check-inputs", "--set", f"tables_root={settings.tables_root}"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "error: raw_events.amount: is string, needs byte or decimal or double or float or integer or long or short "
+        "(checked against validation.amount_range (may be null))",
+        "error: user_profile.engagement: missing column (byte or decimal or double or float or integer or long or short; "
+        "ranks users whose token tuples collide (null ranks as 0))",
+        "error: user_profile.age: is string, needs byte or decimal or double or float or integer or long or short "
+        "(tabular feature (scale))",
+        "checked nothing: 3 errors, 0 warnings, 0 notes",
+    ]
+    assert tables.table_exists(spark, settings.table_path("raw_events"))      # the check writes nothing else
