@@ -2,8 +2,10 @@
 vector per active user.
 
 Document format (FOUNDv2 appendix A style): identical event lines are counted, the most
-frequent first (ties: earliest first), at most ``document.max_lines`` distinct lines, e.g.
-``PayBill: Paid 32.50 for Braised pork rice ..., 2x [*] Paid 8.00 for ..., 1x``.
+frequent first (ties: earliest first), at most ``document.max_lines`` distinct lines; a line that
+repeats carries its count (``document.count_format``), a line seen once is its text alone, e.g.
+``PayBill: Paid 32.50 for Braised pork rice ..., 2x [*] Paid 8.00 for ...``. What the cap cuts
+is counted by :func:`document_cuts` (the night's ``stage`` metrics), never dropped silently.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
     )
     rank_window = Window.partitionBy("user_id", "event_date", "source").orderBy(F.desc("n"), F.asc("first_ts"), F.asc("text"))
     ranked = counted.withColumn("rank", F.row_number().over(rank_window)).where(F.col("rank") <= doc.max_lines)
-    line = _format_line(doc.count_format)
+    line = F.when(F.col("n") > 1, _format_line(doc.count_format)).otherwise(F.col("text"))
     labels = F.create_map(*[item for name, src in sources.text_sources.items() for item in (F.lit(name), F.lit(src.label))])
     grouped = ranked.groupBy("user_id", "event_date", "source").agg(
         F.array_sort(F.collect_list(F.struct(F.col("rank"), line.alias("line")))).alias("lines")
@@ -39,6 +41,19 @@ def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
                  F.array_join(F.transform("lines", lambda x: x["line"]), doc.line_separator)).alias("document"),
         F.lit(None).cast("array<float>").alias("features"),
     )
+
+
+def document_cuts(events: DataFrame, sources: SourcesConfig, night: str = "event_date") -> dict[str, dict[str, int]]:
+    """Per night (column ``night``): documents with more than ``document.max_lines`` distinct
+    lines (``documents_cut``) and the distinct lines left out of them (``lines_cut``). One
+    aggregation over the night's valid events; nights with nothing cut are absent."""
+    cap = sources.document.max_lines
+    per_document = (events.groupBy("user_id", night, "source")
+                    .agg(F.count_distinct("text").alias("lines"))
+                    .where(F.col("lines") > cap))
+    rows = per_document.groupBy(night).agg(F.count(F.lit(1)).alias("documents_cut"),
+                                           F.sum(F.col("lines") - cap).alias("lines_cut")).collect()
+    return {str(r[night]): {"documents_cut": int(r["documents_cut"]), "lines_cut": int(r["lines_cut"])} for r in rows}
 
 
 def _format_line(count_format: str) -> Column:
@@ -102,18 +117,6 @@ def tabular_vector(row: dict, features: list[TabularFeature]) -> list[float]:
         else:
             out.extend(1.0 if value == option else 0.0 for option in feature.values or [])
     return out
-
-
-def latest_profiles(profiles: DataFrame, event_date: str, users: DataFrame | None = None) -> DataFrame:
-    """Each user's newest ``user_profile`` snapshot with ``as_of <= event_date``.
-
-    With ``users`` (a frame with ``user_id``) only those users' snapshots are ranked: the
-    semi-join runs before the window, so the sort follows the day's active users, not the table."""
-    eligible = profiles.where(F.col("as_of") <= F.to_date(F.lit(event_date)))
-    if users is not None:
-        eligible = eligible.join(users.select("user_id"), "user_id", "left_semi")
-    newest = Window.partitionBy("user_id").orderBy(F.desc("as_of"))
-    return eligible.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")
 
 
 def profiles_as_of(profiles: DataFrame, user_days: DataFrame) -> DataFrame:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.day_run import DayRun, StepRecord, dates_predicate, record_steps
-from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
+from pipelines.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.inference import inference_spec, make_tokenize_udf, row_error_from
 from pipelines.validation import check_profiles, check_raw_events, to_quarantine
 from u2qt_core.errors import U2QTError
@@ -44,6 +44,8 @@ class StageResult:
     token_rows: int
     seconds: float
     duplicate_rows: int = 0    # extra copies of exact duplicate raw_events rows (quarantined)
+    documents_cut: int = 0     # documents over document.max_lines distinct lines
+    lines_cut: int = 0         # the distinct lines those documents left out
 
 
 def stage(run: DayRun) -> StageResult:
@@ -90,6 +92,7 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     valid = checked.valid.drop(NIGHT)
     active = valid.select("user_id", "event_date").distinct()
     counts = _event_counts(checked.valid, checked.rejected)
+    cuts = document_cuts(checked.valid, sources, night=NIGHT)
 
     profiles = profiles_as_of(run.read("user_profile"), active).persist()
     profile_check = check_profiles(profiles, sources)
@@ -142,8 +145,11 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         d = r.event_date
         results[d] = StageResult(raw_rows=raw_rows.get(d, 0), quarantined_rows=quarantined.get(d, 0),
                                  active_users=active_users.get(d, 0), token_rows=token_rows.get(d, 0), seconds=seconds,
-                                 duplicate_rows=duplicates.get(d, 0))
+                                 duplicate_rows=duplicates.get(d, 0), **cuts.get(d, {}))
         log.info("staged %s: %s", d, results[d])
+        if d in cuts:
+            log.warning("%s: %d documents had more than document.max_lines=%d distinct lines; %d lines were left out",
+                        d, cuts[d]["documents_cut"], sources.document.max_lines, cuts[d]["lines_cut"])
     record_steps([StepRecord(r, "stage", "ok", seconds, asdict(results[r.event_date])) for r in runs])
     return results
 

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines import tables
-from pipelines.documents import build_documents, build_tabular_inputs, latest_profiles
+from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.inference import inference_spec, make_embed_udf
 from pipelines.settings import PipelineSettings
 from pipelines.validation import check_profiles, check_raw_events
@@ -43,10 +43,9 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
     valid = check_raw_events(events, sources, settings.validation).valid
     documents = build_documents(valid, sources)
     user_days = valid.select("user_id", "event_date").distinct()
-    last_day = user_days.agg(F.max("event_date")).first()[0]
-    profiles = latest_profiles(tables.read_table(spark, settings, "user_profile"), str(last_day) if last_day else "9999-12-31")
-    profiles = check_profiles(profiles, sources).valid
-    tabular = build_tabular_inputs(profiles.join(user_days, "user_id"), sources)
+    # each day's text with that day's profile (as the night pairs them), not the user's latest
+    profiles = profiles_as_of(tables.read_table(spark, settings, "user_profile"), user_days)
+    tabular = build_tabular_inputs(check_profiles(profiles, sources).valid, sources)
     inputs = documents.unionByName(tabular)
     cap = settings.training.max_docs_per_source if max_per_source is None else max_per_source
     if cap == 0:

@@ -103,17 +103,13 @@ def _plan(frame) -> str:
 def test_profile_reads_rank_only_the_active_users(spark, trained_lake, world_dates):
     """The window that picks each user's newest profile runs above the join with the day's
     active users: the sort follows the active users, not every user's snapshots."""
-    from pipelines.documents import latest_profiles, profiles_as_of
+    from pipelines.documents import profiles_as_of
 
     settings = trained_lake["settings"]
     profiles = tables.read_table(spark, settings, "user_profile")
     active = (tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == world_dates[0])
               .select("user_id", "event_date").distinct())
-    for frame in (profiles_as_of(profiles, active), latest_profiles(profiles, world_dates[0], users=active)):
-        plan = _plan(frame)
-        window = plan.index("Window")
-        below = plan[window:]
-        assert "Join" in below, plan
-        assert below.index("Join") < below.index("user_profile"), plan
-    unpruned = _plan(latest_profiles(profiles, world_dates[0]))
-    assert "Join" not in unpruned.split("Window", 1)[1]
+    plan = _plan(profiles_as_of(profiles, active))
+    below = plan[plan.index("Window"):]
+    assert "Join" in below, plan
+    assert below.index("Join") < below.index("user_profile"), plan
