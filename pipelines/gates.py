@@ -8,6 +8,9 @@ tokenized with the version's bundle on the driver; then:
 * ``reconstruction_error``: relative squared error of the decoders, sum ||x - x_hat||^2 over
   sum ||x||^2, text sources pooled (<= ``max_reconstruction_error``);
 * ``min_level_utilization``: the lowest share of codes used at any codebook level (>= ...);
+* ``min_shared_coverage``: the lowest, over sources and shared levels, of the codes of the level a
+  source uses over the most it could (``K``, or its rows when fewer): a source squeezed onto a few
+  shared codes by another (the tabular source taking a level over) fails (>= ...);
 * ``collision_rate``: per day, the share of users whose full token tuple (every source in token
   order, -1 for a source without a document) is shared with another user; the worst day counts
   (<= ``max_collision_rate``, the paper reports under 0.5 %);
@@ -109,10 +112,14 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
                for d in dates if any(day == d for day, _ in tuples)}
     worst = max(per_day.values()) if per_day else 0.0
     utilization = min(level["utilization"] for level in health["per_level"])
+    coverage = {s: entry["shared_coverage"] for s, entry in health["per_source"].items() if entry["shared_coverage"]}
+    lowest = min((c for levels in coverage.values() for c in levels.values()), default=1.0)
     result = {
         "reconstruction_error": _gate(recon, f"<= {gates.max_reconstruction_error}", recon <= gates.max_reconstruction_error),
         "min_level_utilization": _gate(utilization, f">= {gates.min_level_utilization}",
                                        utilization >= gates.min_level_utilization),
+        "min_shared_coverage": {**_gate(lowest, f">= {gates.min_shared_coverage}", lowest >= gates.min_shared_coverage),
+                                "per_source": coverage},
         "collision_rate": {**_gate(worst, f"<= {gates.max_collision_rate}", worst <= gates.max_collision_rate),
                            "per_day": per_day},
         "probe_auc": _probe(spark, settings, bags),

@@ -88,7 +88,7 @@ def heldout_dates(spark: SparkSession, settings: PipelineSettings) -> list[str]:
 
 def training_metrics(metrics: dict, history: list[dict]) -> dict[str, float]:
     """The flat figures registered with a version: final losses, utilization and perplexity per
-    level, collision rate and reconstruction error per source."""
+    level, collision rate, reconstruction error and shared-code coverage per source."""
     flat: dict[str, float] = {}
     if history:
         flat.update({k: float(history[-1][k]) for k in ("loss", "recon_loss", "rq_loss") if k in history[-1]})
@@ -98,6 +98,8 @@ def training_metrics(metrics: dict, history: list[dict]) -> dict[str, float]:
     for source, entry in metrics["per_source"].items():
         flat[f"collision_rate.{source}"] = entry["collision_rate"]
         flat[f"recon_mse.{source}"] = entry["recon_mse"]
+        for level, coverage in entry.get("shared_coverage", {}).items():
+            flat[f"shared_coverage_l{level}.{source}"] = coverage
     return flat
 
 

@@ -10,9 +10,15 @@ Layout of :func:`codebook_metrics`'s result::
       "per_codebook": {name: {"size", "used", "utilization", "perplexity", "initialized",
                               "segments": {"shared"|source: utilization}  (union only)}},
       "per_source": {source: {"rows", "recon_mse", "recon_cosine", "collision_rate",
-                              "residual_norm": [mean ||r^1||, ..., mean ||r^{L+1}||]}},
+                              "residual_norm": [mean ||r^1||, ..., mean ||r^{L+1}||],
+                              "shared_coverage": {level: used / min(K, rows)}}},  (shared levels)
       "residual_norm": [mean ||r^l|| over all rows of all sources, l = 1..L+1],
     }
+
+``shared_coverage`` tells whether a source keeps its share of the shared codebooks: the distinct
+codes of a shared level the source's rows use, over the most it could use (``K``, or its number
+of rows when fewer). A source squeezed onto a handful of shared codes (e.g. text sources next to
+a tabular source that took the level over) scores near ``1 / K``.
 
 ``r^1`` is the latent ``z`` and ``r^{L+1}`` the final quantisation error; on a trained model the
 sequence should not grow.  The collision rate is of the L-token tuple of one source (the
@@ -86,8 +92,11 @@ def codebook_metrics(model: MRQVAE, embeddings: dict[str, np.ndarray], batch_siz
         codes_np = torch.cat(all_codes).numpy()
         norms_np = torch.cat(norm_chunks).numpy().astype(np.float64)
         n = codes_np.shape[0]
+        coverage = {}
         for level, name in enumerate(model.route_names(source)):
             counts[name] += np.bincount(codes_np[:, level], minlength=sizes[name])
+            if cfg.level_kind(level + 1) == "shared":
+                coverage[level + 1] = len(np.unique(codes_np[:, level])) / min(sizes[name], n)
         norm_sums += norms_np.sum(axis=0)
         total_rows += n
         per_source[source] = {
@@ -96,6 +105,7 @@ def codebook_metrics(model: MRQVAE, embeddings: dict[str, np.ndarray], batch_siz
             "recon_cosine": cos_sum / n,
             "collision_rate": collision_rate(codes_np),
             "residual_norm": norms_np.mean(axis=0).tolist(),
+            "shared_coverage": coverage,
         }
 
     per_codebook: dict[str, Any] = {}

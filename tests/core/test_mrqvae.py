@@ -200,3 +200,25 @@ def test_lean_quantize_bit_identical_at_realistic_widths() -> None:
             cb.embedding.mul_(0.05)
     x = torch.randn(1024, 64)
     assert torch.equal(model.quantize(x, "bill"), model.quantize_reference(x, "bill"))
+
+
+def test_shared_coverage_counts_each_sources_share_of_the_shared_codes(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    """codebook_metrics' shared_coverage: distinct shared codes a source uses / min(K, its rows),
+    for the shared levels only (a source of 5 rows can use at most 5 codes)."""
+    import numpy as np
+
+    from u2qt_core.metrics import codebook_metrics
+
+    model, data = trained
+    few = {"bill": data["bill"][:5].numpy(), "spm": data["spm"].numpy()}
+    metrics = codebook_metrics(model, few)
+    shared = [level for level in range(1, model.config.num_levels + 1) if model.config.level_kind(level) == "shared"]
+    for source, x in few.items():
+        coverage = metrics["per_source"][source]["shared_coverage"]
+        assert sorted(coverage) == shared
+        codes = model.quantize(torch.from_numpy(x), source).numpy()
+        for level in shared:
+            expected = len(np.unique(codes[:, level - 1])) / min(model.config.num_codes, len(x))
+            assert coverage[level] == pytest.approx(expected) and 0 < coverage[level] <= 1
+    specific_only = MRQVAE(tiny_config(variant="specific_only"))
+    assert codebook_metrics(specific_only, few)["per_source"]["bill"]["shared_coverage"] == {}

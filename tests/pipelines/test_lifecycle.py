@@ -77,7 +77,9 @@ def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its
     strict = make_settings(Path(settings.tables_root), Path(settings.model_dir), gates={"max_reconstruction_error": 1e-6})
     result = evaluate(spark, strict, v2)
     assert result["heldout_dates"] == ["2026-01-06"] and not result["passed"]
-    assert set(result["gates"]) == {"reconstruction_error", "min_level_utilization", "collision_rate", "probe_auc"}
+    assert set(result["gates"]) == {"reconstruction_error", "min_level_utilization", "min_shared_coverage",
+                                    "collision_rate", "probe_auc"}
+    assert set(result["gates"]["min_shared_coverage"]["per_source"]) == set(result["rows"])
     assert not result["gates"]["reconstruction_error"]["passed"]
     with pytest.raises(registry.PromotionRefused, match=r"reconstruction_error = .* \(needs <= 1e-06\)"):
         registry.promote(settings, v2)
