@@ -185,7 +185,8 @@ def _ratio(a: dict, b: dict, unit: str) -> float | None:
 def world_documents(world_config: str | Path, n_users: int, sources_path: str | Path | None = None) -> list[dict]:
     """Day documents of the first ``n_users`` users of a world, built in pandas the way
     ``pipelines.documents.build_documents`` builds them in Spark (count identical lines, most
-    frequent first, ties by first time then text, at most ``max_lines``; label prefix).
+    frequent first, ties by first time then text, at most ``max_lines``; a count only on lines
+    that repeat unless ``count_single_lines``; label prefix).
 
     A minimal twin used only to get realistic benchmark text (the quality benchmark uses the
     Spark original).  Malformed rows are dropped by the generator's own ``bad_kind`` marker
@@ -205,7 +206,8 @@ def world_documents(world_config: str | Path, n_users: int, sources_path: str | 
                                   ascending=[True, True, True, False, True, True])
     out = []
     for (user, day, source), group in counted.groupby(["user_id", "event_date", "source"], sort=True):
-        lines = [doc.count_format.format(text=t, count=int(n)) for t, n in zip(group["text"], group["n"])][: doc.max_lines]
+        lines = [doc.count_format.format(text=t, count=int(n)) if n > 1 or doc.count_single_lines else t
+                 for t, n in zip(group["text"], group["n"])][: doc.max_lines]
         out.append({"user_id": int(user), "event_date": str(day), "source": source,
                     "document": f"{sources.text_sources[source].label}: " + doc.line_separator.join(lines)})
     return out

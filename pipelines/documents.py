@@ -3,7 +3,8 @@ vector per active user.
 
 Document format (FOUNDv2 appendix A style): identical event lines are counted, the most
 frequent first (ties: earliest first), at most ``document.max_lines`` distinct lines; a line that
-repeats carries its count (``document.count_format``), a line seen once is its text alone, e.g.
+repeats carries its count (``document.count_format``), a line seen once is its text alone
+(``document.count_single_lines`` gives every line a count, the format before it existed), e.g.
 ``PayBill: Paid 32.50 for Braised pork rice ..., 2x [*] Paid 8.00 for ...``. What the cap cuts
 is counted by :func:`document_cuts` (the night's ``stage`` metrics), never dropped silently.
 """
@@ -28,7 +29,8 @@ def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
     )
     rank_window = Window.partitionBy("user_id", "event_date", "source").orderBy(F.desc("n"), F.asc("first_ts"), F.asc("text"))
     ranked = counted.withColumn("rank", F.row_number().over(rank_window)).where(F.col("rank") <= doc.max_lines)
-    line = F.when(F.col("n") > 1, _format_line(doc.count_format)).otherwise(F.col("text"))
+    counted_line = _format_line(doc.count_format)
+    line = counted_line if doc.count_single_lines else F.when(F.col("n") > 1, counted_line).otherwise(F.col("text"))
     labels = F.create_map(*[item for name, src in sources.text_sources.items() for item in (F.lit(name), F.lit(src.label))])
     grouped = ranked.groupBy("user_id", "event_date", "source").agg(
         F.array_sort(F.collect_list(F.struct(F.col("rank"), line.alias("line")))).alias("lines")

@@ -27,6 +27,9 @@ class DocumentConfig(_Strict):
     max_lines: int = Field(32, ge=1)
     line_separator: str = " [*] "
     count_format: str = "{text}, {count}x"
+    # True: a line seen once carries its count too (", 1x"), the format of bundles trained before
+    # this setting existed; False: only lines that repeat do
+    count_single_lines: bool = False
 
     @model_validator(mode="after")
     def _format_has_fields(self) -> "DocumentConfig":
