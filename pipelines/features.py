@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from scipy import sparse
 from pipelines import tables
 from pipelines.day_run import DayRun
 
-__all__ = ["build_features", "CodebookTables", "user_features_frame"]
+__all__ = ["build_features", "CodebookTables", "user_features_frame", "FeatureTensors", "feature_tensors"]
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +200,33 @@ def build_features(run: DayRun) -> dict:
     log.info("user_features as of %s: %d users active in the last %d days, %.1f s", as_of, users,
              cfg.window_days, seconds)
     return metrics
+
+
+class FeatureTensors(NamedTuple):
+    """One as-of date of ``user_features`` as model inputs (``N`` users, in the frame's order)."""
+
+    user_ids: np.ndarray          # int64 [N]
+    vectors: "torch.Tensor | None"  # float32 [N, S * code_dim]; None when not written
+    bags: "torch.Tensor | None"     # float32 sparse COO [N, bag_size], coalesced; None when not written
+
+
+def feature_tensors(rows: pd.DataFrame) -> FeatureTensors:
+    """``user_features`` rows of one as-of date (a pandas frame, e.g. ``spark.read...toPandas()``)
+    -> torch tensors: the dense codebook vectors and the sparse TF-IDF bag of codes."""
+    import torch
+
+    user_ids = rows["user_id"].to_numpy(np.int64)
+    vectors = bags = None
+    if len(rows) and rows["codebook_vectors"].notna().all():
+        vectors = torch.from_numpy(np.stack(rows["codebook_vectors"].to_numpy()).astype(np.float32))
+    if len(rows) and rows["bag_indices"].notna().all():
+        if rows["bag_size"].nunique() != 1:
+            raise ValueError(f"rows of several bag sizes {sorted(rows['bag_size'].unique())}: one as-of date "
+                             "and one tokenizer version at a time")
+        lengths = rows["bag_indices"].map(len).to_numpy(np.int64)
+        row = np.repeat(np.arange(len(rows)), lengths)
+        col = np.concatenate(rows["bag_indices"].to_numpy()).astype(np.int64)
+        values = torch.from_numpy(np.concatenate(rows["bag_values"].to_numpy()).astype(np.float32))
+        bags = torch.sparse_coo_tensor(torch.from_numpy(np.stack([row, col])), values,
+                                       size=(len(rows), int(rows["bag_size"].iloc[0]))).coalesce()
+    return FeatureTensors(user_ids, vectors, bags)

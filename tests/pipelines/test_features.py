@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 
 from pipelines import tables
 from pipelines.day_run import open_run
-from pipelines.features import build_features
+from pipelines.features import build_features, feature_tensors
 from tests.conftest import TINY_WORLD, make_settings
 from u2qt_core.bundle import load_bundle
 
@@ -102,19 +102,17 @@ def test_own_sources_are_tokenized_and_featured_from_config_alone(spark, feature
 
 
 def test_features_match_a_driver_side_recomputation(spark, featured):
+    """Read as the README shows (pandas, then feature_tensors), compared with the recomputation."""
     settings, as_of, metrics = featured
     users, means, bag, bag_size = _expected(spark, settings, as_of, half_life=1.0)
-    got = {r["user_id"]: r for r in tables.read_table(spark, settings, "user_features")
-           .where(F.col("as_of") == as_of).collect()}
-    assert sorted(got) == users and metrics["active_users"] == len(users)
-    for i, user in enumerate(users):
-        row = got[user]
-        assert row["bag_size"] == bag_size
-        np.testing.assert_allclose(row["codebook_vectors"], means[i], rtol=1e-4, atol=1e-5)
-        dense = np.zeros(bag_size)
-        dense[np.asarray(row["bag_indices"])] = row["bag_values"]
-        np.testing.assert_allclose(dense, bag[i], rtol=1e-4, atol=1e-6)
-        assert list(row["bag_indices"]) == sorted(row["bag_indices"])
+    rows = (tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of)
+            .orderBy("user_id").toPandas())
+    loaded = feature_tensors(rows)
+    assert loaded.user_ids.tolist() == users and metrics["active_users"] == len(users)
+    assert set(rows["bag_size"]) == {bag_size} and loaded.bags.shape == (len(users), bag_size)
+    np.testing.assert_allclose(loaded.vectors.numpy(), means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loaded.bags.to_dense().numpy(), bag, rtol=1e-4, atol=1e-6)
+    assert all(list(indices) == sorted(indices) for indices in rows["bag_indices"])
 
 
 def test_a_rerun_replaces_the_as_of_date_and_only_chosen_columns_are_filled(spark, featured):

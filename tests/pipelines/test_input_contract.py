@@ -60,7 +60,7 @@ def test_the_collide_world_differs_only_in_its_bad_rows(spark, tmp_path):
     assert _lines(spark, settings, [D2]) == [NAN_ENGAGEMENT]
 
 
-def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tmp_path):
+def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tmp_path, capsys):
     renamed = F.when(F.col("source") == "search", "queries").otherwise(F.col("source"))
     settings = _lake(
         spark, tmp_path,
@@ -82,6 +82,14 @@ def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tm
         f"{_share(1, len(PROFILES))}: "
         "'windows' (1); they become all zeros (add them to values)",
     ]
+    with pytest.raises(SystemExit) as exit_info:        # warnings only: exit 0, or 1 with --strict
+        cli.run(["check-inputs", D1, "--set", f"tables_root={settings.tables_root}"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"checked raw_events {len(EVENTS_D1)} rows, user_profile {len(PROFILES)} rows: 0 errors, 5 warnings, 3 notes")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["check-inputs", D1, "--strict", "--set", f"tables_root={settings.tables_root}"])
+    assert exit_info.value.code == 1
 
 
 def test_missing_and_mistyped_columns_are_errors_and_the_cli_exits_1(spark, tmp_path, capsys):
