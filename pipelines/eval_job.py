@@ -133,8 +133,9 @@ def _representations(cfg: EvalConfig, main, emb: EmbeddedInputs, *, rows_user: d
     reps: dict[str, dict] = {}
     reps["tokens_bag"] = {"label": "U2QT tokens: bag of codes",
                           **probe(token_features(main, rows_user, n_users, sources, "bag", p.bag_transform))}
+    token_vectors = token_features(main, rows_user, n_users, sources, "vectors")
     reps["tokens_vectors"] = {"label": "U2QT tokens: mean quantized (codebook) vector per source",
-                              **probe(token_features(main, rows_user, n_users, sources, "vectors"))}
+                              **probe(token_vectors)}
     continuous = mean_embeddings(rows_user, emb.x, n_users=n_users, sources=sources,
                                  dims={s: emb.x[s].shape[1] for s in sources})
     reps["continuous"] = {"label": "Continuous encoder embeddings, mean per source (FOUND-style)", **probe(continuous)}
@@ -150,6 +151,9 @@ def _representations(cfg: EvalConfig, main, emb: EmbeddedInputs, *, rows_user: d
                                     dims={tabular: emb.x[tabular].shape[1]})
     reps["tfidf_profile"] = {"label": "Raw features: TF-IDF + tabular profile features",
                              **probe(sparse.hstack([tfidf, sparse.csr_matrix(profile_block)]).tocsr())}
+    reps["tabular"] = {"label": "Raw features: tabular profile features alone", **probe(profile_block)}
+    reps["tabular_tokens"] = {"label": "Raw tabular profile features + U2QT token vectors (every source)",
+                              **probe(np.hstack([profile_block, token_vectors]))}
     return reps
 
 
@@ -210,7 +214,7 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
 
         def probe(features, c_by_task=None):
             return probe_tasks(features, y, splits, c_grid=p.c_grid, cv_folds=p.cv_folds, max_iter=p.max_iter,
-                               seed=cfg.seed, c_by_task=c_by_task)
+                               seed=cfg.seed, c_by_task=c_by_task, bootstrap=p.bootstrap)
 
         # ---- main tokenizer
         make_preset = partial(_preset, settings, cfg, encoder.dim)
@@ -238,7 +242,8 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
                                            seed=cfg.seed, probe=probe)
             best = "S+T+W" if "S+T+W" in alignment else cfg.alignment.task_sets[-1]
             reps["tokens_fused"] = {"label": f"U2QT tokens: alignment model fused embedding ({best})",
-                                    **{k: alignment[best][k] for k in ("tasks", "avg_auc", "avg_ks", "dim")}}
+                                    **{k: alignment[best][k] for k in ("tasks", "avg_auc", "avg_auc_ci", "avg_auc_draws", "avg_ks", "dim")
+                                       if k in alignment[best]}}
             t = lap("alignment", t)
 
         # ---- recommendation (appendix C)

@@ -26,3 +26,23 @@ def test_target_summary_checks_both_targets() -> None:
     assert summary["best_token_representation"] == "tokens_vectors"
     assert summary["within_0.01_of_continuous"] is True and summary["tasks_beating_tfidf"] == ["a", "b"]
     assert "2/3 tasks" in summary["text"] and "NOT met" in summary["text"]
+
+
+def test_worlds_summary_gives_paired_difference_intervals_per_world() -> None:
+    from u2qt_core.evaluation.summary import COMPARISONS, compare, worlds_summary
+
+    def with_draws(auc: float, draws: list[float]) -> dict:
+        return {**_rep(auc, {"a": auc}), "avg_auc_draws": draws}
+
+    reps = {"tokens_vectors": with_draws(0.77, [0.76, 0.77, 0.78, 0.79]),
+            "continuous": with_draws(0.72, [0.70, 0.73, 0.72, 0.74]),
+            "tabular": _rep(0.60, {"a": 0.60})}
+    c = compare(reps, "tokens_vectors", "continuous")
+    assert c["diff"] == 0.77 - 0.72 and c["diff_ci"][0] >= 0.04 and c["diff_ci"][1] <= 0.07   # draw by draw
+    assert "diff_ci" not in compare(reps, "tokens_vectors", "tabular") and compare(reps, "tokens_fused", "x") is None
+    meta = {"world_config": "w.yaml", "users": 10, "days": 3}
+    text, table = worlds_summary({"one": {"representations": reps, "meta": meta},
+                                  "two": {"representations": reps, "meta": meta}})
+    assert set(table) == {name for name, _, _ in COMPARISONS} and set(table[COMPARISONS[2][0]]) == {"one", "two"}
+    assert "| comparison | one | two |" in text and "0.7700 vs 0.7200: **+0.0500** [+0.0" in text
+    assert table[COMPARISONS[0][0]]["one"] is None     # no fused embedding in these results: '-'

@@ -45,6 +45,30 @@ def test_probe_separable_features_reach_auc_one_and_random_features_half() -> No
     assert good.n_test == len(split[1]) == 180
 
 
+def test_bootstrap_intervals_cover_the_auc_are_paired_and_shrink_with_more_users() -> None:
+    from u2qt_core.evaluation.probes import bootstrap_aucs, probe_tasks
+
+    rng = np.random.default_rng(0)
+    n = 800
+    y = (rng.random(n) < 0.4).astype(int)
+    x = np.c_[y * 0.8 + rng.normal(0, 1.0, n), rng.normal(size=(n, 3))]
+    labels = {"a": y, "b": 1 - y}
+    splits = {t: split_users(v, 0.3, seed=2) for t, v in labels.items()}
+    out = probe_tasks(x, labels, splits, c_grid=[1.0], bootstrap=300)
+    for task, entry in out["tasks"].items():
+        low, high = entry["auc_ci"]
+        assert low < entry["auc"] < high and high - low < 0.15, (task, entry)
+    low, high = out["avg_auc_ci"]
+    assert low < out["avg_auc"] < high
+    # the same resamples for every representation: a copy of the features gets the same interval
+    assert probe_tasks(x.copy(), labels, splits, c_grid=[1.0], bootstrap=300)["avg_auc_ci"] == [low, high]
+    scores = y + rng.normal(0, 1.5, n)
+    few, many = bootstrap_aucs(y[:100], scores[:100], 300, 0), bootstrap_aucs(y, scores, 300, 0)
+    assert np.percentile(few, 97.5) - np.percentile(few, 2.5) > np.percentile(many, 97.5) - np.percentile(many, 2.5)
+    assert abs(np.mean(many) - roc_auc_score(y, scores)) < 0.01
+    assert "auc_ci" not in probe_tasks(x, labels, splits, c_grid=[1.0])["tasks"]["a"]
+
+
 def test_split_is_seeded_and_stratified() -> None:
     y = np.array([0] * 70 + [1] * 30)
     a, b = split_users(y, 0.3, seed=3), split_users(y, 0.3, seed=3)

@@ -66,10 +66,14 @@ def test_run_eval_end_to_end_on_a_small_world(spark, tmp_path) -> None:
     assert report == out / "report.md" and report.exists()
     results = json.loads((out / "results.json").read_text())
     reps = results["representations"]
-    assert {"tokens_bag", "tokens_vectors", "tokens_fused", "continuous", "tfidf", "tfidf_profile"} <= set(reps)
+    assert {"tokens_bag", "tokens_vectors", "tokens_fused", "continuous", "tfidf", "tfidf_profile", "tabular",
+            "tabular_tokens"} <= set(reps)
     for entry in reps.values():
         for task in ("takeout", "games"):
             assert 0.0 <= entry["tasks"][task]["auc"] <= 1.0
+            low, high = entry["tasks"][task]["auc_ci"]
+            assert 0.0 <= low <= high <= 1.0
+        assert 0.0 <= entry["avg_auc_ci"][0] <= entry["avg_auc_ci"][1] <= 1.0
     assert set(results["alignment"]) == {"none", "S", "S+T+W"}
     assert set(results["recommendation"]["models"]) == {"profile", "profile+tokens"}
     assert results["storage"]["ratio_data"] > 1.0

@@ -65,6 +65,7 @@ class ProbeSettings(_Strict):
     cv_folds: int = Field(3, ge=2)
     max_iter: int = Field(2000, ge=10)
     bag_transform: Literal["counts", "log1p"] = "log1p"
+    bootstrap: int = Field(200, ge=0)   # resamples of the test users for 95 % AUC intervals (0: none)
     tfidf: TfidfSettings = TfidfSettings()
 
     @field_validator("c_grid")

@@ -11,6 +11,12 @@ Protocol (identical for every representation, so the numbers compare):
 * on the test users: AUC = :func:`sklearn.metrics.roc_auc_score`, KS =
   :func:`scipy.stats.ks_2samp` statistic between the scores of positive and negative users
   (the maximum gap between the two empirical score CDFs).
+
+Confidence intervals (``bootstrap`` > 0): the test users of a task are resampled with
+replacement ``bootstrap`` times (seeded per task, so every representation sees the same
+resamples: the intervals are paired) and the AUC recomputed on the fixed scores; the 95 %
+interval is the 2.5-97.5 percentile range. The average AUC's interval averages the tasks'
+resampled AUCs draw by draw. It covers the test-set sampling, not the probe's training.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from u2qt_core.errors import InputError
 
-__all__ = ["ProbeResult", "ks_statistic", "split_users", "linear_probe"]
+__all__ = ["ProbeResult", "ks_statistic", "split_users", "linear_probe", "probe_tasks", "bootstrap_aucs"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,25 @@ def split_users(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.nda
     return np.sort(train), np.sort(test)
 
 
+def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """AUC of ``scores`` [n] against ``labels`` [n] on ``draws`` resamples of the n rows with
+    replacement -> float [draws] (a resample holding one class only is drawn again)."""
+    rng = np.random.default_rng(seed)
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    out = np.empty(draws)
+    for i in range(draws):
+        while True:
+            pick = rng.integers(0, len(labels), len(labels))
+            if 0 < labels[pick].sum() < len(pick):
+                break
+        out[i] = roc_auc_score(labels[pick], scores[pick])
+    return out
+
+
+def _interval(draws: np.ndarray) -> list[float]:
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
 def linear_probe(
     features: np.ndarray | sparse.spmatrix,
     labels: np.ndarray,
@@ -75,6 +100,21 @@ def linear_probe(
     seed: int = 0,
 ) -> ProbeResult:
     """Fit the probe on ``split[0]`` users, report AUC/KS on ``split[1]`` (see module docstring)."""
+    return _fit_and_score(features, labels, split=split, c_grid=c_grid, cv_folds=cv_folds, max_iter=max_iter,
+                          seed=seed)[0]
+
+
+def _fit_and_score(
+    features: np.ndarray | sparse.spmatrix,
+    labels: np.ndarray,
+    *,
+    split: tuple[np.ndarray, np.ndarray],
+    c_grid: list[float],
+    cv_folds: int,
+    max_iter: int,
+    seed: int,
+) -> tuple[ProbeResult, np.ndarray]:
+    """:func:`linear_probe`'s result and the test users' scores float [n_test]."""
     labels = np.asarray(labels).astype(int)
     if features.shape[0] != labels.shape[0]:
         raise InputError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels")
@@ -107,7 +147,7 @@ def linear_probe(
         n_train=int(len(train)),
         n_test=int(len(test)),
         positives_test=int(labels[test].sum()),
-    )
+    ), scores
 
 
 def probe_tasks(
@@ -120,17 +160,30 @@ def probe_tasks(
     max_iter: int = 2000,
     seed: int = 0,
     c_by_task: dict[str, float] | None = None,
+    bootstrap: int = 0,
 ) -> dict:
     """:func:`linear_probe` for every task: ``{"tasks": {task: result dict}, "avg_auc", "avg_ks", "dim"}``.
-    ``c_by_task`` fixes C per task (no inner CV), e.g. the C picked for a reference representation."""
-    results = {}
-    for task, y in labels.items():
+    ``c_by_task`` fixes C per task (no inner CV), e.g. the C picked for a reference representation.
+    ``bootstrap`` > 0 adds 95 % intervals ``auc_ci`` per task and ``avg_auc_ci``, and the average
+    AUC of every resample, ``avg_auc_draws`` (the same resamples for every representation, so
+    two representations' draws give an interval of their difference; module docstring)."""
+    results, draws = {}, []
+    for index, (task, y) in enumerate(labels.items()):
         grid = [c_by_task[task]] if c_by_task else list(c_grid)
-        results[task] = linear_probe(features, y, split=splits[task], c_grid=grid, cv_folds=cv_folds,
-                                     max_iter=max_iter, seed=seed).as_dict()
-    return {
+        result, scores = _fit_and_score(features, y, split=splits[task], c_grid=grid, cv_folds=cv_folds,
+                                        max_iter=max_iter, seed=seed)
+        results[task] = result.as_dict()
+        if bootstrap:
+            draws.append(bootstrap_aucs(np.asarray(y)[splits[task][1]], scores, bootstrap, seed + 1000 * (index + 1)))
+            results[task]["auc_ci"] = _interval(draws[-1])
+    out = {
         "tasks": results,
         "avg_auc": float(np.mean([r["auc"] for r in results.values()])),
         "avg_ks": float(np.mean([r["ks"] for r in results.values()])),
         "dim": int(features.shape[1]),
     }
+    if bootstrap:
+        average = np.mean(draws, axis=0)
+        out["avg_auc_ci"] = _interval(average)
+        out["avg_auc_draws"] = [round(float(v), 6) for v in average]   # paired: for CIs of differences
+    return out

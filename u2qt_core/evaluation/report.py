@@ -95,6 +95,12 @@ def _auc_ks(entry: dict | None) -> str:
     return f"{entry['auc']:.4f} / {entry['ks']:.4f}"
 
 
+def _interval(entry: dict) -> str:
+    """The 95 % bootstrap interval of an average AUC, or '-' without one."""
+    ci = entry.get("avg_auc_ci")
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+
+
 def render_report(results: dict[str, Any], figures: dict[str, str]) -> str:
     """The Markdown report (figures referenced by relative path)."""
     tasks = results["tasks"]
@@ -118,8 +124,8 @@ def render_report(results: dict[str, Any], figures: dict[str, str]) -> str:
     for name, entry in reps.items():
         per_task = entry["tasks"]
         rows.append([entry["label"], entry.get("dim", "-")] + [_auc_ks(per_task.get(t)) for t in tasks]
-                    + [entry.get("avg_auc"), entry.get("avg_ks")])
-    out.append(markdown_table(["representation", "dim", *tasks, "avg AUC", "avg KS"], rows))
+                    + [entry.get("avg_auc"), _interval(entry), entry.get("avg_ks")])
+    out.append(markdown_table(["representation", "dim", *tasks, "avg AUC", "95% CI", "avg KS"], rows))
     out.append("")
     summary = results.get("summary", {})
     if summary:
@@ -127,9 +133,9 @@ def render_report(results: dict[str, Any], figures: dict[str, str]) -> str:
 
     if results.get("alignment"):
         out += ["## Alignment pretext tasks (FOUNDv2 table 5 analogue)", ""]
-        rows = [[name, e.get("steps"), e.get("final_loss"), e["avg_auc"], e["avg_ks"]] +
+        rows = [[name, e.get("steps"), e.get("final_loss"), e["avg_auc"], _interval(e), e["avg_ks"]] +
                 [_auc_ks(e["tasks"].get(t)) for t in tasks] for name, e in results["alignment"].items()]
-        out.append(markdown_table(["task set", "steps", "final loss", "avg AUC", "avg KS", *tasks], rows))
+        out.append(markdown_table(["task set", "steps", "final loss", "avg AUC", "95% CI", "avg KS", *tasks], rows))
         out += ["", results.get("alignment_note", ""), ""]
 
     if results.get("recommendation"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from u2qt_core.evaluation.config import EvalConfig, ProbeSettings
 
-__all__ = ["TOKEN_REPRESENTATIONS", "target_summary", "probe_protocol", "alignment_note", "ablation_note",
-           "codebook_summary", "notes"]
+__all__ = ["TOKEN_REPRESENTATIONS", "COMPARISONS", "target_summary", "probe_protocol", "alignment_note",
+           "ablation_note", "codebook_summary", "notes", "compare", "worlds_summary"]
 
 #: Representations built from the tokens (the others are baselines).
 TOKEN_REPRESENTATIONS = ("tokens_bag", "tokens_vectors", "tokens_fused")
@@ -95,3 +95,52 @@ def notes(results: dict, cfg: EvalConfig, *, label_window_days: int, text_dims: 
                    f"{hr.upper()} by {tok[hr] - base[hr]:+.4f} (one seed; the test split has "
                    f"{results['recommendation']['rows']['test']} impressions).")
     return out
+
+
+#: The comparisons the evaluation is read by: (name, representation A, representation B).
+COMPARISONS = (
+    ("alignment fused embedding vs mean codebook vector", "tokens_fused", "tokens_vectors"),
+    ("tabular + tokens vs tabular alone", "tabular_tokens", "tabular"),
+    ("tokens (mean codebook vector) vs continuous embeddings of the same inputs", "tokens_vectors", "continuous"),
+    ("tokens (bag of codes) vs continuous embeddings of the same inputs", "tokens_bag", "continuous"),
+)
+
+
+def compare(reps: dict[str, dict], a: str, b: str) -> dict | None:
+    """Avg AUC of ``a`` minus ``b`` with the 95 % interval of the paired bootstrap difference
+    (``avg_auc_draws`` of both, drawn on the same resamples); None when either is missing."""
+    import numpy as np
+
+    if a not in reps or b not in reps:
+        return None
+    out = {"a": reps[a]["avg_auc"], "b": reps[b]["avg_auc"], "diff": reps[a]["avg_auc"] - reps[b]["avg_auc"]}
+    draws_a, draws_b = reps[a].get("avg_auc_draws"), reps[b].get("avg_auc_draws")
+    if draws_a and draws_b and len(draws_a) == len(draws_b):
+        diff = np.asarray(draws_a) - np.asarray(draws_b)
+        out["diff_ci"] = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+    return out
+
+
+def worlds_summary(results: dict[str, dict]) -> tuple[str, dict]:
+    """``{world name: results.json of u2qt eval}`` -> (Markdown, JSON) of :data:`COMPARISONS` per
+    world: both avg AUCs and their difference with its paired 95 % interval."""
+    table: dict[str, dict] = {}
+    lines = ["# u2qt evaluation: the comparisons on every world", "",
+             "Avg AUC over the tasks (linear probes on held-out users); in brackets the 95 % interval of "
+             "the difference from paired bootstrap resamples of the test users (one tokenizer training "
+             "per world: the interval covers test-set sampling, not training seeds).", "",
+             "| comparison | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for name, a, b in COMPARISONS:
+        cells = []
+        for world, res in results.items():
+            c = compare(res["representations"], a, b)
+            table.setdefault(name, {})[world] = c
+            if c is None:
+                cells.append("-")
+                continue
+            ci = f" [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}]" if "diff_ci" in c else ""
+            cells.append(f"{c['a']:.4f} vs {c['b']:.4f}: **{c['diff']:+.4f}**{ci}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Worlds: " + "; ".join(f"`{w}`: {r['meta']['world_config']}, {r['meta']['users']} users x "
+                                          f"{r['meta']['days']} days" for w, r in results.items()), ""]
+    return "\n".join(lines), table
