@@ -49,8 +49,9 @@ bench-scale: setup
 bench-inference: setup
 	$(PY) -m benchmarks.bench_inference --out bench_results
 
+# both evaluation worlds (conf/world/eval.yaml, eval_b.yaml): reports/eval/<world>/report.md + reports/eval/summary.md
 eval: setup
-	$(PY) -m pipelines.cli eval --world-config conf/world/eval.yaml --out reports/eval
+	$(PY) -m pipelines.cli eval --world-config conf/world/eval.yaml --world-config conf/world/eval_b.yaml --out reports/eval
 
 # Re-pin requirements/lock.txt from the direct dependencies in pyproject.toml (needs PyPI).
 lock:

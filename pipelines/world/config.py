@@ -48,6 +48,11 @@ class WorldConfig(BaseModel):
                                      description="Share of (user, day) pairs with no events at all (approximate).")
     launderer_rate: float = Field(default=0.03, ge=0, le=0.2,
                                   description="Share of users with the latent laundering propensity.")
+    label_behaviour_weight: float = Field(
+        default=1.0, ge=0, le=10,
+        description="Weight of the behaviour after the history in the takeout / purchasing_power / games "
+                    "labels, relative to the latent trait (a world whose labels lean on what users do next).")
+    label_noise: float = Field(default=0.5, ge=0, le=5, description="Scale of the logistic noise in those labels.")
     bad_row_rate: float = Field(default=0.0, ge=0, le=0.5,
                                 description="Probability that an event also yields one malformed copy.")
     bad_row_kinds: tuple[str, ...] = Field(default=BAD_ROW_KINDS)

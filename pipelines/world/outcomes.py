@@ -74,10 +74,11 @@ def label_scores(config: WorldConfig, t: UserTraits) -> dict[str, float]:
     fb = future_behaviour(config, t)
     noise = _rng(config, S_LABEL, t.user_id).logistic(0.0, 1.0, size=3)
     ticket = 0.0 if math.isnan(fb["log_ticket"]) else fb["log_ticket"] - 4.5  # future price level (geo. mean)
+    b, e = config.label_behaviour_weight, config.label_noise
     return {
-        "takeout": 5.0 * (t.fd_habit - 0.4) + 1.0 * math.log1p(fb["fd_orders"]) + 0.5 * noise[0],
-        "purchasing_power": 1.5 * t.income_z + 0.5 * ticket + 0.5 * noise[1],
-        "games": 6.0 * (t.gaming - 0.3) + 0.6 * math.log1p(fb["game_events"]) + 0.5 * noise[2],
+        "takeout": 5.0 * (t.fd_habit - 0.4) + b * 1.0 * math.log1p(fb["fd_orders"]) + e * noise[0],
+        "purchasing_power": 1.5 * t.income_z + b * 0.5 * ticket + e * noise[1],
+        "games": 6.0 * (t.gaming - 0.3) + b * 0.6 * math.log1p(fb["game_events"]) + e * noise[2],
         "suspicious": fb["suspicious"],
     }
 
