@@ -228,5 +228,6 @@ def feature_tensors(rows: pd.DataFrame) -> FeatureTensors:
         col = np.concatenate(rows["bag_indices"].to_numpy()).astype(np.int64)
         values = torch.from_numpy(np.concatenate(rows["bag_values"].to_numpy()).astype(np.float32))
         bags = torch.sparse_coo_tensor(torch.from_numpy(np.stack([row, col])), values,
-                                       size=(len(rows), int(rows["bag_size"].iloc[0]))).coalesce()
+                                       size=(len(rows), int(rows["bag_size"].iloc[0])),
+                                       check_invariants=True).coalesce()     # indices come from a table: check them
     return FeatureTensors(user_ids, vectors, bags)
