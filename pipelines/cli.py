@@ -309,6 +309,7 @@ def benchmark_eval(world_config: Annotated[Optional[list[Path]], typer.Option(
     ``--set`` overrides the pipeline settings (e.g. ``encoder.int8_dynamic=true``), ``--eval-set``
     the evaluation YAML (e.g. ``masknet.enabled=false``)."""
     from pipelines.eval_job import run_eval
+    from pipelines.world import load_world_config
     from u2qt_core.evaluation.summary import worlds_summary
 
     worlds = world_config or [Path("conf/world/eval.yaml"), Path("conf/world/eval_b.yaml")]
@@ -316,8 +317,6 @@ def benchmark_eval(world_config: Annotated[Optional[list[Path]], typer.Option(
     if len(set(names)) != len(names):
         raise typer.BadParameter(f"world files need distinct names, got {names}")
     for world in worlds:          # every world config is checked before Spark starts
-        from pipelines.world import load_world_config
-
         load_world_config(world)
     settings = settings_from(config, set_)
     spark = spark_for(settings, "u2qt_eval")

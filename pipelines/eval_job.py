@@ -63,9 +63,8 @@ def _preset(settings: PipelineSettings, cfg: EvalConfig, encoder_dim: int, *, st
     }
     if drop_source:
         names = [s for s in sources.all_sources if s != drop_source]
-        dims = {name: encoder_dim for name in sources.text_sources} | {sources.tabular.name: sources.tabular.width}
-        overrides["mrqvae"].update(
-            sources=names, input_dims={**{n: dims[n] for n in names}, drop_source: None},
+        overrides["mrqvae"].update(      # deep-merged over the layout: None deletes the dropped width
+            sources=names, input_dims={drop_source: None},
             tabular_sources=[n for n in [sources.tabular.name] if n in names])
     eval_settings = settings.model_copy(
         update={"training": settings.training.model_copy(update={"preset": cfg.tokenizer.preset})})

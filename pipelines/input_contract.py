@@ -1,8 +1,8 @@
 """The input contract of the night, and a check of a lake's own tables against it
 (``u2qt check-inputs``).
 
-The contract is derived, not written twice: the source names and the tabular feature columns from the sources config
-(``conf/sources.yaml``), and the row rules are the night's own (:mod:`pipelines.validation`), so
+The contract is derived, not written twice: the source names and the tabular feature columns
+come from the sources config (``conf/sources.yaml``), and the row rules are the night's own (:mod:`pipelines.validation`), so
 the check reports exactly what a night would quarantine, and why.
 
 Each difference is one line, ``<severity>: <table>.<column>: <what differs>``:
@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.settings import PipelineSettings, SourcesConfig, TabularFeature
-from pipelines.validation import profile_rules, raw_event_rules, sanitise_events
+from pipelines.validation import first_reason, profile_rules, raw_event_rules, sanitise_events
 
 __all__ = ["ColumnContract", "Difference", "input_contract", "check_inputs"]
 
@@ -115,7 +115,7 @@ def check_inputs(spark: SparkSession, settings: PipelineSettings, dates: list[st
             differences += _layout_notes(spark, path)
             if dates:
                 frame = frame.where(F.col("event_date").isin([F.lit(d).cast("date") for d in dates]))
-            rows[table], found = _event_differences(frame, settings)
+            rows[table], found = _event_differences(frame, settings, sources)
         else:
             rows[table], found = _profile_differences(frame, sources)
         differences += found
@@ -158,11 +158,9 @@ def _rule_counts(frame: DataFrame, rules: list[tuple[Column, Column]]) -> list[t
     index = F.lit(None).cast("int")
     for i, (condition, _) in reversed(list(enumerate(rules))):
         index = F.when(condition, F.lit(i)).otherwise(index)
-    reason = F.lit(None).cast("string")
-    for condition, message in reversed(rules):
-        reason = F.when(condition, message).otherwise(reason)
     counted = (frame.withColumn("_rule", index).where(F.col("_rule").isNotNull())
-               .groupBy("_rule").agg(F.count(F.lit(1)).alias("n"), F.first(reason, ignorenulls=True).alias("example"))
+               .groupBy("_rule").agg(F.count(F.lit(1)).alias("n"),
+                                     F.first(first_reason(rules), ignorenulls=True).alias("example"))
                .orderBy("_rule").collect())
     return [(int(row["n"]), str(row["example"])) for row in counted]
 
@@ -171,8 +169,8 @@ def _share(n: int, total: int) -> str:
     return f"{n:,} of {total:,} rows ({100.0 * n / max(total, 1):.2f} %)"
 
 
-def _event_differences(events: DataFrame, settings: PipelineSettings) -> tuple[int, list[Difference]]:
-    sources = settings.sources_config()
+def _event_differences(events: DataFrame, settings: PipelineSettings,
+                       sources: SourcesConfig) -> tuple[int, list[Difference]]:
     out: list[Difference] = []
     per_source = {row["source"]: int(row["n"]) for row in events.groupBy("source").agg(F.count(F.lit(1)).alias("n")).collect()}
     total = sum(per_source.values())

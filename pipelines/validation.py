@@ -36,7 +36,8 @@ class Split:
     rejected: DataFrame
 
 
-def _first_reason(rules: list[tuple[Column, Column]]) -> Column:
+def first_reason(rules: list[tuple[Column, Column]]) -> Column:
+    """The message of the first rule a row breaks (null when it breaks none)."""
     reason = F.lit(None).cast("string")
     for condition, message in reversed(rules):
         reason = F.when(condition, message).otherwise(reason)
@@ -45,7 +46,7 @@ def _first_reason(rules: list[tuple[Column, Column]]) -> Column:
 
 def split_by_rules(frame: DataFrame, rules: list[tuple[Column, Column]]) -> Split:
     """Tag each row with the first rule it breaks."""
-    tagged = frame.withColumn("_reason", _first_reason(rules))
+    tagged = frame.withColumn("_reason", first_reason(rules))
     valid = tagged.where(F.col("_reason").isNull()).drop("_reason")
     rejected = tagged.where(F.col("_reason").isNotNull()).withColumnRenamed("_reason", "reason")
     return Split(valid, rejected)

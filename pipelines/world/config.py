@@ -25,6 +25,13 @@ BAD_ROW_KINDS: tuple[str, ...] = ("null_user_id", "bad_source", "empty_text", "d
 WorldConfigError = ConfigError
 
 
+def _check_known_sources(keys) -> None:
+    """A per-source setting may only name the generator's sources."""
+    unknown = sorted(set(keys) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
+
+
 class WorldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,9 +87,7 @@ class WorldConfig(BaseModel):
     @field_validator("source_weights")
     @classmethod
     def _sources_known(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(SOURCES))
-        if unknown:
-            raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
+        _check_known_sources(v)
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("weights must be >= 0 with a positive sum")
         return {s: float(v.get(s, 0.0)) for s in SOURCES}
@@ -90,17 +95,11 @@ class WorldConfig(BaseModel):
     @field_validator("source_names")
     @classmethod
     def _names_distinct(cls, v: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(v) - set(SOURCES))
-        if unknown:
-            raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
+        _check_known_sources(v)
         written = [v.get(s, s) for s in SOURCES]
         if len(set(written)) != len(written) or not all(written):
             raise ValueError(f"every source needs its own non-empty name, got {dict(zip(SOURCES, written))}")
         return dict(v)
-
-    def written_source(self, source: str) -> str:
-        """The ``raw_events.source`` value of a generated source."""
-        return self.source_names.get(source, source)
 
     @model_validator(mode="after")
     def _ids_fit_bigint(self) -> "WorldConfig":
