@@ -19,6 +19,8 @@ that row's user, source and date (``InferenceRowError``).
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import threading
 from dataclasses import dataclass
@@ -67,7 +69,11 @@ def inference_spec(settings: "PipelineSettings", *, tabular_sources: tuple[str, 
 
 
 def _spec_key(spec: InferenceSpec) -> str:
-    return "|".join([spec.model_dir, spec.tokenizer_version, spec.encoder.model_dump_json()])
+    """What a cached embedder / runtime is built from: the embedder also keeps the text sources'
+    instructions and the tabular sources, so two sources configs served by one reused Python
+    worker (an embedding-only spec has no model_dir or version) never share one."""
+    return "|".join([spec.model_dir, spec.tokenizer_version, spec.encoder.model_dump_json(),
+                     json.dumps(spec.instructions, sort_keys=True), ",".join(spec.tabular_sources)])
 
 
 class InputEmbedder:
