@@ -123,7 +123,8 @@ def test_description_templates() -> None:
 # ------------------------------------------------------------------------------------- model
 def test_model_ignores_padding_and_is_causal() -> None:
     torch.manual_seed(0)
-    cfg = UserSequenceConfig(code_dim=6, num_sources=2, num_levels=3, d_model=16, num_layers=2, num_heads=2, dropout=0.0)
+    cfg = UserSequenceConfig(code_dim=6, num_sources=2, num_levels=3, d_model=16, num_layers=2, num_heads=2, dropout=0.0,
+                             pooling="per_source")
     model = UserSequenceModel(cfg).eval()
     vecs = torch.randn(2, 4, 3, 6)
     src = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]])
@@ -136,6 +137,21 @@ def test_model_ignores_padding_and_is_causal() -> None:
         m2 = torch.cat([torch.zeros(2, 1, dtype=torch.bool), mask], dim=1)
         moved = model(v2, s2, m2)
         torch.testing.assert_close(moved.fused, ref.fused, atol=1e-5, rtol=1e-5)
+        # per-source pooling: one d_model block per source; a row without source 0 has zeros there
+        assert ref.fused.shape == (2, 2 * 16) and ref.projected.shape == (2, 16)
+        token_src = src.repeat_interleave(3, dim=1)  # steps are already packed left here
+        for row in range(2):
+            for k in range(2):
+                sel = ref.token_mask[row] & (token_src[row] == k)
+                torch.testing.assert_close(ref.fused[row, 16 * k : 16 * (k + 1)], ref.hidden[row][sel].mean(dim=0))
+        no_source0 = model(vecs, torch.ones_like(src), mask).fused
+        assert torch.count_nonzero(no_source0[:, :16]) == 0 and torch.count_nonzero(no_source0[:, 16:]) > 0
+        # with codes: each source's block is followed by the mean over its steps of sum_l T(z_l)
+        with_codes = UserSequenceModel(cfg.model_copy(update={"pooling": "per_source_with_codes"})).eval()
+        fused = with_codes(vecs, src, mask).fused
+        assert fused.shape == (2, 2 * (16 + 6))
+        torch.testing.assert_close(fused[0, 32:38], vecs[0, [0, 2]].sum(dim=1).mean(dim=0))   # row 0, source 0
+        torch.testing.assert_close(fused[1, 38:44], vecs[1, [0, 1]].sum(dim=1).mean(dim=0))   # row 1, source 1
         # causal: changing the last real step leaves earlier hidden states unchanged
         v3 = vecs.clone()
         v3[0, 2] += 1.0
@@ -210,7 +226,7 @@ def test_each_alignment_loss_falls(tokenizer: MRQVAE) -> None:
     for name, limit in limits.items():
         assert after[name] < limit * before[name], (name, before, after)
     emb = trainer.embed_users()
-    assert emb.shape == (48, 32) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert emb.shape == (48, len(histories.sources) * (32 + trainer.model.config.code_dim)) and emb.dtype == np.float32 and np.isfinite(emb).all()
     np.testing.assert_allclose(trainer.embed_users(histories.select(range(5))), emb[:5], atol=1e-5)
 
 

@@ -23,6 +23,7 @@ from u2qt_core.alignment.trainer import (
     LoraSettings,
     UserTokenHistories,
     codebook_token_vectors,
+    embed_histories,
     train_alignment,
 )
 from u2qt_core.alignment.windows import WindowPairs, periodic_window_pairs
@@ -44,6 +45,7 @@ __all__ = [
     "LoraSettings",
     "UserTokenHistories",
     "codebook_token_vectors",
+    "embed_histories",
     "train_alignment",
     "WindowPairs",
     "periodic_window_pairs",

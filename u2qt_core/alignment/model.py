@@ -7,13 +7,28 @@ residual level) produced by the MRQ-VAE. The model flattens the steps into one t
     ``W_in T(z_k) + pos_k + source(step) + level(k mod L)``
 
 where ``T(z_k)`` is the token's codebook vector, and runs a causal pre-norm Transformer. It returns
-per-token hidden states, next-token predictions in codebook space (for eq. 10), and a fused user
-embedding (masked mean of the hidden states + a linear map) ``[B, d_model]``.
+per-token hidden states, next-token predictions in codebook space (for eq. 10), the fused user
+embedding and its projection for the contrastive losses (eqs. 12, 14).
+
+Pooling (``pooling``):
+
+* ``per_source``: a masked mean of the hidden states per source, concatenated
+  ``[B, num_sources * d_model]``; the contrastive losses see a linear projection of it
+  ``[B, d_model]`` (a projection head, as in SimCLR, so the losses need not squeeze the
+  representation itself). A user without steps of a source gets zeros in that block.
+* ``per_source_with_codes`` (default): ``per_source`` followed by each source's mean input vector
+  ``sum_l T(z_l)`` over its steps (the mean codebook vector of the steps the model saw),
+  ``[B, num_sources * (d_model + code_dim)]``: a skip path, so the representation keeps what the
+  codes say and the Transformer only has to add context;
+* ``mean``: one masked mean over all tokens, then a linear map ``[B, d_model]``; the same vector
+  is the representation and the losses' input. This is the first version's pooling; the
+  evaluation's alignment ablation showed it loses what tells sources apart (README, Evaluation).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pydantic
 import torch
@@ -36,6 +51,8 @@ class SequenceModelSizes(pydantic.BaseModel, extra="forbid"):
     dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
     max_tokens: int = pydantic.Field(2048, gt=1)
     """Longest flattened sequence ``S * L`` (learned position table)."""
+    pooling: Literal["per_source", "per_source_with_codes", "mean"] = "per_source_with_codes"
+    """How the hidden states become the fused embedding (module docstring)."""
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> "SequenceModelSizes":
@@ -68,7 +85,9 @@ class UserSequenceOutput:
         token_vectors: ``[B, N, code_dim]`` the input codebook vectors, in the same packed order
             (the token-level targets).
         token_mask: ``Bool[B, N]`` real tokens.
-        fused: ``[B, d_model]`` fused user embedding.
+        fused: ``[B, fused_dim]`` fused user embedding, the representation downstream models use
+            (``fused_dim = num_sources * d_model`` with ``per_source`` pooling, else ``d_model``).
+        projected: ``[B, d_model]`` what the window and semantic losses compare.
     """
 
     hidden: Tensor
@@ -76,6 +95,7 @@ class UserSequenceOutput:
     token_vectors: Tensor
     token_mask: Tensor
     fused: Tensor
+    projected: Tensor
 
 
 def compact_steps(step_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -136,7 +156,9 @@ class UserSequenceModel(nn.Module):
         self.blocks = nn.ModuleList(_Block(c.d_model, c.num_heads, c.ffn_mult, c.dropout) for _ in range(c.num_layers))
         self.norm = nn.LayerNorm(c.d_model)
         self.predict = nn.Linear(c.d_model, c.code_dim)
-        self.fuse = nn.Linear(c.d_model, c.d_model)
+        self.fused_dim = {"per_source": c.num_sources * c.d_model, "mean": c.d_model,
+                          "per_source_with_codes": c.num_sources * (c.d_model + c.code_dim)}[c.pooling]
+        self.fuse = nn.Linear(self.fused_dim, c.d_model)
 
     def forward(self, token_vectors: Tensor, source_ids: Tensor, step_mask: Tensor) -> UserSequenceOutput:
         """Run the model.
@@ -185,12 +207,30 @@ class UserSequenceModel(nn.Module):
         for block in self.blocks:
             x = block(x, allowed)
         hidden = self.norm(x)
-        m = token_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        token_src = src.repeat_interleave(c.num_levels, dim=1)  # [B, N]
+        if c.pooling.startswith("per_source"):
+            fused = self._pool_per_source(hidden, token_src, token_mask)
+            if c.pooling == "per_source_with_codes":  # sum over a step's levels: L x the mean level vector
+                codes = self._pool_per_source(vecs, token_src, token_mask) * c.num_levels
+                fused = torch.cat([fused, codes], dim=1)
+            projected = self.fuse(fused)
+        else:
+            m = token_mask.unsqueeze(-1).to(hidden.dtype)
+            fused = projected = self.fuse((hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))
         return UserSequenceOutput(
             hidden=hidden,
             predictions=self.predict(hidden),
             token_vectors=vecs,
             token_mask=token_mask,
-            fused=self.fuse(pooled),
+            fused=fused,
+            projected=projected,
         )
+
+    def _pool_per_source(self, values: Tensor, token_src: Tensor, token_mask: Tensor) -> Tensor:
+        """Masked mean of ``values [B, N, d]`` over each source's tokens -> ``[B, num_sources * d]``
+        (zeros for a source the row has no tokens of)."""
+        c = self.config
+        onehot = F.one_hot(token_src, c.num_sources).to(values.dtype) * token_mask.unsqueeze(-1).to(values.dtype)
+        sums = torch.einsum("bns,bnd->bsd", onehot, values)  # [B, S, d]
+        counts = onehot.sum(dim=1).clamp(min=1.0).unsqueeze(-1)  # [B, S, 1]
+        return (sums / counts).reshape(values.shape[0], c.num_sources * values.shape[-1])

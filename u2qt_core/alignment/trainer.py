@@ -38,6 +38,7 @@ __all__ = [
     "UserTokenHistories",
     "codebook_token_vectors",
     "AlignmentTrainer",
+    "embed_histories",
     "train_alignment",
 ]
 
@@ -193,8 +194,8 @@ class AlignmentTrainer:
             )
             valid = pairs.valid
             if int(valid.sum()) >= 2:
-                h_a = self.model(vectors[valid], batch.source_ids[valid], pairs.a[valid]).fused
-                h_b = self.model(vectors[valid], batch.source_ids[valid], pairs.b[valid]).fused
+                h_a = self.model(vectors[valid], batch.source_ids[valid], pairs.a[valid]).projected
+                h_b = self.model(vectors[valid], batch.source_ids[valid], pairs.b[valid]).projected
                 losses["window"] = window_alignment_loss(h_a, h_b, c.tau_w)
         if self.text_proj is not None and c.lambda_semantic > 0:
             if self.description_encoder is not None:
@@ -203,7 +204,7 @@ class AlignmentTrainer:
             else:
                 assert self.text_embeddings is not None
                 text = self.text_embeddings[torch.as_tensor(index)].to(self.device)
-            losses["semantic"] = semantic_alignment_loss(out.fused, self.text_proj(text), c.tau_s)
+            losses["semantic"] = semantic_alignment_loss(out.projected, self.text_proj(text), c.tau_s)
         return losses
 
     def _total(self, losses: dict[str, Tensor]) -> Tensor:
@@ -273,19 +274,25 @@ class AlignmentTrainer:
         return record
 
     # ---------------------------------------------------------------------------- export
-    @torch.no_grad()
     def embed_users(self, histories: UserTokenHistories | None = None, batch_size: int = 256) -> np.ndarray:
-        """Fused user embeddings ``float32 [U, d_model]`` (default: the training histories)."""
+        """Fused user embeddings ``float32 [U, fused_dim]`` (default: the training histories)."""
         histories = self.histories if histories is None else histories
-        self.model.eval()
-        out = np.empty((len(histories), self.config.d_model), dtype=np.float32)
-        for start in range(0, len(histories), batch_size):
-            batch = histories.select(np.arange(start, min(start + batch_size, len(histories))))
-            vectors = codebook_token_vectors(self.tokenizer, batch, self.model.config.code_dim, self.device)
-            batch = batch.to(self.device)
-            fused = self.model(vectors, batch.source_ids, batch.mask).fused
-            out[start : start + len(batch)] = fused.float().cpu().numpy()
-        return out
+        return embed_histories(self.model, self.tokenizer, histories, batch_size, self.device)
+
+
+@torch.no_grad()
+def embed_histories(model: UserSequenceModel, tokenizer: CodebookTokenizer, histories: UserTokenHistories,
+                    batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
+    """Fused embeddings ``float32 [U, model.fused_dim]`` of ``histories``, in batches of users (eval mode)."""
+    model.eval()
+    device = device or torch.device("cpu")
+    out = np.empty((len(histories), model.fused_dim), dtype=np.float32)
+    for start in range(0, len(histories), batch_size):
+        batch = histories.select(np.arange(start, min(start + batch_size, len(histories))))
+        vectors = codebook_token_vectors(tokenizer, batch, model.config.code_dim, device)
+        batch = batch.to(device)
+        out[start : start + len(batch)] = model(vectors, batch.source_ids, batch.mask).fused.float().cpu().numpy()
+    return out
 
 
 def train_alignment(

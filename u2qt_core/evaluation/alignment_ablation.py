@@ -37,20 +37,21 @@ def alignment_ablation(main: Tokenized, settings: AlignmentSettings, *, rows_use
     from tqdm.auto import tqdm
 
     from u2qt_core.alignment import AlignmentConfig, AlignmentTrainer
-    from u2qt_core.evaluation.representations import ScaledCodebook, token_histories
+    from u2qt_core.alignment.codebooks import ScaledCodebook, rms_scale
+    from u2qt_core.evaluation.representations import token_histories
 
     a = settings
     hist_args = dict(n_users=n_users, sources=sources, max_steps=a.max_steps_per_user)
     train_hist = token_histories(rows_user, days, main.codes, max_day=cutoff_day, **hist_args)
     full_hist = token_histories(rows_user, days, main.codes, **hist_args)
     active = np.flatnonzero(train_hist.mask.any(dim=1).numpy())
-    scaled = ScaledCodebook(main.model, main.codes, target_rms=a.token_rms)
+    scaled = ScaledCodebook(main.model, rms_scale(main.model, main.codes, a.token_rms))
     log.info("alignment: codebook vectors scaled by %.1f to RMS %.1f", scaled.scale, a.token_rms)
     results = {}
     for task_set in tqdm(["none", *a.task_sets], desc="alignment task sets"):
         parts = set(task_set.split("+")) if task_set != "none" else set()
         acfg = AlignmentConfig(
-            d_model=a.d_model, num_layers=a.num_layers, num_heads=a.num_heads, dropout=a.dropout,
+            d_model=a.d_model, num_layers=a.num_layers, pooling=a.pooling, num_heads=a.num_heads, dropout=a.dropout,
             max_tokens=a.max_steps_per_user * main.levels, lr=a.lr, steps=a.steps if parts else 0,
             batch_size=a.batch_size, seed=seed, device="cpu", progress=False, log_every=max(a.steps // 3, 1),
             period=a.period, window_days=a.window_days,

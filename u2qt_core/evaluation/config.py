@@ -92,9 +92,12 @@ class AlignmentSettings(_Strict):
     period: int = Field(7, ge=1)
     window_days: int = Field(7, ge=1)
     max_steps_per_user: int = Field(64, ge=1)
+    pooling: Literal["per_source", "per_source_with_codes", "mean"] = "per_source_with_codes"
+    """Fused embedding (u2qt_core.alignment.model): per-source means of the hidden states (+ of the
+    input code vectors), or one mean (the first version)."""
     token_rms: float = Field(3.0, gt=0)
     """Codebook vectors are rescaled to this per-element RMS before the sequence model
-    (see :class:`u2qt_core.evaluation.representations.ScaledCodebook`)."""
+    (see :class:`u2qt_core.alignment.codebooks.ScaledCodebook`)."""
 
     @field_validator("task_sets")
     @classmethod

@@ -153,26 +153,3 @@ def token_histories(
         out_day[u, p] = torch.as_tensor(sel["day"].to_numpy(np.int64))
         out_mask[u, p] = True
     return UserTokenHistories(out_codes, out_src, out_day, out_mask, list(sources))
-
-
-class ScaledCodebook(torch.nn.Module):
-    """A tokenizer view whose ``codes_to_vectors`` returns the codebook vectors rescaled to a
-    per-element RMS of ``target_rms`` (measured over ``sample_codes``).
-
-    The MRQ-VAE's code vectors are small (RMS ~0.04 on the eval world) next to the alignment
-    model's learned position/source/level embeddings (N(0, 1) at init), which otherwise drown the
-    token content of the sequence; the rescaling is a fixed input normalisation, the tokenizer
-    itself is not modified."""
-
-    def __init__(self, tokenizer: torch.nn.Module, sample_codes: dict[str, np.ndarray], target_rms: float = 3.0) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.config = tokenizer.config
-        with torch.no_grad():
-            vecs = [tokenizer.codes_to_vectors(torch.as_tensor(np.asarray(c[:2000]), dtype=torch.long), s).reshape(-1, self.config.code_dim)
-                    for s, c in sample_codes.items() if len(c)]
-            rms = float(torch.cat(vecs).pow(2).mean().sqrt())
-        self.scale = target_rms / max(rms, 1e-12)
-
-    def codes_to_vectors(self, codes: torch.Tensor, source: str) -> torch.Tensor:
-        return self.tokenizer.codes_to_vectors(codes, source) * self.scale
