@@ -122,6 +122,20 @@ def features(start: Annotated[str, typer.Argument(help="first as-of date, YYYY-M
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command("train-sequence")
+def train_sequence(as_of: Annotated[str, typer.Argument(help="last day of the training histories, YYYY-MM-DD")],
+                   config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Train the sequence encoder (token and window alignment tasks) on a hash sample of the token
+    histories of the sequence_encoder.history_days up to AS_OF, for the tokenizer those days were
+    tokenized with; features.representations: [fused_embedding, ...] then writes its embedding."""
+    from pipelines.day_run import open_run
+    from pipelines.sequence_encoder import train_sequence_encoder
+
+    settings = settings_from(config, set_)
+    spark = spark_for(settings, "u2qt_train_sequence")
+    typer.echo(json.dumps(train_sequence_encoder(open_run(spark, settings, as_of)), indent=2, default=str))
+
+
 @app.command("check-inputs")
 def check_inputs(start: Annotated[Optional[str], typer.Argument(help="first event_date checked (default: all)")] = None,
                  end: Annotated[Optional[str], typer.Argument(help="last event_date checked (default: START)")] = None,
@@ -250,7 +264,7 @@ def catalog(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 
 @app.command("submit-args")
-def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|features|train|maintain|backfill|catalog")],
+def submit_args(step: Annotated[str, typer.Argument(help="stage|quality|publish|features|train-sequence|train|maintain|backfill|catalog")],
                 dates: Annotated[Optional[list[str]], typer.Argument(help="DATE, or START END")] = None,
                 config: ConfigOption = None, set_: SetOption = None,
                 py_files_dir: Annotated[Optional[Path], typer.Option(help="where the --py-files zip is written")] = None) -> None:

@@ -150,6 +150,7 @@ class DayRun:
         (frame.select(*[f.name for f in spec.schema.fields])
             .write.format("delta").mode("overwrite")
             .option("replaceWhere", predicate or self.date_predicate)
+            .option("mergeSchema", "true")    # a column added to the spec reaches tables written before it
             .save(self.path(spec.name)))
 
     def record(self, step: str, status: str, seconds: float, metrics: dict) -> None:

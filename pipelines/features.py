@@ -12,7 +12,10 @@ user active on at least one of them (``features.representations`` chooses the co
   S * L * T`` columns, column ``(source_index * L + level) * T + code`` (``T`` = the code-table size
   of a level); term frequency = the recency-weighted number of days with that code, idf =
   ``ln((1 + N) / (1 + df)) + 1`` over the ``N`` users of the as-of date, rows L2-normalised
-  (scikit-learn's ``TfidfTransformer`` defaults).
+  (scikit-learn's ``TfidfTransformer`` defaults);
+* ``fused_embedding`` float ``[S * d_model]``: the sequence encoder's fused embedding of the user's
+  ``sequence_encoder.max_steps`` most recent source-days of the window (per-source means of its
+  hidden states; :mod:`pipelines.sequence_encoder`, trained by ``u2qt train-sequence``).
 
 Cost per as-of date grows with the (user, source, day) rows of the window, i.e. users active in
 the window x active days, not with the total user base or the history before the window. The
@@ -35,8 +38,10 @@ from scipy import sparse
 
 from pipelines import tables
 from pipelines.day_run import DayRun
+from pipelines.sequence_encoder import SequenceEmbedder, token_rows
+from u2qt_core.alignment.codebooks import CodebookTables
 
-__all__ = ["build_features", "CodebookTables", "user_features_frame", "FeatureTensors", "feature_tensors"]
+__all__ = ["build_features", "user_features_frame", "FeatureTensors", "feature_tensors"]
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +52,17 @@ _COMPUTED = T.StructType([
     T.StructField("codebook_vectors", T.ArrayType(T.FloatType())),
     T.StructField("bag_indices", T.ArrayType(T.IntegerType())),
     T.StructField("bag_values", T.ArrayType(T.FloatType())),
+    T.StructField("fused_embedding", T.ArrayType(T.FloatType())),
 ])
 
 
-class CodebookTables:
-    """The codebooks of a tokenizer as numpy arrays: ``tables[name]`` float32 ``[T, code_dim]``
-    and ``routes[source]`` the codebook name used at each level (shared codebooks once)."""
-
-    def __init__(self, model) -> None:
-        cfg = model.config
-        self.sources: list[str] = list(cfg.sources)
-        self.levels: int = cfg.num_levels
-        self.table_size: int = cfg.code_table_size
-        self.code_dim: int = cfg.code_dim
-        named = model.named_codebooks()
-        self.tables = {name: cb.embedding.detach().float().cpu().numpy() for name, cb in named.items()}
-        self.routes = {s: model.route_names(s) for s in self.sources}
-
-    @property
-    def bag_size(self) -> int:
-        return len(self.sources) * self.levels * self.table_size
-
-    def vectors(self, source_index: int, codes: np.ndarray) -> np.ndarray:
-        """codes int64 ``[n, L]`` of one source -> ``z_hat`` float32 ``[n, code_dim]``."""
-        route = self.routes[self.sources[source_index]]
-        return sum(self.tables[name][codes[:, level]] for level, name in enumerate(route))
-
-
 def user_features_frame(rows: pd.DataFrame, books: CodebookTables, idf: np.ndarray | None,
-                        want_vectors: bool) -> pd.DataFrame:
+                        want_vectors: bool, sequence: SequenceEmbedder | None = None) -> pd.DataFrame:
     """The features of the users of ``rows`` (every row of a user is in it).
 
     ``rows``: one row per (user, source, day): ``user_id``, ``day`` (int), ``source_index``,
-    ``weight`` (recency), ``codes`` (``L`` ints). ``idf`` float ``[bag_size]`` or None (no bag)."""
+    ``weight`` (recency), ``codes`` (``L`` ints). ``idf`` float ``[bag_size]`` or None (no bag);
+    ``sequence``: the sequence encoder of the fused embedding, or None (not written)."""
     users, row_of = np.unique(rows["user_id"].to_numpy(np.int64), return_inverse=True)
     n, S, D, L = len(users), len(books.sources), books.code_dim, books.levels
     source = rows["source_index"].to_numpy(np.int64)
@@ -113,13 +96,19 @@ def user_features_frame(rows: pd.DataFrame, books: CodebookTables, idf: np.ndarr
         tf.sort_indices()
         out["bag_indices"] = [tf.indices[tf.indptr[i]:tf.indptr[i + 1]].astype(np.int32) for i in range(n)]
         out["bag_values"] = [tf.data[tf.indptr[i]:tf.indptr[i + 1]].astype(np.float32) for i in range(n)]
+    out["fused_embedding"] = None
+    if sequence is not None:
+        embedded_users, fused = sequence.embed(rows, books)
+        assert np.array_equal(embedded_users, users), "histories_from_rows orders users like np.unique"
+        out["fused_embedding"] = list(fused)
     return out
 
 
-def _per_partition(books_bc, idf_bc, want_vectors: bool):
+def _per_partition(books_bc, idf_bc, want_vectors: bool, sequence_bc=None):
     """mapInPandas body over a partition sorted by user_id: users whole, whatever the Arrow batches."""
     def features(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         books, idf = books_bc.value, (idf_bc.value if idf_bc is not None else None)
+        sequence = SequenceEmbedder(*sequence_bc.value) if sequence_bc is not None else None
         carry: pd.DataFrame | None = None
         for batch in batches:
             if carry is not None and len(carry):
@@ -130,9 +119,9 @@ def _per_partition(books_bc, idf_bc, want_vectors: bool):
             tail = (batch["user_id"] == last).to_numpy()
             carry = batch[tail]
             if (~tail).any():
-                yield user_features_frame(batch[~tail], books, idf, want_vectors)
+                yield user_features_frame(batch[~tail], books, idf, want_vectors, sequence)
         if carry is not None and len(carry):
-            yield user_features_frame(carry, books, idf, want_vectors)
+            yield user_features_frame(carry, books, idf, want_vectors, sequence)
     return features
 
 
@@ -140,14 +129,15 @@ def _window_rows(run: DayRun, as_of: str, books: CodebookTables) -> DataFrame:
     """``(user_id, day, source_index, weight, codes)`` of the as-of date's window."""
     cfg = run.settings.features
     first = (date.fromisoformat(as_of) - timedelta(days=cfg.window_days - 1)).isoformat()
-    index = F.create_map(*[item for i, s in enumerate(books.sources) for item in (F.lit(s), F.lit(i))])
-    age = F.datediff(F.to_date(F.lit(as_of)), F.col("event_date"))
-    return (run.read(tables.USER_DAY_TOKENS.name)
-            .where(F.col("event_date").between(F.to_date(F.lit(first)), F.to_date(F.lit(as_of))))
-            .select("user_id", F.datediff("event_date", F.to_date(F.lit("1970-01-01"))).alias("day"),
-                    index[F.col("source")].alias("source_index"),
-                    F.pow(F.lit(0.5), age / F.lit(cfg.half_life_days)).alias("weight"), "codes")
-            .where(F.col("source_index").isNotNull()))
+    age = F.lit(_days_since_epoch(as_of)) - F.col("day")
+    return (token_rows(run, first, as_of, books)
+            .withColumn("weight", F.pow(F.lit(0.5), age / F.lit(cfg.half_life_days)))
+            .select("user_id", "day", "source_index", "weight", "codes"))
+
+
+def _days_since_epoch(iso: str) -> int:
+    """Day number of an ISO date, like ``token_rows``' ``day``."""
+    return (date.fromisoformat(iso) - date(1970, 1, 1)).days
 
 
 def _idf(window: DataFrame, books: CodebookTables) -> tuple[np.ndarray, int]:
@@ -173,6 +163,8 @@ def build_features(run: DayRun) -> dict:
     model, _, _ = load_bundle(run.tokenizer.model_dir)
     books = CodebookTables(model)
     broadcasts = [spark.sparkContext.broadcast(books)]
+    if "fused_embedding" in cfg.representations:   # before any scan: a missing encoder fails at once
+        broadcasts.append(spark.sparkContext.broadcast(SequenceEmbedder.load(run.settings.model_dir, run.tokenizer.version)))
     try:
         window = _window_rows(run, as_of, books).localCheckpoint(eager=True)
         idf_bc = None
@@ -182,7 +174,8 @@ def build_features(run: DayRun) -> dict:
             broadcasts.append(idf_bc)
         else:
             users = window.select("user_id").distinct().count()
-        compute = _per_partition(broadcasts[0], idf_bc, "codebook_vectors" in cfg.representations)
+        sequence_bc = broadcasts[1] if "fused_embedding" in cfg.representations else None
+        compute = _per_partition(broadcasts[0], idf_bc, "codebook_vectors" in cfg.representations, sequence_bc)
         features = (window.repartition("user_id").sortWithinPartitions("user_id")
                     .mapInPandas(compute, _COMPUTED)
                     .withColumn("as_of", F.to_date(F.lit(as_of)))

@@ -141,6 +141,18 @@ class TrainingConfig(_Strict):
     torch_threads: int = Field(1, ge=0)   # driver-side training; 0 = torch's default
 
 
+class SequenceEncoderSettings(_Strict):
+    """The sequence encoder (``u2qt train-sequence``, :mod:`pipelines.sequence_encoder`): what it
+    trains on and the model YAML (a :class:`u2qt_core.alignment.AlignmentConfig`, validated when
+    training starts, so loading the pipeline settings never imports torch)."""
+
+    model: str = "conf/sequence.yaml"
+    history_days: int = Field(28, ge=1)        # token days per training user: (as_of - history_days, as_of]
+    max_users: int = Field(20000, ge=2)        # users sampled (by a hash of user_id) for training
+    max_steps: int = Field(64, ge=1)           # most recent source-days per user, training and features
+    token_rms: float = Field(3.0, gt=0)        # code vectors are rescaled to this RMS before the model
+
+
 class RegistryConfig(_Strict):
     """The MLflow model registry of tokenizer versions (:mod:`pipelines.registry`)."""
 
@@ -209,14 +221,15 @@ class FeaturesConfig(_Strict):
     """``user_features`` (:mod:`pipelines.features`): which representations of the token history
     are written, over how many days, and how fast old days fade."""
 
-    representations: list[Literal["codebook_vectors", "bag_of_codes"]] = ["codebook_vectors", "bag_of_codes"]
+    representations: list[Literal["codebook_vectors", "bag_of_codes", "fused_embedding"]] = [
+        "codebook_vectors", "bag_of_codes"]
     window_days: int = Field(90, ge=1)          # token days read per as-of date (as_of - window_days, as_of]
     half_life_days: float = Field(30.0, gt=0)   # a day's weight: 0.5 ** (days before as_of / half_life_days)
 
     @model_validator(mode="after")
     def _some_representation(self) -> "FeaturesConfig":
         if not self.representations:
-            raise KeyProblem("representations", "name at least one of codebook_vectors, bag_of_codes")
+            raise KeyProblem("representations", "name at least one of codebook_vectors, bag_of_codes, fused_embedding")
         if len(set(self.representations)) != len(self.representations):
             raise KeyProblem("representations", f"listed twice: {self.representations}")
         return self
@@ -247,6 +260,7 @@ class PipelineSettings(_Strict):
     registry: RegistryConfig = RegistryConfig()
     gates: EvaluationGates = EvaluationGates()
     features: FeaturesConfig = FeaturesConfig()
+    sequence_encoder: SequenceEncoderSettings = SequenceEncoderSettings()
     # the table generation runs read and write (set by pipelines.generations, not in YAML):
     # None = not resolved yet (the first generation's folder), "" = the first generation, else its id
     generation: str | None = None

@@ -8,7 +8,8 @@ same main is the ``u2qt-submit`` console script and ``python -m pipelines.submit
 
 Steps: ``init [DATE]`` (create missing output tables before dates run side by side),
 ``stage DATE``, ``quality DATE``, ``publish DATE`` (the three of one night, each idempotent), ``features DATE`` (``user_features``
-as of the date, after publish), ``train [START END]``, ``maintain``, ``backfill START END``, ``catalog`` (register
+as of the date, after publish), ``train-sequence DATE`` (the sequence encoder on histories up to the date),
+``train [START END]``, ``maintain``, ``backfill START END``, ``catalog`` (register
 the tables and views in the persistent catalog). The session is built from the submit-time
 configuration (:func:`pipelines.spark_session.get_spark`). Exit codes: 0 done, 2 a deliberate
 error (bad config, missing table ... one line on stderr), 3 a failed quality gate (the DAG fails
@@ -32,7 +33,7 @@ if __package__ in (None, ""):   # run as a file by spark-submit: `pipelines` com
 
 log = logging.getLogger("u2qt.submit")
 
-STEPS = ("init", "stage", "quality", "publish", "features", "train", "maintain", "backfill", "catalog")
+STEPS = ("init", "stage", "quality", "publish", "features", "train-sequence", "train", "maintain", "backfill", "catalog")
 EXIT_ERROR = 2
 EXIT_QUALITY_GATE = 3
 
@@ -77,7 +78,7 @@ def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = 
         version = load_tokenizer_info(settings).version   # the alias now; the first dated step records its own
         target = with_generation(settings, generation_for(spark, settings, version))
         return {"tables": ensure_all(spark, target, version)}
-    if step in ("stage", "quality", "publish", "features"):
+    if step in ("stage", "quality", "publish", "features", "train-sequence"):
         if len(dates) != 1:
             raise ValueError(f"step {step} takes exactly one date, got {dates}")
         run = _day_run(spark, settings, dates[0], run_id)
@@ -93,6 +94,10 @@ def run_step(spark, settings, step: str, dates: list[str], run_id: str | None = 
             from pipelines.features import build_features
 
             return build_features(run)
+        if step == "train-sequence":
+            from pipelines.sequence_encoder import train_sequence_encoder
+
+            return train_sequence_encoder(run)
         from pipelines.daily_job import publish
 
         return publish(run)

@@ -191,6 +191,7 @@ USER_FEATURES = TableSpec(
         T.StructField("codebook_vectors", T.ArrayType(T.FloatType())),
         T.StructField("bag_indices", T.ArrayType(T.IntegerType())),
         T.StructField("bag_values", T.ArrayType(T.FloatType())),
+        T.StructField("fused_embedding", T.ArrayType(T.FloatType())),
         T.StructField("bag_size", T.IntegerType(), False),
         T.StructField("tokenizer_version", T.StringType(), False),
         T.StructField("run_id", T.StringType(), False),
@@ -198,7 +199,8 @@ USER_FEATURES = TableSpec(
     ("as_of",),
     versioned=True,
     description="tokens as user features: per user active within features.window_days of as_of, the "
-                "recency-weighted mean codebook vector per source and a TF-IDF bag of codes (pipelines/features.py)",
+                "recency-weighted mean codebook vector per source, a TF-IDF bag of codes and the sequence "
+                "encoder's fused embedding, as features.representations chooses (pipelines/features.py)",
 )
 
 OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, USER_FEATURES,

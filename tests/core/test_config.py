@@ -149,3 +149,16 @@ def test_model_presets_take_their_sources_from_the_sources_config(tmp_path: Path
     named.write_text("mrqvae: {sources: [bill, tabular], num_codes: 16}\n")
     with pytest.raises(ConfigError, match=r"named.yaml: mrqvae.sources: a preset holds the architecture only"):
         load_model_preset(named, layout=sources.layout(384))
+
+
+def test_shipped_sequence_encoder_config_fits_its_histories() -> None:
+    """conf/sequence.yaml is a valid AlignmentConfig whose position table holds the pipeline's
+    longest history (sequence_encoder.max_steps steps of the shipped presets' 4 tokens)."""
+    from pipelines.config_loading import load_model
+    from pipelines.settings import load_settings
+    from u2qt_core.alignment import AlignmentConfig
+
+    settings = load_settings()
+    config = load_model(AlignmentConfig, settings.resolve(settings.sequence_encoder.model))
+    assert config.pooling == "per_source_with_codes"
+    assert config.max_tokens >= settings.sequence_encoder.max_steps * 4

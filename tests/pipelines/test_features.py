@@ -127,3 +127,65 @@ def test_a_rerun_replaces_the_as_of_date_and_only_chosen_columns_are_filled(spar
     assert rows.where(F.size("bag_indices") > 0).count() == before
     recorded = tables.read_table(spark, settings, "run_metrics").where("step = 'features'").count()
     assert recorded == 2
+
+
+def _fused_by_hand(spark, settings, as_of: str, folder) -> tuple[list[int], np.ndarray]:
+    """Fused embeddings recomputed on the driver: histories from a plain collect, the bundle's own
+    codes_to_vectors (not the job's numpy codebook tables), one user at a time."""
+    import json
+
+    from u2qt_core.alignment import UserSequenceConfig, UserSequenceModel
+
+    meta = json.loads((folder / "config.json").read_text())
+    model = UserSequenceModel(UserSequenceConfig(**meta["model"])).eval()
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    run = open_run(spark, settings, as_of, run_id=f"expect-{as_of}")
+    tokenizer, _, _ = load_bundle(run.tokenizer.model_dir)
+    first = date.fromisoformat(as_of) - timedelta(days=settings.features.window_days - 1)
+    rows = (tables.read_table(spark, run.settings, "user_day_tokens")
+            .where(F.col("event_date").between(first, date.fromisoformat(as_of))).collect())
+    sources = tokenizer.config.sources
+    by_user: dict[int, list] = {}
+    for r in rows:
+        by_user.setdefault(r["user_id"], []).append((r["event_date"], sources.index(r["source"]), r["source"], r["codes"]))
+    users, fused = sorted(by_user), []
+    for user in users:
+        steps = sorted(by_user[user], key=lambda step: (step[0], step[1]))[-meta["max_steps"]:]
+        with torch.no_grad():
+            vectors = torch.stack([tokenizer.codes_to_vectors(torch.tensor([list(codes)]), source)[0]
+                                   for _, _, source, codes in steps]) * meta["scale"]
+            out = model(vectors[None], torch.tensor([[s for _, s, _, _ in steps]]), torch.ones(1, len(steps), dtype=torch.bool))
+        fused.append(out.fused[0].numpy())
+    return users, np.stack(fused)
+
+
+def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, own_lake, tmp_path):
+    """`u2qt train-sequence` then the features job's fused_embedding column, against the driver."""
+    from pipelines.sequence_encoder import encoder_path, train_sequence_encoder
+    from u2qt_core.errors import CheckpointError
+
+    settings, dates = own_lake
+    as_of = dates[-1]
+    (tmp_path / "sequence.yaml").write_text(
+        "d_model: 16\nnum_layers: 1\nnum_heads: 2\ndropout: 0.0\nmax_tokens: 64\nsteps: 40\nbatch_size: 16\n"
+        "lr: 3.0e-3\nwindow_days: 1\nperiod: 2\nlambda_semantic: 0.0\ndevice: cpu\n")
+    settings = settings.model_copy(update={
+        "sequence_encoder": settings.sequence_encoder.model_copy(update={"model": str(tmp_path / "sequence.yaml"),
+                                                                         "max_steps": 8}),
+        "features": settings.features.model_copy(update={"representations": ["fused_embedding"]})})
+    look = open_run(spark, settings, as_of, run_id="look").tokenizer
+    version, code_dim = look.version, load_bundle(look.model_dir)[0].config.code_dim
+    with pytest.raises(CheckpointError, match="train-sequence"):
+        build_features(open_run(spark, settings, as_of, run_id="fused-missing"))
+
+    metrics = train_sequence_encoder(open_run(spark, settings, as_of, run_id="train-sequence-test"))
+    assert metrics["users"] == metrics["active_users"] > 2 and metrics["fused_dim"] == 3 * (16 + code_dim)
+    assert metrics["loss_after"]["token"] < metrics["loss_before"]["token"]
+
+    build_features(open_run(spark, settings, as_of, run_id="features-fused"))
+    rows = (tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of)
+            .orderBy("user_id").toPandas())
+    assert rows["codebook_vectors"].isna().all() and rows["bag_indices"].isna().all()
+    users, fused = _fused_by_hand(spark, settings, as_of, encoder_path(settings.model_dir, version))
+    assert rows["user_id"].tolist() == users
+    np.testing.assert_allclose(np.stack(rows["fused_embedding"].to_numpy()), fused, rtol=1e-4, atol=1e-5)
