@@ -17,10 +17,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench bench-model bench-scale bench-inference eval clean lock help
+.PHONY: setup demo test test-fast bench bench-model bench-scale bench-inference bench-sequence eval clean lock help
 
 help:
-	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make bench-inference | make eval | make setup | make clean"
+	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make bench-inference | make bench-sequence | make eval | make setup | make clean"
 
 setup:
 	@$(PYTHON) scripts/setup_env.py
@@ -38,6 +38,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.run_all --out bench_results
+
+bench-sequence: setup
+	$(PY) -m benchmarks.bench_sequence --out bench_results
 
 bench-model: setup
 	$(PY) -m benchmarks.bench_model --out bench_results

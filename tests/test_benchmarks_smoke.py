@@ -110,3 +110,13 @@ def test_bench_inference_quick(quick_config, tmp_path):
     assert r["padding"]["processed_tokens"] >= r["padding"]["real_tokens"]
     assert "stage_sizes" not in r  # not in the quick config: a world and a training more (~3 min)
     assert bench_inference.summary_lines(payload)
+
+
+def test_bench_sequence_writes_both_growth_curves(quick_config, tmp_path):
+    from benchmarks import bench_sequence
+
+    bench_sequence.run(quick_config, str(tmp_path))
+    written = json.loads((tmp_path / "bench_sequence.json").read_text())
+    assert [r["users"] for r in written["by_users"]] == quick_config["sequence"]["users"]
+    assert [r["steps"] for r in written["by_steps"]] == quick_config["sequence"]["steps"]
+    assert all(r["cpu_s_median"] >= 0 and r["tokens_per_user"] == 4 * r["steps"] for r in written["by_steps"])
