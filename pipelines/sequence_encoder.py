@@ -1,10 +1,10 @@
 """The sequence encoder in the pipeline: trained on token histories read from Delta, stored beside
 the tokenizer version whose codes it reads, and run on the executors by the features job.
 
-Training (``u2qt train-sequence AS_OF``, spark-submit step ``train-sequence``): one scan of
-``user_day_tokens`` over ``(AS_OF - history_days, AS_OF]`` keeps the users whose ``xxhash64(user_id)``
-falls in a bucket sized to ``sequence_encoder.max_users``, collects their rows to the driver (at
-most ``max_users x history_days x sources`` rows, whatever the user base), builds each user's
+Training (``u2qt train-sequence AS_OF``, spark-submit step ``train-sequence``): an approximate
+distinct count of the users of ``user_day_tokens`` over ``(AS_OF - history_days, AS_OF]`` sizes a
+bucket of ``xxhash64(user_id)``; a second scan collects the bucket's rows to the driver (about
+``max_users x history_days x sources`` rows, whatever the user base), builds each user's
 history of its ``max_steps`` most recent source-days and trains
 :class:`~u2qt_core.alignment.AlignmentTrainer` (token and window tasks; see ``conf/sequence.yaml``)
 on the tokenizer bundle's codebook vectors. The result goes to
@@ -94,18 +94,25 @@ def histories_from_rows(rows: pd.DataFrame, sources: list[str], max_steps: int):
 
 
 def _sampled_rows(run: DayRun, books: CodebookTables) -> tuple[pd.DataFrame, int]:
-    """The training users' rows (pandas) and the number of users active in the window."""
+    """The training users' rows (pandas) and the (approximate) number of users active in the window.
+
+    Two column-pruned scans of the window, nothing materialised: an approximate distinct count
+    (HyperLogLog, 2 % error) sizes the hash bucket, then only the bucket's rows are collected; a
+    sample that overshoots ``max_users`` is cut on the driver (smallest hashes first)."""
     cfg = run.settings.sequence_encoder
     first = (date.fromisoformat(run.event_date) - timedelta(days=cfg.history_days - 1)).isoformat()
-    rows = token_rows(run, first, run.event_date, books).localCheckpoint(eager=True)
-    active = rows.select("user_id").distinct().count()
+    rows = token_rows(run, first, run.event_date, books)
+    active = int(rows.agg(F.approx_count_distinct("user_id", 0.02)).first()[0])
     if active < 2:
         raise InputError(f"user_day_tokens {first}..{run.event_date}: {active} active user(s); "
                          "the sequence encoder needs at least 2 (contrastive losses)")
     buckets = min(HASH_BUCKETS, int(np.ceil(HASH_BUCKETS * cfg.max_users / active)))
     bucket = F.pmod(F.xxhash64("user_id"), F.lit(HASH_BUCKETS))
-    sample = rows.where(bucket < buckets).toPandas()
-    return sample, active
+    sample = rows.where(bucket < buckets).withColumn("_bucket", bucket).toPandas()
+    users = sample.drop_duplicates("user_id").sort_values(["_bucket", "user_id"])["user_id"]
+    if len(users) > cfg.max_users:
+        sample = sample[sample["user_id"].isin(users.iloc[:cfg.max_users])]
+    return sample.drop(columns="_bucket").reset_index(drop=True), active
 
 
 def train_sequence_encoder(run: DayRun) -> dict[str, Any]:

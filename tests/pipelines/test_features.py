@@ -161,7 +161,8 @@ def _fused_by_hand(spark, settings, as_of: str, folder) -> tuple[list[int], np.n
 
 def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, own_lake, tmp_path):
     """`u2qt train-sequence` then the features job's fused_embedding column, against the driver."""
-    from pipelines.sequence_encoder import encoder_path, train_sequence_encoder
+    from pipelines.sequence_encoder import _sampled_rows, encoder_path, train_sequence_encoder
+    from u2qt_core.alignment.codebooks import CodebookTables
     from u2qt_core.errors import CheckpointError
 
     settings, dates = own_lake
@@ -178,8 +179,18 @@ def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, ow
     with pytest.raises(CheckpointError, match="train-sequence"):
         build_features(open_run(spark, settings, as_of, run_id="fused-missing"))
 
+    # the hash sample: at most max_users users, each with all its rows of the window
+    small = settings.model_copy(update={"sequence_encoder": settings.sequence_encoder.model_copy(update={"max_users": 5})})
+    run = open_run(spark, small, as_of, run_id="sample-test")
+    sample, active = _sampled_rows(run, CodebookTables(load_bundle(look.model_dir)[0]))
+    window = tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") <= as_of)
+    exact = window.select("user_id").distinct().count()
+    assert abs(active - exact) <= max(1, 0.05 * exact) and 1 <= sample["user_id"].nunique() <= 5
+    per_user = window.where(F.col("user_id").isin(sample["user_id"].unique().tolist())).groupBy("user_id").count().toPandas()
+    assert sample.groupby("user_id").size().sort_index().tolist() == per_user.set_index("user_id")["count"].sort_index().tolist()
+
     metrics = train_sequence_encoder(open_run(spark, settings, as_of, run_id="train-sequence-test"))
-    assert metrics["users"] == metrics["active_users"] > 2 and metrics["fused_dim"] == 3 * (16 + code_dim)
+    assert metrics["users"] == exact > 2 and metrics["fused_dim"] == 3 * (16 + code_dim)
     assert metrics["loss_after"]["token"] < metrics["loss_before"]["token"]
 
     build_features(open_run(spark, settings, as_of, run_id="features-fused"))
