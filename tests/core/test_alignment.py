@@ -152,6 +152,11 @@ def test_model_ignores_padding_and_is_causal() -> None:
         assert fused.shape == (2, 2 * (16 + 6))
         torch.testing.assert_close(fused[0, 32:38], vecs[0, [0, 2]].sum(dim=1).mean(dim=0))   # row 0, source 0
         torch.testing.assert_close(fused[1, 38:44], vecs[1, [0, 1]].sum(dim=1).mean(dim=0))   # row 1, source 1
+        # codes with summary: the same code blocks, then the projection the losses see
+        summary_out = UserSequenceModel(cfg.model_copy(update={"pooling": "codes_with_summary"})).eval()(vecs, src, mask)
+        assert summary_out.fused.shape == (2, 2 * 6 + 16)
+        torch.testing.assert_close(summary_out.fused[:, :12], fused[:, 32:])
+        torch.testing.assert_close(summary_out.fused[:, 12:], summary_out.projected)
         # causal: changing the last real step leaves earlier hidden states unchanged
         v3 = vecs.clone()
         v3[0, 2] += 1.0
@@ -226,7 +231,7 @@ def test_each_alignment_loss_falls(tokenizer: MRQVAE) -> None:
     for name, limit in limits.items():
         assert after[name] < limit * before[name], (name, before, after)
     emb = trainer.embed_users()
-    assert emb.shape == (48, len(histories.sources) * (32 + trainer.model.config.code_dim)) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert emb.shape == (48, len(histories.sources) * trainer.model.config.code_dim + 32) and emb.dtype == np.float32 and np.isfinite(emb).all()
     np.testing.assert_allclose(trainer.embed_users(histories.select(range(5))), emb[:5], atol=1e-5)
 
 

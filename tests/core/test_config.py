@@ -160,5 +160,5 @@ def test_shipped_sequence_encoder_config_fits_its_histories() -> None:
 
     settings = load_settings()
     config = load_model(AlignmentConfig, settings.resolve(settings.sequence_encoder.model))
-    assert config.pooling == "per_source_with_codes"
+    assert config.pooling == "codes_with_summary"
     assert config.max_tokens >= settings.sequence_encoder.max_steps * 4

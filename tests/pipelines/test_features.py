@@ -190,7 +190,7 @@ def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, ow
     assert sample.groupby("user_id").size().sort_index().tolist() == per_user.set_index("user_id")["count"].sort_index().tolist()
 
     metrics = train_sequence_encoder(open_run(spark, settings, as_of, run_id="train-sequence-test"))
-    assert metrics["users"] == exact > 2 and metrics["fused_dim"] == 3 * (16 + code_dim)
+    assert metrics["users"] == exact > 2 and metrics["fused_dim"] == 3 * code_dim + 16  # codes_with_summary
     assert metrics["loss_after"]["token"] < metrics["loss_before"]["token"]
 
     build_features(open_run(spark, settings, as_of, run_id="features-fused"))

@@ -16,10 +16,15 @@ Pooling (``pooling``):
   ``[B, num_sources * d_model]``; the contrastive losses see a linear projection of it
   ``[B, d_model]`` (a projection head, as in SimCLR, so the losses need not squeeze the
   representation itself). A user without steps of a source gets zeros in that block.
-* ``per_source_with_codes`` (default): ``per_source`` followed by each source's mean input vector
+* ``per_source_with_codes``: ``per_source`` followed by each source's mean input vector
   ``sum_l T(z_l)`` over its steps (the mean codebook vector of the steps the model saw),
   ``[B, num_sources * (d_model + code_dim)]``: a skip path, so the representation keeps what the
   codes say and the Transformer only has to add context;
+* ``codes_with_summary`` (default): each source's mean code vector as above, then the projection
+  the losses train, ``[B, num_sources * code_dim + d_model]``: the projection sees the same
+  ``per_source_with_codes`` vector, so the representation is the codes plus one ``d_model``
+  summary shaped by the alignment tasks, instead of ``num_sources * d_model`` raw hidden means
+  that a downstream probe has to regularise away (ablation in the README, Evaluation);
 * ``mean``: one masked mean over all tokens, then a linear map ``[B, d_model]``; the same vector
   is the representation and the losses' input. This is the first version's pooling; the
   evaluation's alignment ablation showed it loses what tells sources apart (README, Evaluation).
@@ -51,7 +56,7 @@ class SequenceModelSizes(pydantic.BaseModel, extra="forbid"):
     dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
     max_tokens: int = pydantic.Field(2048, gt=1)
     """Longest flattened sequence ``S * L`` (learned position table)."""
-    pooling: Literal["per_source", "per_source_with_codes", "mean"] = "per_source_with_codes"
+    pooling: Literal["per_source", "per_source_with_codes", "codes_with_summary", "mean"] = "codes_with_summary"
     """How the hidden states become the fused embedding (module docstring)."""
 
     @pydantic.model_validator(mode="after")
@@ -86,7 +91,9 @@ class UserSequenceOutput:
             (the token-level targets).
         token_mask: ``Bool[B, N]`` real tokens.
         fused: ``[B, fused_dim]`` fused user embedding, the representation downstream models use
-            (``fused_dim = num_sources * d_model`` with ``per_source`` pooling, else ``d_model``).
+            (``fused_dim``: ``num_sources * d_model`` with ``per_source`` pooling,
+            ``num_sources * (d_model + code_dim)`` with ``per_source_with_codes``,
+            ``num_sources * code_dim + d_model`` with ``codes_with_summary``, ``d_model`` with ``mean``).
         projected: ``[B, d_model]`` what the window and semantic losses compare.
     """
 
@@ -157,8 +164,10 @@ class UserSequenceModel(nn.Module):
         self.norm = nn.LayerNorm(c.d_model)
         self.predict = nn.Linear(c.d_model, c.code_dim)
         self.fused_dim = {"per_source": c.num_sources * c.d_model, "mean": c.d_model,
-                          "per_source_with_codes": c.num_sources * (c.d_model + c.code_dim)}[c.pooling]
-        self.fuse = nn.Linear(self.fused_dim, c.d_model)
+                          "per_source_with_codes": c.num_sources * (c.d_model + c.code_dim),
+                          "codes_with_summary": c.num_sources * c.code_dim + c.d_model}[c.pooling]
+        fuse_in = c.num_sources * (c.d_model + c.code_dim) if c.pooling == "codes_with_summary" else self.fused_dim
+        self.fuse = nn.Linear(fuse_in, c.d_model)
 
     def forward(self, token_vectors: Tensor, source_ids: Tensor, step_mask: Tensor) -> UserSequenceOutput:
         """Run the model.
@@ -208,12 +217,14 @@ class UserSequenceModel(nn.Module):
             x = block(x, allowed)
         hidden = self.norm(x)
         token_src = src.repeat_interleave(c.num_levels, dim=1)  # [B, N]
-        if c.pooling.startswith("per_source"):
+        if c.pooling != "mean":
             fused = self._pool_per_source(hidden, token_src, token_mask)
-            if c.pooling == "per_source_with_codes":  # sum over a step's levels: L x the mean level vector
+            if c.pooling != "per_source":  # sum over a step's levels: L x the mean level vector
                 codes = self._pool_per_source(vecs, token_src, token_mask) * c.num_levels
                 fused = torch.cat([fused, codes], dim=1)
             projected = self.fuse(fused)
+            if c.pooling == "codes_with_summary":
+                fused = torch.cat([codes, projected], dim=1)
         else:
             m = token_mask.unsqueeze(-1).to(hidden.dtype)
             fused = projected = self.fuse((hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))

@@ -92,7 +92,7 @@ class AlignmentSettings(_Strict):
     period: int = Field(7, ge=1)
     window_days: int = Field(7, ge=1)
     max_steps_per_user: int = Field(64, ge=1)
-    pooling: Literal["per_source", "per_source_with_codes", "mean"] = "per_source_with_codes"
+    pooling: Literal["per_source", "per_source_with_codes", "codes_with_summary", "mean"] = "codes_with_summary"
     """Fused embedding (u2qt_core.alignment.model): per-source means of the hidden states (+ of the
     input code vectors), or one mean (the first version)."""
     token_rms: float = Field(3.0, gt=0)

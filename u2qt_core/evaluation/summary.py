@@ -83,9 +83,9 @@ def notes(results: dict, cfg: EvalConfig, *, label_window_days: int, text_dims: 
         f"The full-dimensional continuous baseline gives {text_dims} text dims and {tabular_dims} tabular dims equal "
         "prior weight under standardisation + L2; the PCA control (same width per source as the token vectors) "
         "shows how much of the token advantage is that balance rather than quantisation.",
-        f"Alignment: {cfg.alignment.steps} steps per task set on CPU; the fused embedding is a mean over the "
-        "whole token sequence, which dilutes rare per-day signals (money_laundering) that per-source "
-        "representations keep.",
+        f"Alignment: {cfg.alignment.steps} steps per task set on CPU; fused embedding pooled "
+        f"'{cfg.alignment.pooling}' (README, Evaluation: one mean over the whole token sequence diluted rare "
+        "per-source signals such as money_laundering).",
     ]
     rec = results.get("recommendation", {}).get("models", {})
     if "profile" in rec and "profile+tokens" in rec:
