@@ -59,9 +59,16 @@ _CREATE_RACE_MARKERS = (
 )
 
 
+class TableCreateRace(U2QTError):
+    """Creating a table failed because another run is creating it at the same moment (Delta said
+    ``DELTA_TABLE_NOT_FOUND`` while it created the table: the winner's ``_delta_log`` folder exists
+    but holds no commit yet). Raised only by the create path, so a read of a missing table is
+    never retried; :func:`retry_on_conflict` retries it like a conflict."""
+
+
 def is_conflict(exc: BaseException) -> bool:
     """A Delta concurrent-modification conflict (or a lost race to create a table)."""
-    if isinstance(exc, _conflict_types()):
+    if isinstance(exc, (TableCreateRace, *_conflict_types())):
         return True
     text = str(exc)
     return any(marker in text for marker in _CREATE_RACE_MARKERS)

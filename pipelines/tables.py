@@ -266,7 +266,14 @@ def _create_table(spark: SparkSession, path: str, spec: TableSpec, tokenizer_ver
         builder = builder.comment(spec.description)
     for key, value in spec.properties:
         builder = builder.property(key, value)
-    builder.execute()
+    try:
+        builder.execute()
+    except Exception as exc:  # noqa: BLE001 - only Delta's table-not-found is translated
+        if "DELTA_TABLE_NOT_FOUND" in str(exc):  # CI 2026-12-06: the winner's _delta_log had no commit yet
+            from pipelines.concurrency import TableCreateRace
+
+            raise TableCreateRace(f"create {spec.name} at {path}: another run is creating it") from exc
+        raise
     log.info("created Delta table %s at %s", spec.name, path)
 
 

@@ -78,3 +78,31 @@ def test_a_lost_create_race_is_retried(tmp_path):
                      f"('`delta`.`{tmp_path}/quarantine`'). The associated location is not empty and also not a Delta table.")
     assert is_conflict(lost)
     assert not is_conflict(Exception("[PATH_NOT_FOUND] Path does not exist"))
+
+
+def test_a_create_that_finds_no_table_is_retried_only_on_the_create_path(spark, tmp_path, monkeypatch):
+    """The CI failure of 2026-12-06: the loser's CREATE saw the winner's _delta_log folder without
+    a commit and Delta answered DELTA_TABLE_NOT_FOUND. The create path raises TableCreateRace
+    (retried); the same error from anywhere else is not a conflict."""
+    from delta.tables import DeltaTableBuilder
+
+    from pipelines import tables
+    from pipelines.concurrency import TableCreateRace, is_conflict
+    from pipelines.settings import load_settings
+
+    assert not is_conflict(Exception("[DELTA_TABLE_NOT_FOUND] Delta table `x` doesn't exist."))
+    settings = load_settings(overrides={"tables_root": str(tmp_path / "lake")})
+    spec = next(s for s in tables.OUTPUT_TABLES if s.name == "quarantine")
+    real_execute, calls = DeltaTableBuilder.execute, []
+
+    def first_call_loses(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Exception(f"[DELTA_TABLE_NOT_FOUND] Delta table `{settings.table_path(spec.name)}` doesn't exist.")
+        return real_execute(self)
+
+    monkeypatch.setattr(DeltaTableBuilder, "execute", first_call_loses)
+    with pytest.raises(TableCreateRace, match="quarantine"):
+        tables._create_table(spark, settings.table_path(spec.name), spec, None)
+    path = tables.ensure_table(spark, settings, spec, None)
+    assert len(calls) == 2 and tables.table_exists(spark, path)
