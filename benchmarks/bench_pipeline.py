@@ -8,8 +8,8 @@ Steps, all on a temporary lake with the repo's ``conf/pipeline.yaml`` (local Spa
 2. ``train_job.train`` (sample, embed in Spark, train the MRQ-VAE on the driver, save);
 3. every world date through ``daily_job``'s own ``stage`` / ``check_quality`` / ``publish``, timed
    per step; inside ``publish`` the fact-table write (which the history view follows) and the
-   identity update are timed by wrapping ``daily_job.publish_day_tokens`` /
-   ``daily_job.update_identities`` for the duration of the run (the job's code runs unchanged);
+   identity update are the seconds publish reports itself (``user_day_tokens_seconds``,
+   ``user_tokens_seconds`` of its metrics; absent on a date it found already published);
 4. a re-run of the last date (``rerun: publish`` re-publishes it: nothing changed, nothing is
    written; ``rerun: day`` runs all three steps again);
 5. Delta table sizes: live bytes (``DESCRIBE DETAIL``), bytes on disk, rows, bytes per row.
@@ -20,12 +20,10 @@ Writes ``<out>/bench_pipeline.json``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +43,6 @@ MERGE_METRICS = (
     "numTargetFilesRemoved", "numTargetBytesAdded", "numTargetBytesRemoved", "executionTimeMs",
     "scanTimeMs", "rewriteTimeMs",
 )
-
-
-@contextlib.contextmanager
-def timed_publish_parts():
-    """Wrap ``daily_job.publish_day_tokens`` and ``daily_job.update_identities`` with timers while the
-    context is open; yields a list that receives ``(name, event_date, seconds)`` per call."""
-    from pipelines import daily_job
-
-    calls: list[tuple[str, str, float]] = []
-    originals = {name: getattr(daily_job, name) for name in ("publish_day_tokens", "update_identities")}
-
-    def wrap(name, fn):
-        def timed(runs, day_tokens):
-            start = time.perf_counter()
-            try:
-                return fn(runs, day_tokens)
-            finally:
-                calls.append((name, runs[0].event_date, time.perf_counter() - start))
-        return timed
-
-    for name, fn in originals.items():
-        setattr(daily_job, name, wrap(name, fn))
-    try:
-        yield calls
-    finally:
-        for name, fn in originals.items():
-            setattr(daily_job, name, fn)
 
 
 def last_commit(spark, path: str) -> dict[str, Any]:
@@ -133,13 +104,12 @@ def history_shape(spark, settings) -> dict[str, Any]:
             "day_entries": int(row["day_tokens"] or 0)}
 
 
-def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage", "quality", "publish")) -> dict[str, Any]:
+def run_date(spark, settings, info, event_date: str, steps=("stage", "quality", "publish")) -> dict[str, Any]:
     """The job's three steps for one date, each timed; plus MERGE metrics and throughput."""
     from pipelines import daily_job, tables
 
     run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
     out: dict[str, Any] = {"event_date": event_date, "steps": list(steps)}
-    first_call = len(calls)
     if "stage" in steps:
         with Stopwatch() as sw:
             staged = daily_job.stage(run)
@@ -154,11 +124,11 @@ def run_date(spark, settings, info, event_date: str, calls: list, steps=("stage"
     history_before = history_shape(spark, settings)
     if "publish" in steps:
         with Stopwatch() as sw:
-            daily_job.publish(run)
+            published = daily_job.publish(run)
         out["publish_seconds"] = sw.seconds
-        for name, day, seconds in calls[first_call:]:
-            if day == event_date:
-                out[f"{name}_seconds"] = seconds
+        for part in ("user_day_tokens_seconds", "user_tokens_seconds"):
+            if part in published:
+                out[part] = published[part]
         out["day_tokens_commit"] = last_commit(spark, settings.table_path(tables.USER_DAY_TOKENS.name))
         out["history_before"] = history_before
         out["history_after"] = history_shape(spark, settings)
@@ -235,13 +205,12 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
         out["load_tokenizer_info_seconds"] = sw.seconds
         dates = [d.isoformat() for d in world.history_dates()]
         days = []
-        with timed_publish_parts() as calls:
-            for d in dates:
-                days.append(run_date(spark, settings, info, d, calls))
-            rerun_steps = ("stage", "quality", "publish") if params.get("rerun") == "day" else ("publish",)
-            rerun = run_date(spark, settings, info, dates[-1], calls, steps=rerun_steps)
-            rerun["rerun"] = True
-            days.append(rerun)
+        for d in dates:
+            days.append(run_date(spark, settings, info, d))
+        rerun_steps = ("stage", "quality", "publish") if params.get("rerun") == "day" else ("publish",)
+        rerun = run_date(spark, settings, info, dates[-1], steps=rerun_steps)
+        rerun["rerun"] = True
+        days.append(rerun)
         out["days"] = days
         out["table_sizes"] = table_sizes(spark, settings.tables_root)
         udt = out["table_sizes"].get("user_day_tokens", {})
@@ -263,7 +232,7 @@ def summary_lines(payload: dict) -> list[str]:
              f"{r['train']['embed_documents_per_s']:.1f} docs/s, MRQ-VAE {r['train']['train_seconds']:.1f}s)"]
     for d in r["days"]:
         tag = " (re-run)" if d.get("rerun") else ""
-        parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "publish_day_tokens_seconds") if k in d]
+        parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "user_day_tokens_seconds") if k in d]
         extra = f", {d['stage_documents_per_s']:.1f} docs/s through stage" if "stage_documents_per_s" in d else ""
         commit = d.get("day_tokens_commit", {})
         lines.append(f"  {d['event_date']}{tag}: " + ", ".join(parts) + extra +

@@ -31,7 +31,7 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import tables
+from pipelines import commit_points, tables
 from pipelines.day_run import DayRun, dates_predicate
 from pipelines.settings import PipelineSettings
 
@@ -73,8 +73,10 @@ def publish_day_tokens(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, i
         log.info("history: user_day_tokens already holds %s exactly: nothing written", ", ".join(dates))
         return changed
     _uncover(spark, settings, [date.fromisoformat(d) for d in todo])
+    commit_points.reached("user_day_tokens.uncover")
     replaced = dates_predicate(todo)
     run.replace_partition(day_tokens.where(replaced), tables.USER_DAY_TOKENS, replaced)
+    commit_points.reached("user_day_tokens")
     log.info("history: %s (user, source) entries added, removed or changed",
              ", ".join(f"{d}: {changed[d]}" for d in todo))
     return changed

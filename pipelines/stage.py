@@ -10,14 +10,14 @@ one-date case.
 Nothing is computed twice: the dates' raw rows and the active users' profiles are cached once;
 the counts come from one aggregation over the cached rows plus the Delta commit of the staging
 write (its files' record counts per date partition: no table is read back).  Once publish has
-made a date visible its staged rows are deleted (:func:`clear_published_staging`, retention
-``staging.keep_days``)."""
+made a date visible and recorded it, its staged rows are deleted (:mod:`pipelines.publish`,
+retention ``staging.keep_days``)."""
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -27,13 +27,8 @@ from pipelines.day_run import DayRun, StepRecord, dates_predicate, record_steps
 from pipelines.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.inference import inference_spec, make_tokenize_udf, row_error_from
 from pipelines.validation import check_profiles, check_raw_events, to_quarantine
-from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
-
-
-class StagingCleared(U2QTError):
-    """A published date's staged rows were cleared; publishing it again needs a new stage."""
 
 
 @dataclass
@@ -211,37 +206,3 @@ def rows_written(run: DayRun, spec: tables.TableSpec, event_dates: list[str]) ->
             return {str(r["event_date"]): int(r["n"] or 0)
                     for r in adds.groupBy("event_date").agg(F.sum("n").alias("n")).collect()}
     raise RuntimeError(f"{spec.name}: no write for {event_dates[0]} among its last 50 commits")
-
-
-def clear_published_staging(runs: list[DayRun]) -> dict[str, int]:
-    """After the dates of ``runs`` are published: delete, in one commit, the staged rows of
-    published dates at least ``staging.keep_days`` days older than the newest of them
-    (``keep_days: 0``, the default: the dates themselves). Returns the rows deleted, per date of
-    ``runs`` as publishing them one by one would have counted them (a date's rows go to the first
-    published date at least ``keep_days`` later). Dates staged but not yet published (a backfill
-    running beside this one) are never touched."""
-    from delta.tables import DeltaTable
-
-    run = runs[0]
-    keep = run.settings.staging.keep_days
-    batch = sorted(date.fromisoformat(r.event_date) for r in runs)
-    published = set(batch)
-    if keep and tables.table_exists(run.spark, run.path(tables.RUN_METRICS.name)):
-        published |= {r["event_date"] for r in run.read("run_metrics")
-                      .where("step = 'publish' AND status = 'ok'").select("event_date").distinct().collect()}
-    dates = sorted(d for d in published if d <= batch[-1] - timedelta(days=keep))
-    if not dates:
-        return {}
-    table = DeltaTable.forPath(run.spark, run.path(tables.STAGING_DAY_TOKENS.name))
-    staged = {r["event_date"]: int(r["count"]) for r in table.toDF().where(F.col("event_date").isin(dates))
-              .groupBy("event_date").count().collect()}
-    if not staged:
-        return {}
-    table.delete(F.col("event_date").isin(sorted(staged)))
-    deleted: dict[str, int] = {}
-    for day, rows in staged.items():
-        owner = next(b for b in batch if b >= day + timedelta(days=keep))
-        deleted[owner.isoformat()] = deleted.get(owner.isoformat(), 0) + rows
-    log.info("staging_day_tokens: %d rows of published date(s) %s deleted (keep_days=%d)",
-             sum(staged.values()), [d.isoformat() for d in sorted(staged)], keep)
-    return deleted

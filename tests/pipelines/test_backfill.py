@@ -10,13 +10,12 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from pipelines import tables
+from pipelines import commit_points, tables
 from pipelines.backfill import backfill
 from pipelines.cli import app
 from pipelines.daily_job import run_day
 from pipelines.quality import QualityGateFailed
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
-from tests.pipelines.crashes import crash_once
 
 
 def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, world_dates):
@@ -105,20 +104,17 @@ def test_failing_gate_mid_backfill_publishes_the_dates_before_it(spark, two_days
     _assert_same_tables(spark, fresh_lake, two_days["settings"])
 
 
-def test_backfill_rerun_after_a_crash_between_its_writes(spark, two_days, fresh_lake, world_dates, monkeypatch):
+def test_backfill_rerun_after_a_crash_between_its_writes(spark, two_days, fresh_lake, world_dates):
     """A crash after the one user_day_tokens commit of both dates, before the identity MERGE:
-    the publish is recorded failed for both dates, and running the backfill again completes it
-    (the written dates are found unchanged, the identities are applied) with the tables of the
-    dates one by one."""
-    with monkeypatch.context() as patch:
-        crash_once(patch, "update_identities")
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            backfill(spark, fresh_lake, world_dates)
+    no publish is recorded, and running the backfill again completes it (the written dates are
+    found unchanged, the identities are applied) with the tables of the dates one by one."""
+    with commit_points.crash_after("user_day_tokens"), pytest.raises(commit_points.SimulatedCrash):
+        backfill(spark, fresh_lake, world_dates)
     history = tables.read_table(spark, fresh_lake, "user_day_tokens").select("event_date").distinct().collect()
     assert {str(r["event_date"]) for r in history} == set(world_dates)
     identities = fresh_lake.table_path("user_tokens")
     assert not tables.table_exists(spark, identities) or tables.read_table(spark, fresh_lake, "user_tokens").count() == 0
-    assert _steps(spark, fresh_lake, "failed") == {("publish", d) for d in world_dates}
+    assert not {("publish", d) for d in world_dates} & _steps(spark, fresh_lake, "ok")
 
     results = backfill(spark, fresh_lake, world_dates)
     assert all(results[d]["publish"]["history_rows_changed"] == 0 for d in world_dates)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import tables
+from pipelines import commit_points, tables
 from pipelines.daily_job import check_quality, publish, stage
 from pipelines.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
                                            write_collide_world)
-from tests.pipelines.crashes import crash_once
 
 
 def _group_of(groups: dict[tuple, list[int]], user_id: int) -> list[int]:
@@ -32,19 +31,19 @@ def test_spark_rerank_matches_reference_as_users_leave_and_join(collided):
     assert all(len(_group_of(groups_d2, uid)) == 1 for uid in (1, 2, 3))
 
 
-def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake, tmp_path, monkeypatch):
+def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake, tmp_path):
+    """Crashes after publish's first commits, one after another, then damage; every commit point
+    and both retry styles: tests/pipelines/test_publish_crashes.py."""
     settings = write_collide_world(spark, trained_lake["root"], tmp_path)
     tokenizer = load_tokenizer_info(settings)
-    crashes = {D1: [("publish_day_tokens", False), ("update_identities", False)], D2: [("update_identities", True)]}
+    crashes = {D1: ["user_day_tokens", "user_tokens"], D2: ["user_tokens"]}
     for event_date in (D1, D2):
         run = DayRun(spark, settings, event_date, f"crashy-{event_date}", tokenizer)
         stage(run)
         check_quality(run)
-        for target, after_call in crashes[event_date]:
-            with monkeypatch.context() as patch:
-                crash_once(patch, target, after_call)
-                with pytest.raises(RuntimeError, match="simulated crash"):
-                    publish(run)
+        for point in crashes[event_date]:
+            with commit_points.crash_after(point), pytest.raises(commit_points.SimulatedCrash):
+                publish(run)
         publish(run)
         assert identity_rows(spark, settings) == collided["after"][event_date][0]
 
