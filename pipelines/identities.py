@@ -62,12 +62,7 @@ def update_identities(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, in
     path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
     run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
     tuples = day_tuples(run, day_tokens)
-    engagement = (profiles_as_of(run.read("user_profile"), tuples.select("user_id", "event_date"))
-                  .select("user_id", "event_date", "engagement"))
-    incoming = (tuples.join(engagement, ["user_id", "event_date"], "left")
-                .select("user_id", F.col("event_date").alias("as_of"), "token_tuple", "sources_present",
-                        ranking_engagement(F.col("engagement")).alias("engagement"),
-                        F.lit(run.tokenizer.version).alias("tokenizer_version"), run_ids[F.col("event_date")].alias("run_id")))
+    incoming = _identity_rows(run, tuples, run_ids[F.col("event_date")], F.lit(run.tokenizer.version))
     current = DeltaTable.forPath(spark, path).toDF()
     old = (current.join(tuples.select("user_id"), "user_id", "left_semi")
            .select("user_id", *[F.col(c).alias(f"old_{c}") for c in ("as_of", "token_tuple", "engagement", "tokenizer_version")]))
@@ -87,10 +82,61 @@ def update_identities(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, in
                .unionByName(winning.select("token_tuple")))
     found = {str(r["as_of"]): int(r["count"]) for r in winning.groupBy("as_of").count().collect()}
     per_date = {r.event_date: found.get(r.event_date, 0) for r in runs}
-    rewritten = commit_identities(spark, path, upserts=changed, removed=None, touched=touched)
+    correction = _corrected_identities(run, current, incoming, [r.event_date for r in runs])
+    removed = None
+    if correction is not None:
+        fallback, removed, stale = correction
+        changed = changed.unionByName(fallback)
+        touched = touched.unionByName(stale.select("token_tuple")).unionByName(fallback.select("token_tuple"))
+        for r in stale.groupBy("as_of").count().collect():   # counted on the date that took their rows away
+            per_date[str(r["as_of"])] += int(r["count"])
+    rewritten = commit_identities(spark, path, upserts=changed, removed=removed, touched=touched)
     log.info("identities %s: %s users changed, %d rows written (tuples + re-ranked suffixes)",
              ", ".join(per_date), sum(per_date.values()), rewritten)
     return per_date
+
+
+def _identity_rows(run: DayRun, tuples: DataFrame, run_id: Column, tokenizer_version: Column) -> DataFrame:
+    """``(user_id, *IDENTITY_COLUMNS)`` of :func:`day_tuples` rows: ``as_of`` the date, the
+    engagement of the user's profile as of that date (:func:`ranking_engagement`)."""
+    engagement = (profiles_as_of(run.read("user_profile"), tuples.select("user_id", "event_date"))
+                  .select("user_id", "event_date", "engagement"))
+    return (tuples.join(engagement, ["user_id", "event_date"], "left")
+            .select("user_id", F.col("event_date").alias("as_of"), "token_tuple", "sources_present",
+                    ranking_engagement(F.col("engagement")).alias("engagement"),
+                    tokenizer_version.alias("tokenizer_version"), run_id.alias("run_id")))
+
+
+def _corrected_identities(run: DayRun, current: DataFrame, incoming: DataFrame,
+                          dates: list[str]) -> tuple[DataFrame, DataFrame, DataFrame] | None:
+    """The users a re-published date took away: their ``user_tokens`` row names one of ``dates``
+    (already replaced in ``user_day_tokens``) but no incoming row is on or after it. Each gets
+    the identity ``user_day_tokens`` now implies: the tuple of its latest remaining date (with that
+    date's run id and version), or no row when none remains.
+
+    Returns ``(fallback identity rows, removed user ids, the affected users' old (user_id, as_of,
+    token_tuple))``, or None when no user is affected: the usual night pays one filtered scan of
+    ``user_tokens`` (as the re-rank's semi-joins do); only a correction reads the affected users'
+    rows of ``user_day_tokens`` (a scan of the fact table filtered by their ids: O(history rows),
+    on correction nights only)."""
+    in_batch = F.col("as_of").isin([F.lit(date.fromisoformat(d)) for d in dates])
+    later = incoming.select(F.col("user_id").alias("later_user"), F.col("as_of").alias("later_as_of"))
+    stale = (current.where(in_batch).select("user_id", "as_of", "token_tuple")
+             .join(later, (F.col("user_id") == F.col("later_user")) & (F.col("later_as_of") >= F.col("as_of")), "left_anti")
+             .localCheckpoint(eager=True))
+    if stale.isEmpty():
+        return None
+    facts = run.read(tables.USER_DAY_TOKENS.name).join(stale.select("user_id"), "user_id", "left_semi")
+    latest = facts.groupBy("user_id").agg(F.max("event_date").alias("event_date"))
+    rows = facts.join(latest, ["user_id", "event_date"], "left_semi").localCheckpoint(eager=True)
+    written = rows.groupBy("user_id", "event_date").agg(F.max("run_id").alias("run_id"),
+                                                       F.max("tokenizer_version").alias("tokenizer_version"))
+    tuples = day_tuples(run, rows).join(written, ["user_id", "event_date"])
+    fallback = _identity_rows(run, tuples, F.col("run_id"), F.col("tokenizer_version"))
+    removed = stale.select("user_id").join(fallback.select("user_id"), "user_id", "left_anti")
+    log.info("identities: %d user(s) lost their rows of %s in the re-published date(s): identities taken from "
+             "their latest remaining date, or removed", stale.count(), ", ".join(dates))
+    return fallback, removed, stale
 
 
 def ranking_engagement(engagement: Column) -> Column:
