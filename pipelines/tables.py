@@ -67,6 +67,7 @@ STAGING_DAY_TOKENS = TableSpec(
         T.StructField("run_id", T.StringType(), False),
     ]),
     ("event_date",),
+    versioned=True,
     description="the night's inference output before its quality gates pass (not for analysts)",
 )
 
