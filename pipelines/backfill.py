@@ -10,7 +10,7 @@
    ``user_tokens``, ``staging_day_tokens`` and ``run_metrics``), so the tables end as they would
    after running the dates one by one, oldest first (tested row for row).
 
-A date without any ``raw_events`` row is recorded in ``run_metrics`` (step ``backfill``, status
+A date without any ``raw_events`` row (:func:`dates_with_events`) is recorded in ``run_metrics`` (step ``backfill``, status
 ``empty``) and skipped. A failing gate stops the backfill at that date, loudly: the dates
 before it are published, the ones after it are staged but neither gated nor published (re-run
 them). A crash anywhere is repaired by running the backfill again: every write is idempotent.
@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from pipelines import tables
 from pipelines.day_run import DayRun, StepRecord, dates_predicate, open_run, record_steps
@@ -35,6 +36,17 @@ from pipelines.settings import PipelineSettings
 from pipelines.stage import stage_dates
 
 log = logging.getLogger(__name__)
+
+
+def dates_with_events(spark: SparkSession, settings: PipelineSettings, dates: list[str]) -> set[str]:
+    """The ``dates`` that hold ``raw_events`` rows: in their ``event_date`` partition, or with a null
+    ``event_date`` and an ``event_ts`` on that date (the night quarantines those, so such a date is
+    run, not skipped as empty). Reads the dates' partitions and the null one."""
+    raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name)
+    night = F.coalesce(F.col("event_date"), F.to_date("event_ts"))
+    rows = (raw.where(dates_predicate(dates) + " OR event_date IS NULL")
+            .where(night.isin([F.lit(d).cast("date") for d in dates])).select(night.alias("night")).distinct().collect())
+    return {str(r["night"]) for r in rows}
 
 
 def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[str],
@@ -48,8 +60,7 @@ def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[
     started = time.monotonic()
     stamp = int(time.time())
     dates = sorted(set(event_dates))
-    raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name).where(dates_predicate(dates))
-    present = {str(r["event_date"]) for r in raw.select("event_date").distinct().collect()}
+    present = dates_with_events(spark, settings, dates)
     # the tokenizer (and table generation) is resolved once, recorded on the first date with events
     anchor = next((d for d in dates if d in present), dates[0])
     first = open_run(spark, settings, anchor, f"{run_prefix}__{anchor}__{stamp}", tokenizer_version)
@@ -60,8 +71,11 @@ def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[
     record_steps([StepRecord(run, "backfill", "empty", 0.0, {"reason": "no raw_events rows on this date"})
                   for run in empty])
     for run in empty:
-        log.warning("backfill: %s has no raw_events rows: recorded as empty, skipped", run.event_date)
         results[run.event_date] = {"status": "empty"}
+    if empty:
+        shown = ", ".join(r.event_date for r in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        log.warning("backfill: %d of %d date(s) have no raw_events rows, recorded as empty and skipped: %s",
+                    len(empty), len(dates), shown)
     busy = [run for run in runs if run.event_date in present]
     failure = None
     if busy:

@@ -113,6 +113,7 @@ def check_inputs(spark: SparkSession, settings: PipelineSettings, dates: list[st
             continue                       # the row checks need the columns the night reads
         if table == "raw_events":
             differences += _layout_notes(spark, path)
+            differences += _undated_differences(frame, dates)
             if dates:
                 frame = frame.where(F.col("event_date").isin([F.lit(d).cast("date") for d in dates]))
             rows[table], found = _event_differences(frame, settings, sources)
@@ -151,6 +152,32 @@ def _layout_notes(spark: SparkSession, path: str) -> list[Difference]:
         return [Difference("note", "raw_events", f"partitioned by {partitions or 'nothing'}, not [event_date]: "
                                                   "every night then scans the whole table, not its own day")]
     return []
+
+
+def _undated_differences(events: DataFrame, dates: list[str] | None) -> list[Difference]:
+    """Rows with a null ``event_date``: a night finds them by the date of their ``event_ts`` and
+    quarantines them (:func:`pipelines.stage.night_events`), so those whose ``event_ts`` falls
+    outside the nights that will run (``dates``, default: the table's first to last
+    ``event_date``) are never checked nor counted. Reads only the null partition."""
+    undated = events.where(F.col("event_date").isNull())
+    if dates:
+        first, last = F.lit(min(dates)).cast("date"), F.lit(max(dates)).cast("date")
+    else:
+        bounds = events.where(F.col("event_date").isNotNull()).agg(F.min("event_date"), F.max("event_date")).first()
+        first, last = F.lit(bounds[0]), F.lit(bounds[1])
+    day = F.to_date("event_ts")
+    outside = day.isNotNull() & (first.isNull() | (day < first) | (day > last))
+    row = undated.agg(F.count(F.lit(1)).alias("n"), F.count_if(outside).alias("outside"),
+                      F.min(F.when(outside, day)).alias("example")).first()
+    if not row["outside"]:
+        return []
+    nights = f"{min(dates)}..{max(dates)}" if dates else "the first to last event_date of the table"
+    return [Difference("warning", "raw_events.event_date",
+                       f"{row['outside']:,} rows have a null event_date and an event_ts outside the nights checked "
+                       f"({nights}), e.g. on {row['example']}: no night sees them, so they are neither tokenized nor "
+                       f"quarantined; set event_date upstream, or run the nights of those dates (`u2qt run-day "
+                       f"{row['example']}` or a backfill over them: a night takes such rows by the date of event_ts "
+                       "and quarantines them)")]
 
 
 def _rule_counts(frame: DataFrame, rules: list[tuple[Column, Column]]) -> list[tuple[int, str]]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from dataclasses import asdict
 
 import pytest
 from pyspark.sql import functions as F
 
 from pipelines import tables
-from pipelines.daily_job import run_day
+from pipelines.daily_job import check_quality, publish, stage
+from pipelines.day_run import DayRun, open_run
+from pipelines.quality import QualityGateFailed
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, collide_rows
 
@@ -53,7 +56,7 @@ def _bad_world(spark, trained_root, root):
     import shutil
 
     shutil.copytree(trained_root / "model", root / "model")
-    settings = make_settings(root / "lake", root / "model", quality={"max_quarantine_rate": 1.0, "max_collision_rate": 1.0})
+    settings = make_settings(root / "lake", root / "model")    # the default quarantine gate
     events, profiles = collide_rows()
     events = [e for e in events if e[2] == DAY]
     profiles = [p for p in profiles if p[1] == DAY]
@@ -80,9 +83,30 @@ def _bad_world(spark, trained_root, root):
 
 @pytest.fixture(scope="module")
 def bad_night(spark, trained_lake, tmp_path_factory):
+    """The bad night staged once, gated at the default ``max_quarantine_rate`` (it fails: nothing
+    is published), then gated with the gate open and published."""
     settings, raw_rows = _bad_world(spark, trained_lake["root"], tmp_path_factory.mktemp("bad-input"))
-    metrics = run_day(spark, settings, D1, run_id="bad-night")
-    return {"settings": settings, "metrics": metrics, "raw_rows": raw_rows}
+    run = open_run(spark, settings, D1, "bad-night")
+    staged = stage(run)
+    with pytest.raises(QualityGateFailed) as failure:
+        check_quality(run)
+    published_before = tables.table_exists(spark, run.path("user_day_tokens")) and \
+        tables.read_table(spark, settings, "user_day_tokens").count()
+    quality = run.settings.quality.model_copy(update={"max_quarantine_rate": 1.0})
+    lenient = DayRun(spark, run.settings.model_copy(update={"quality": quality}), D1, run.run_id, run.tokenizer)
+    metrics = {"stage": asdict(staged), **check_quality(lenient), "publish": publish(lenient)}
+    return {"settings": lenient.settings, "metrics": metrics, "raw_rows": raw_rows,
+            "gate_failure": str(failure.value), "published_before": published_before}
+
+
+def test_the_default_quarantine_gate_stops_the_bad_night(spark, bad_night):
+    rate = bad_night["metrics"]["stage"]["quarantined_rows"] / bad_night["raw_rows"]
+    assert rate > 0.05
+    assert f"quarantine rate {rate:.4f} > max_quarantine_rate 0.05" in bad_night["gate_failure"]
+    assert not bad_night["published_before"]
+    steps = tables.read_table(spark, bad_night["settings"], "run_metrics").where(F.col("run_id") == "bad-night")
+    assert [(r["step"], r["status"]) for r in steps.orderBy("recorded_at").collect()][1:] == [
+        ("stage", "ok"), ("quality", "failed"), ("quality", "ok"), ("publish", "ok")]
 
 
 def test_every_bad_row_is_quarantined_with_its_reason(spark, bad_night):

@@ -60,6 +60,30 @@ def test_the_collide_world_differs_only_in_its_bad_rows(spark, tmp_path):
     assert _lines(spark, settings, [D2]) == [NAN_ENGAGEMENT]
 
 
+def test_undated_rows_no_night_will_see_are_counted(spark, tmp_path):
+    """A null event_date is quarantined by the night of its event_ts (test_bad_input.py); rows
+    whose event_ts lies outside the nights checked are reported, since no night sees them."""
+    import datetime as dt
+
+    undated = [(3, dt.datetime(2026, 1, 9, 8, 0), None, "search", "late", None, None),
+               (3, dt.datetime(2026, 1, 5, 8, 0), None, "search", "on D1", None, None)]
+    settings = _lake(spark, tmp_path, change_events=lambda f: f.unionByName(spark.createDataFrame(undated, RAW_EVENTS_SCHEMA)))
+
+    def undated_line(dates):
+        found = [line for line in _lines(spark, settings, dates) if line.startswith("warning: raw_events.event_date:")]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    assert undated_line(None).startswith(
+        "warning: raw_events.event_date: 1 rows have a null event_date and an event_ts outside the nights checked "
+        "(the first to last event_date of the table), e.g. on 2026-01-09: no night sees them")
+    assert "`u2qt run-day 2026-01-09`" in undated_line(None)
+    assert undated_line([D1]).startswith("warning: raw_events.event_date: 1 rows have a null event_date and an "
+                                         f"event_ts outside the nights checked ({D1}..{D1}), e.g. on 2026-01-09")
+    assert undated_line([D2]).startswith("warning: raw_events.event_date: 2 rows ")
+    assert undated_line(["2026-01-05", "2026-01-09"]) is None
+
+
 def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tmp_path, capsys):
     renamed = F.when(F.col("source") == "search", "queries").otherwise(F.col("source"))
     settings = _lake(
