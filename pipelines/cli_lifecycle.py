@@ -15,17 +15,24 @@ from pipelines.cli_options import ConfigOption, SetOption, date_range, settings_
 
 log = logging.getLogger("u2qt")
 
+EXIT_GATES_FAILED = 3   # `u2qt evaluate`: the version failed a gate (same code as u2qt-submit's quality gate)
+
 
 def evaluate_version(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],
                      config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Compute the promotion gates of a registered version on the held-out days and record them."""
+    """Compute the promotion gates of a registered version on the held-out days and record them
+    (exit 3 when a gate fails)."""
     from pipelines.gates import evaluate
 
     settings = settings_from(config, set_)
     result = evaluate(spark_for(settings, "u2qt_evaluate"), settings, version)
     typer.echo(json.dumps(result, indent=2, default=str))
     if not result["passed"]:
-        log.warning("tokenizer %s failed its gates: `u2qt promote` will refuse it", version)
+        failed = [f"{name} = {gate['value']} (needs {gate['rule']})" for name, gate in result["gates"].items()
+                  if not gate["passed"]]
+        typer.echo(f"u2qt: tokenizer {version} failed its gates: {'; '.join(failed)}; `u2qt promote` will refuse it",
+                   err=True)
+        raise typer.Exit(EXIT_GATES_FAILED)
 
 
 def promote(version: Annotated[str, typer.Argument(help="tokenizer version, u2qt-...")],

@@ -41,8 +41,8 @@ def _gated_promotion(spark, settings: PipelineSettings, version: str, echo: Call
     try:
         registry.promote(settings, version)
     except registry.PromotionRefused as exc:
-        echo(f"  promote refused: {exc}\n  -> demo promotes it with --force (recorded on the version)")
-        registry.promote(settings, version, force=True, reason="make demo: small world")
+        echo(f"  promote refused, a gate failed: {exc}\n  -> demo promotes it with --force (recorded on the version)")
+        registry.promote(settings, version, force=True, reason=f"make demo: {exc}")
     return result
 
 

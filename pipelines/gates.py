@@ -7,7 +7,9 @@ tokenized with the version's bundle on the driver; then:
 
 * ``reconstruction_error``: relative squared error of the decoders, sum ||x - x_hat||^2 over
   sum ||x||^2, text sources pooled (<= ``max_reconstruction_error``);
-* ``min_level_utilization``: the lowest share of codes used at any codebook level (>= ...);
+* ``min_level_utilization``: the lowest share of codes used at any codebook level, over the most
+  that could be used: the level's codes, or its rows when fewer (>= ...; a held-out set of 7
+  users cannot use 5 % of 256 codes, and that says nothing about the tokenizer);
 * ``min_shared_coverage``: the lowest, over sources and shared levels, of the codes of the level a
   source uses over the most it could (``K``, or its rows when fewer): a source squeezed onto a few
   shared codes by another (the tabular source taking a level over) fails (>= ...);
@@ -15,8 +17,11 @@ tokenized with the version's bundle on the driver; then:
   order, -1 for a source without a document) is shared with another user; the worst day counts
   (<= ``max_collision_rate``, the paper reports under 0.5 %);
 * ``probe_auc``: a linear probe on the users' bag of codes for ``user_labels`` task
-  ``probe_task`` on a seeded stratified split (>= ``min_probe_auc``); skipped (and passing)
-  when the table, the task or enough users of both classes are missing.
+  ``probe_task`` on a seeded stratified split, with a 95 % bootstrap interval over the test users
+  (``probe_bootstrap`` resamples). It fails only when the whole interval lies below
+  ``min_probe_auc``, passes when the whole interval lies at or above it, and is skipped (passing,
+  with a note) when the interval holds the bar: the held-out set is too small to decide. Also
+  skipped when the table, the task or enough users of both classes are missing.
 
 The gates and their values are stored on the registry version (:func:`pipelines.registry.record_evaluation`).
 """
@@ -51,7 +56,7 @@ def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[
 
 
 def _probe(spark: SparkSession, settings: PipelineSettings, bags: dict[int, np.ndarray]) -> dict:
-    from u2qt_core.evaluation.probes import linear_probe, split_users
+    from u2qt_core.evaluation.probes import probe_tasks, split_users
 
     rule = f">= {settings.gates.min_probe_auc}"
     path = settings.table_path("user_labels")
@@ -68,8 +73,23 @@ def _probe(spark: SparkSession, settings: PipelineSettings, bags: dict[int, np.n
     users = sorted(labels)
     x = np.stack([bags[u] for u in users])
     y = np.array([labels[u] for u in users])
-    result = linear_probe(x, y, split=split_users(y, 0.3, 0), c_grid=[1.0], seed=0)
-    return {**_gate(result.auc, rule, result.auc >= settings.gates.min_probe_auc), "users": len(users)}
+    task = settings.gates.probe_task
+    probe = probe_tasks(x, {task: y}, {task: split_users(y, 0.3, 0)}, c_grid=[1.0], seed=0,
+                        bootstrap=settings.gates.probe_bootstrap)["tasks"][task]
+    return {**probe_gate(probe["auc"], probe.get("auc_ci"), settings.gates.min_probe_auc, probe["n_test"]),
+            "users": len(users)}
+
+
+def probe_gate(auc: float, interval: list[float] | None, bar: float, test_users: int) -> dict:
+    """The probe gate from its AUC and 95 % interval ``[low, high]`` (None: the AUC alone): fails
+    when the whole interval is below ``bar``, passes when it is all at or above, and is skipped
+    (passing, with a note) when it holds ``bar``, i.e. the held-out set cannot decide."""
+    low, high = interval if interval is not None else (auc, auc)
+    gate = {**_gate(auc, f">= {bar}", high >= bar), "test_users": test_users, "auc_ci": [low, high]}
+    if low < bar <= high:
+        gate["skipped"] = (f"held-out set too small to decide: AUC {auc:.3f}, 95 % interval [{low:.3f}, {high:.3f}] "
+                           f"over {test_users} test users holds the bar {bar}")
+    return gate
 
 
 def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> dict:
@@ -111,7 +131,7 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
     per_day = {d: collision_rate(np.stack([t for (day, _), t in tuples.items() if day == d]))
                for d in dates if any(day == d for day, _ in tuples)}
     worst = max(per_day.values()) if per_day else 0.0
-    utilization = min(level["utilization"] for level in health["per_level"])
+    utilization = min(level["row_bounded_utilization"] for level in health["per_level"])
     coverage = {s: entry["shared_coverage"] for s, entry in health["per_source"].items() if entry["shared_coverage"]}
     lowest = min((c for levels in coverage.values() for c in levels.values()), default=1.0)
     result = {

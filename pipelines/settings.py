@@ -167,12 +167,13 @@ class EvaluationGates(_Strict):
 
     heldout_days: int = Field(1, ge=1)                # the last N days of raw_events (training leaves them out)
     max_reconstruction_error: float = Field(0.5, gt=0)  # sum ||x - x_hat||^2 / sum ||x||^2, text sources
-    min_level_utilization: float = Field(0.05, ge=0, le=1)   # lowest share of codes used at any level
+    min_level_utilization: float = Field(0.05, ge=0, le=1)   # codes used / min(K, rows), lowest level
     # lowest share of a shared level's codes a source uses, of the most it could (K, or its rows)
     min_shared_coverage: float = Field(0.05, ge=0, le=1)
     max_collision_rate: float = Field(0.005, ge=0, le=1)     # full-tuple, per day (paper: < 0.5 %)
     min_probe_auc: float = Field(0.55, ge=0, le=1)     # linear probe on bag-of-codes, where labels exist
     probe_task: str = "takeout"                        # user_labels.task of the probe (skipped when absent)
+    probe_bootstrap: int = Field(200, ge=0)            # resamples for the probe's 95 % interval (0: AUC alone)
 
 
 class AirflowConfig(_Strict):

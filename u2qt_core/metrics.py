@@ -131,6 +131,10 @@ def codebook_metrics(model: MRQVAE, embeddings: dict[str, np.ndarray], batch_siz
                 "kind": cfg.level_kind(level),
                 "codebooks": level_names,
                 "utilization": stats["utilization"],
+                "used": stats["used"],
+                "size": int(pooled.size),
+                # used over the most that could be used: the level's codes, or its rows when fewer
+                "row_bounded_utilization": stats["used"] / max(1, min(int(pooled.size), total_rows)),
                 "perplexity": stats["perplexity"],
             }
         )

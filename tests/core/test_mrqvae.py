@@ -222,3 +222,16 @@ def test_shared_coverage_counts_each_sources_share_of_the_shared_codes(trained: 
             assert coverage[level] == pytest.approx(expected) and 0 < coverage[level] <= 1
     specific_only = MRQVAE(tiny_config(variant="specific_only"))
     assert codebook_metrics(specific_only, few)["per_source"]["bill"]["shared_coverage"] == {}
+
+
+def test_level_utilization_is_bounded_by_the_rows_a_level_saw(trained: tuple[MRQVAE, dict[str, torch.Tensor]]) -> None:
+    """per_level's row_bounded_utilization: codes used / min(codes of the level, rows): seven rows
+    cannot use 5 % of a large codebook, and a promotion gate must not read that as collapse."""
+    from u2qt_core.metrics import codebook_metrics
+
+    model, data = trained
+    few = {"bill": data["bill"][:3].numpy(), "spm": data["spm"][:4].numpy()}
+    for level in codebook_metrics(model, few)["per_level"]:
+        assert 0 < level["used"] <= 7
+        assert level["row_bounded_utilization"] == pytest.approx(level["used"] / min(level["size"], 7))
+        assert level["utilization"] == pytest.approx(level["used"] / level["size"])

@@ -64,18 +64,24 @@ def test_changed_encoder_setting_with_the_same_weights_is_refused(lifecycle):
     assert load_tokenizer_info(settings).version == version
 
 
-def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its_version(spark, lifecycle):
-    from pipelines import registry
+def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its_version(spark, lifecycle, capsys):
+    import json
+
+    from pipelines import cli, registry
     from pipelines.day_run import open_run
     from pipelines.daily_job import check_quality, publish, stage
-    from pipelines.gates import evaluate
 
     settings, first, second = lifecycle["settings"], lifecycle["first"], lifecycle["second"]
     v1, v2 = first["tokenizer_version"], second["tokenizer_version"]
     with pytest.raises(registry.PromotionRefused, match="has not been evaluated"):
         registry.promote(settings, v2)
-    strict = make_settings(Path(settings.tables_root), Path(settings.model_dir), gates={"max_reconstruction_error": 1e-6})
-    result = evaluate(spark, strict, v2)
+    with pytest.raises(SystemExit) as exit_info:     # `u2qt evaluate` exits 3 when a gate fails
+        cli.run(["evaluate", v2, "--set", f"tables_root={settings.tables_root}", "--set", f"model_dir={settings.model_dir}",
+                 "--set", "gates.max_reconstruction_error=1e-6"])
+    printed = capsys.readouterr()
+    assert exit_info.value.code == 3
+    assert f"u2qt: tokenizer {v2} failed its gates: reconstruction_error = " in printed.err
+    result = json.loads(printed.out[printed.out.index('{\n  "tokenizer_version"'):])
     assert result["heldout_dates"] == ["2026-01-06"] and not result["passed"]
     assert set(result["gates"]) == {"reconstruction_error", "min_level_utilization", "min_shared_coverage",
                                     "collision_rate", "probe_auc"}
