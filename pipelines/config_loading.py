@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from pipelines.conf_files import PACKAGE_ROOT, default_conf_dir, is_url, read_url
-from u2qt_core.config_loader import load_yaml_model
+from u2qt_core.config_loader import expand_env, load_yaml_model, read_yaml
 
 REPO_ROOT = PACKAGE_ROOT          # a checkout, site-packages, or a --py-files zip
 CONF_DIR = default_conf_dir()     # see pipelines/conf_files.py for the lookup order
@@ -23,3 +23,9 @@ def load_model(model: type[Model], location: str | Path, overrides: dict[str, An
     """:func:`u2qt_core.config_loader.load_yaml_model` of a file or URL."""
     text = read_url(str(location)) if is_url(location) else None
     return load_yaml_model(model, location, overrides, text=text)
+
+
+def load_raw(location: str | Path) -> dict[str, Any]:
+    """The mapping of a config file or URL, environment variables expanded, not validated."""
+    text = read_url(str(location)) if is_url(location) else None
+    return expand_env(read_yaml(location, text), str(location))

@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.config_loading import CONF_DIR, load_model
+from pipelines.config_loading import CONF_DIR, is_url, load_model, load_raw
 from u2qt_core.config import SourceLayout
-from u2qt_core.config_loader import KeyProblem
+from u2qt_core.config_loader import KeyProblem, deep_merge, validate_model
 from u2qt_core.encoders.text import TextEncoderConfig
 
 
@@ -293,8 +293,14 @@ def _resolve(path: str) -> Path:
 
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> PipelineSettings:
-    """Load the pipeline settings (default ``conf/pipeline.yaml``)."""
-    return load_model(PipelineSettings, path or CONF_DIR / "pipeline.yaml", overrides)
+    """Load the pipeline settings: ``conf/pipeline.yaml``, or a config of one's own of which every
+    key left out takes ``conf/pipeline.yaml``'s value (not the model's default); then
+    ``overrides``. A key set to null in one's own config takes the model's default."""
+    default = CONF_DIR / "pipeline.yaml"
+    if path is None or (not is_url(path) and Path(path).expanduser().resolve() == default.resolve()):
+        return load_model(PipelineSettings, default, overrides)
+    merged = deep_merge(deep_merge(load_raw(default), load_raw(path)), overrides)
+    return validate_model(PipelineSettings, merged, str(path))
 
 
 def load_sources(path: str | Path | None = None) -> SourcesConfig:

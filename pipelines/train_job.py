@@ -26,6 +26,8 @@ from pipelines.validation import check_profiles, check_raw_events
 from u2qt_core.config import ModelPreset, load_model_preset
 from u2qt_core.errors import U2QTError
 
+TRAINING_FOLDER = "training"   # under model_dir, beside bundles/ and the registry
+
 log = logging.getLogger(__name__)
 
 
@@ -130,7 +132,8 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     log.info("training sample: %s", counts)
     embedded = time.monotonic()
     model_dir = Path(settings.model_dir).expanduser().absolute()
-    result = train_mrqvae(embeddings, preset, out_dir=model_dir.parent / f"{model_dir.name}.checkpoints", progress=True)
+    # checkpoints (and a resume after a crash) inside model_dir: <model_dir>/training/checkpoints/
+    result = train_mrqvae(embeddings, preset, out_dir=model_dir / TRAINING_FOLDER, progress=True)
     metrics = codebook_metrics(result.model, embeddings)
     flat = training_metrics(metrics, result.history)
     summary = {

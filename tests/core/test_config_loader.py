@@ -79,3 +79,16 @@ def test_parse_overrides() -> None:
             parse_overrides([bad])
     with pytest.raises(ConfigError, match="already set to a value"):
         parse_overrides(["a=1", "a.b=2"])
+
+
+def test_a_partial_config_takes_every_left_out_key_from_the_shipped_one(tmp_path) -> None:
+    """README: keys a config of one's own leaves out take conf/pipeline.yaml's values (they took
+    the model's defaults, and encoder.max_batch_tokens became None instead of 4096)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("tables_root: /lake\nmodel_dir: /models\nencoder: {max_length: 128}\n")
+    mine = load_settings(path, parse_overrides(["inference.partitions=3"]))
+    shipped = load_settings(overrides={"tables_root": "/lake", "model_dir": "/models", "encoder": {"max_length": 128},
+                                       "inference": {"partitions": 3}})
+    assert mine == shipped and mine.encoder.max_batch_tokens == 4096
+    path.write_text("tables_root: /lake\nmodel_dir: /models\nencoder: {max_batch_tokens: null}\n")
+    assert load_settings(path).encoder.max_batch_tokens is None      # null: the model's default
