@@ -35,6 +35,7 @@ from pyspark.sql import SparkSession
 
 from pipelines import registry, tables
 from pipelines.inference import inference_spec, make_embed_udf
+from pipelines.progress import spark_progress
 from pipelines.settings import PipelineSettings
 from pipelines.train_job import heldout_dates, sample_inputs
 
@@ -50,9 +51,10 @@ def _gate(value: float | None, rule: str, passed: bool) -> dict:
 def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[str], tabular: tuple[str, ...]):
     inputs = sample_inputs(spark, settings, start_date=dates[0], end_date=dates[-1], max_per_source=0)
     embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular))
-    return (inputs.repartition(settings.inference.partitions, "user_id")
-            .select("user_id", "event_date", "source", embed("user_id", "event_date", "source", "document", "features").alias("x"))
-            .orderBy("source", "event_date", "user_id").collect())
+    with spark_progress(spark, "embed the held-out days"):
+        return (inputs.repartition(settings.inference.partitions, "user_id")
+                .select("user_id", "event_date", "source", embed("user_id", "event_date", "source", "document", "features").alias("x"))
+                .orderBy("source", "event_date", "user_id").collect())
 
 
 def _probe(spark: SparkSession, settings: PipelineSettings, bags: dict[int, np.ndarray]) -> dict:

@@ -26,6 +26,7 @@ from pipelines import tables
 from pipelines.day_run import DayRun, StepRecord, dates_predicate, record_steps
 from pipelines.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.inference import inference_spec, make_tokenize_udf, row_error_from
+from pipelines.progress import spark_progress
 from pipelines.validation import check_profiles, check_raw_events, to_quarantine
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         run_ids[F.col("event_date")].alias("run_id"),
     )
     try:
-        run.replace_partition(staged, tables.STAGING_DAY_TOKENS, predicate)
+        with spark_progress(run.spark, f"stage {event_dates[0]}" + (f"..{event_dates[-1]}" if len(event_dates) > 1 else "")):
+            run.replace_partition(staged, tables.STAGING_DAY_TOKENS, predicate)
     except Exception as exc:  # a failing row inside the UDF: one line naming user, source, date
         row_error = row_error_from(exc)
         if row_error is None:

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pipelines import tables
 from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.inference import inference_spec, make_embed_udf
+from pipelines.progress import spark_progress
 from pipelines.settings import PipelineSettings
 from pipelines.validation import check_profiles, check_raw_events
 from u2qt_core.config import ModelPreset, load_model_preset
@@ -60,10 +61,11 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
 def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Run the text encoder over ``inputs`` in Spark and collect ``{source: float32 [n, d]}``."""
     embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular_sources))
-    rows = (inputs.repartition(settings.inference.partitions, "user_id")
-            .select("source", "user_id", "event_date", embed("user_id", "event_date", "source", "document", "features").alias("x"))
-            .orderBy("source", "user_id", "event_date")
-            .collect())
+    with spark_progress(spark, "embed the training sample"):
+        rows = (inputs.repartition(settings.inference.partitions, "user_id")
+                .select("source", "user_id", "event_date", embed("user_id", "event_date", "source", "document", "features").alias("x"))
+                .orderBy("source", "user_id", "event_date")
+                .collect())
     out: dict[str, list] = {}
     for row in rows:
         out.setdefault(row["source"], []).append(row["x"])
