@@ -127,8 +127,8 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
 
     out["torch_threads"] = torch.get_num_threads()
     out["in_process"] = {k: {"cpu_s": v, "docs_per_cpu_s": n / min(v)} for k, v in meters.items()}
-    plan = bare.plan_batches([len(s) for s in bare._tokenize(texts, None)])
-    real = sum(len(s) for s in bare._tokenize(texts, None))
+    plan = bare.plan_batches([len(s) for s in bare._tokenize(texts, None)[0]])
+    real = sum(len(s) for s in bare._tokenize(texts, None)[0])
     out["padding"] = {"real_tokens": real, "processed_tokens": sum(len(r) * w for r, w in plan),
                       "forward_passes": len(plan)}
 

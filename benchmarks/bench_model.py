@@ -255,7 +255,7 @@ def bench_encoder(params: dict[str, Any]) -> dict[str, Any]:
     with Stopwatch() as docs_sw:
         docs = world_documents(params["world"], int(params["world_users"]))
     texts = [d["document"] for d in docs]
-    lengths_all = [len(ids) for ids in encoder._tokenize(texts, None)]
+    lengths_all = [len(ids) for ids in encoder._tokenize(texts, None)[0]]
     log.info("encoder: %d world documents from %d users in %.1fs; tokens median %d, p90 %d, max %d",
              len(texts), params["world_users"], docs_sw.seconds, statistics.median(lengths_all),
              _percentile(lengths_all, 90), max(lengths_all))
@@ -271,7 +271,7 @@ def bench_encoder(params: dict[str, Any]) -> dict[str, Any]:
     variants, setup, work = {}, {}, {}
     for length, count in zip(params["lengths"], params["docs_per_length"]):
         fixed = fixed_length_documents(encoder, texts, int(length), int(count))
-        measured = [len(ids) for ids in encoder._tokenize(fixed, None)]
+        measured = [len(ids) for ids in encoder._tokenize(fixed, None)[0]]
         fixed_sets[int(length)] = {"documents": len(fixed), "tokens_mean": statistics.fmean(measured),
                                    "tokens_min": min(measured), "tokens_max": max(measured),
                                    "example": fixed[0][:300]}

@@ -45,17 +45,24 @@ def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
     )
 
 
-def document_cuts(events: DataFrame, sources: SourcesConfig, night: str = "event_date") -> dict[str, dict[str, int]]:
+def document_cuts(events: DataFrame, sources: SourcesConfig, night: str = "event_date") -> dict[str, dict]:
     """Per night (column ``night``): documents with more than ``document.max_lines`` distinct
-    lines (``documents_cut``) and the distinct lines left out of them (``lines_cut``). One
-    aggregation over the night's valid events; nights with nothing cut are absent."""
+    lines (``documents_cut``), the distinct lines left out of them (``lines_cut``), and both per
+    source (``cuts_by_source``). One aggregation over the night's valid events; nights with
+    nothing cut are absent."""
     cap = sources.document.max_lines
     per_document = (events.groupBy("user_id", night, "source")
                     .agg(F.count_distinct("text").alias("lines"))
                     .where(F.col("lines") > cap))
-    rows = per_document.groupBy(night).agg(F.count(F.lit(1)).alias("documents_cut"),
-                                           F.sum(F.col("lines") - cap).alias("lines_cut")).collect()
-    return {str(r[night]): {"documents_cut": int(r["documents_cut"]), "lines_cut": int(r["lines_cut"])} for r in rows}
+    rows = per_document.groupBy(night, "source").agg(F.count(F.lit(1)).alias("documents_cut"),
+                                                     F.sum(F.col("lines") - cap).alias("lines_cut")).collect()
+    out: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (str(r[night]), r["source"])):
+        day = out.setdefault(str(r[night]), {"documents_cut": 0, "lines_cut": 0, "cuts_by_source": {}})
+        day["documents_cut"] += int(r["documents_cut"])
+        day["lines_cut"] += int(r["lines_cut"])
+        day["cuts_by_source"][r["source"]] = {"documents_cut": int(r["documents_cut"]), "lines_cut": int(r["lines_cut"])}
+    return out
 
 
 def _format_line(count_format: str) -> Column:

@@ -4,7 +4,8 @@ models once and keeps them for every later batch and task it runs.
 Rows are ``(user_id, event_date, source, document, features)``: text sources carry a document
 that the LLM text encoder embeds (with that source's instruction when the encoder uses last-token
 pooling), the tabular source carries a feature vector for the MRQ-VAE's tabular MLP. The UDF
-returns the ``L`` codes of each row (``array<smallint>``).
+returns the ``L`` codes of each row (``array<smallint>``) and, for a text row, its tokens and the
+tokens truncation to ``encoder.max_length`` cut (what the gates step counts per source).
 
 Batching: Spark hands the UDF Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch``
 rows (cut further into chunks of ``inference.batch_rows``).  All text rows of a chunk that share
@@ -25,7 +26,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -95,11 +96,16 @@ class InputEmbedder:
         return self.spec.instructions[source] if self.spec.encoder.pooling == "last_token" else None
 
     def embed(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Group rows by source: ``{source: (row_positions [n], inputs float32 [n, input_dim])}``.
+        """Group rows by source: ``{source: (row_positions [n], inputs float32 [n, input_dim])}``
+        (:meth:`embed_counted` without the token counts)."""
+        return {source: (rows.positions, rows.inputs) for source, rows in self.embed_counted(sources, documents, features).items()}
+
+    def embed_counted(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> dict[str, "SourceRows"]:
+        """Group rows by source, with each text row's tokens and the tokens truncation cut.
 
         Text rows sharing an instruction are encoded in ONE call (one length sort across them);
         under mean pooling that is every text row of the chunk."""
-        groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        groups: dict[str, SourceRows] = {}
         by_instruction: dict[str | None, list[str]] = {}
         for source in pd.unique(sources):
             source = str(source)
@@ -108,17 +114,28 @@ class InputEmbedder:
                 rows = [features[i] for i in positions]
                 if any(r is None for r in rows):
                     raise InputError(f"source {source}: a tabular row has no feature vector")
-                groups[source] = (positions, np.stack([np.asarray(r, dtype=np.float32) for r in rows]))
+                none = np.full(len(positions), -1, dtype=np.int64)
+                groups[source] = SourceRows(positions, np.stack([np.asarray(r, dtype=np.float32) for r in rows]), none, none)
             else:
                 by_instruction.setdefault(self.instruction(source), []).append(source)
         for instruction, members in by_instruction.items():
             positions = np.flatnonzero(np.isin(sources, members))
-            vectors = self.encoder.encode([documents[i] for i in positions], instruction=instruction)
+            encoded = self.encoder.encode_counted([documents[i] for i in positions], instruction=instruction)
             of_row = sources[positions]
             for source in members:
                 mine = of_row == source
-                groups[source] = (positions[mine], vectors[mine])
+                groups[source] = SourceRows(positions[mine], encoded.vectors[mine], encoded.tokens[mine],
+                                            encoded.tokens_cut[mine])
         return groups
+
+
+class SourceRows(NamedTuple):
+    """One source's rows of a chunk, as :meth:`InputEmbedder.embed_counted` returns them."""
+
+    positions: np.ndarray    # int [n]: the rows' positions in the chunk
+    inputs: np.ndarray       # float32 [n, input_dim]: MRQ-VAE inputs
+    tokens: np.ndarray       # int64 [n]: a text row's tokens before truncation (-1 for tabular rows)
+    tokens_cut: np.ndarray   # int64 [n]: tokens encoder.max_length cut from it (-1 for tabular rows)
 
 
 class TokenizerRuntime:
@@ -144,15 +161,21 @@ class TokenizerRuntime:
 
     def tokenize(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> list[np.ndarray]:
         """Codes ``int16 [L]`` for every row, in input order."""
+        return [row[0] for row in self.tokenize_counted(sources, documents, features)]
+
+    def tokenize_counted(self, sources: np.ndarray, documents: np.ndarray,
+                         features: np.ndarray) -> list[tuple[np.ndarray, int | None, int | None]]:
+        """``(codes int16 [L], tokens, tokens cut)`` for every row, in input order (the counts are
+        None for a tabular row)."""
         import torch
 
-        out: list[np.ndarray | None] = [None] * len(sources)
-        for source, (positions, inputs) in self.embedder.embed(sources, documents, features).items():
-            tensor = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
+        out: list = [None] * len(sources)
+        for source, rows in self.embedder.embed_counted(sources, documents, features).items():
+            tensor = torch.from_numpy(np.ascontiguousarray(rows.inputs, dtype=np.float32)).to(self.device)
             codes = self.model.quantize(tensor, source).cpu().numpy().astype(np.int16)
-            for position, row_codes in zip(positions, codes):
-                out[position] = row_codes
-        return out  # type: ignore[return-value]
+            for position, row_codes, tokens, cut in zip(rows.positions, codes, rows.tokens, rows.tokens_cut):
+                out[position] = (row_codes, None if tokens < 0 else int(tokens), None if cut < 0 else int(cut))
+        return out
 
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -237,19 +260,26 @@ def _frame_columns(frame: tuple[pd.Series, ...]) -> tuple[np.ndarray, np.ndarray
     return user_ids, event_dates, (sources, documents, features)
 
 
+TOKENIZED = "codes array<smallint>, tokens int, tokens_cut int"
+
+
 def make_tokenize_udf(spec: InferenceSpec):
-    """``tokenize(user_id, event_date, source, document, features) -> array<smallint>`` as an
-    iterator pandas UDF (``user_id`` / ``event_date`` only name a failing row)."""
+    """``tokenize(user_id, event_date, source, document, features) -> struct<codes, tokens,
+    tokens_cut>`` (:data:`TOKENIZED`: the row's codes, and for a text row its tokens before
+    truncation and those ``encoder.max_length`` cut) as an iterator pandas UDF (``user_id`` /
+    ``event_date`` only name a failing row). It is marked non-deterministic so that Spark never
+    runs it twice to read two fields of its result."""
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("array<smallint>")
-    def tokenize(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+    @pandas_udf(TOKENIZED)
+    def tokenize(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         runtime = get_runtime(spec)
         for frame in batches:
             user_ids, event_dates, columns = _frame_columns(frame)
-            yield pd.Series(run_chunks(spec, user_ids, event_dates, columns, runtime.tokenize))
+            rows = run_chunks(spec, user_ids, event_dates, columns, runtime.tokenize_counted)
+            yield pd.DataFrame(rows, columns=["codes", "tokens", "tokens_cut"]).astype({"tokens": "Int32", "tokens_cut": "Int32"})
 
-    return tokenize
+    return tokenize.asNondeterministic()
 
 
 def make_embed_udf(spec: InferenceSpec):

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.settings import PipelineSettings, SourcesConfig, TabularFeature
-from pipelines.validation import first_reason, profile_rules, raw_event_rules, sanitise_events
+from pipelines.validation import check_raw_events, first_reason, profile_rules, raw_event_rules, sanitise_events
 
 __all__ = ["ColumnContract", "Difference", "input_contract", "check_inputs"]
 
@@ -117,6 +117,8 @@ def check_inputs(spark: SparkSession, settings: PipelineSettings, dates: list[st
             if dates:
                 frame = frame.where(F.col("event_date").isin([F.lit(d).cast("date") for d in dates]))
             rows[table], found = _event_differences(frame, settings, sources)
+            if rows[table]:
+                found += _window_differences(spark, settings, frame, dates)
         else:
             rows[table], found = _profile_differences(frame, sources)
         differences += found
@@ -152,6 +154,17 @@ def _layout_notes(spark: SparkSession, path: str) -> list[Difference]:
         return [Difference("note", "raw_events", f"partitioned by {partitions or 'nothing'}, not [event_date]: "
                                                   "every night then scans the whole table, not its own day")]
     return []
+
+
+def _window_differences(spark: SparkSession, settings: PipelineSettings, events: DataFrame,
+                        dates: list[str] | None) -> list[Difference]:
+    """What ``document.max_lines`` and ``encoder.max_length`` would cut (:mod:`pipelines.truncation`):
+    the lines over every valid event, the tokens over a sample of documents."""
+    from pipelines.truncation import SAMPLE_PER_SOURCE, line_report, sample_documents, suggestions, token_report
+
+    valid = check_raw_events(events, settings.sources_config(), settings.validation).valid
+    tokens = token_report(settings, sample_documents(spark, settings, dates, SAMPLE_PER_SOURCE))
+    return [Difference(*line) for line in suggestions(settings, tokens, line_report(valid, settings))]
 
 
 def _undated_differences(events: DataFrame, dates: list[str] | None) -> list[Difference]:

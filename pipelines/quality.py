@@ -91,6 +91,10 @@ def quality_metrics(runs: list[DayRun]) -> dict[str, dict]:
         F.count_if(~well_formed).alias("bad"),
         F.count_if(F.col("tokenizer_version") != run.tokenizer.version).alias("foreign"),
         F.count_if(well_formed & out_of_range_codes(run)).alias("out_of_range"),
+        F.count(F.col("tokens")).alias("documents"),
+        F.count_if(F.col("tokens_cut") > 0).alias("documents_truncated"),
+        F.sum("tokens").alias("tokens"),
+        F.sum("tokens_cut").alias("tokens_cut"),
     ).collect()
     quarantined = (run.read("quarantine").where(predicate).where("source_table = 'raw_events'")
                    .select("event_date", F.lit(0).alias("raw"), F.lit(1).alias("quarantined")))
@@ -122,8 +126,32 @@ def quality_metrics(runs: list[DayRun]) -> dict[str, dict]:
             "utilization": used,
             "min_level_utilization": min(used.values()) if used else 0.0,
             "rows_per_source": {r["source"]: r["rows"] for r in rows},
+            "truncation": truncation(rows),
         }
     return out
+
+
+def truncation(rows) -> dict[str, dict]:
+    """Per text source of one date's ``per_source`` rows: its documents, the share that
+    ``encoder.max_length`` truncated, and the share of their tokens it cut."""
+    out = {}
+    for r in rows:
+        if r["documents"]:
+            out[r["source"]] = {"documents": int(r["documents"]), "documents_truncated": int(r["documents_truncated"]),
+                                "truncated_share": r["documents_truncated"] / r["documents"],
+                                "tokens_cut_share": (r["tokens_cut"] or 0) / r["tokens"] if r["tokens"] else 0.0}
+    return out
+
+
+def truncation_warnings(run: DayRun, metrics: dict) -> list[str]:
+    """One line per text source whose truncated share is over ``quality.warn_truncated_share``
+    (a warning: the tokens are still published)."""
+    limit = run.settings.quality.warn_truncated_share
+    return [f"{run.event_date}: {source}: {t['truncated_share']:.1%} of {t['documents']} documents were longer than "
+            f"encoder.max_length={run.settings.encoder.max_length} tokens; {t['tokens_cut_share']:.1%} of their tokens "
+            "were left out (the rarest lines: a document lists its most frequent lines first). Raise encoder.max_length "
+            "(up to the encoder's limit), lower document.max_lines, or use a longer-context encoder"
+            for source, t in sorted(metrics.get("truncation", {}).items()) if t["truncated_share"] > limit]
 
 
 def gate_failures(run: DayRun, metrics: dict) -> list[str]:
@@ -161,6 +189,8 @@ def check_quality_dates(runs: list[DayRun]) -> tuple[dict[str, dict], QualityGat
     records, failure = [], None
     for run in runs:
         failures = gate_failures(run, metrics[run.event_date])
+        for line in truncation_warnings(run, metrics[run.event_date]):
+            log.warning(line)
         records.append(StepRecord(run, "quality", "failed" if failures else "ok", seconds,
                                   {**metrics[run.event_date], "failures": failures}))
         if failures:

@@ -125,6 +125,8 @@ class QualityGates(_Strict):
     max_collision_rate: float = Field(0.005, ge=0, le=1)   # FOUNDv2 reports < 0.5 %
     min_level_utilization: float = Field(0.0, ge=0, le=1)
     max_null_code_rate: float = Field(0.0, ge=0, le=1)
+    # a warning (not a gate) when more of a source's documents are truncated by encoder.max_length
+    warn_truncated_share: float = Field(0.05, ge=0, le=1)
 
 
 class ConcurrencyConfig(_Strict):

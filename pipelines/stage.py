@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 
 from pyspark.sql import DataFrame
@@ -42,6 +42,7 @@ class StageResult:
     duplicate_rows: int = 0    # extra copies of exact duplicate raw_events rows (quarantined)
     documents_cut: int = 0     # documents over document.max_lines distinct lines
     lines_cut: int = 0         # the distinct lines those documents left out
+    cuts_by_source: dict = field(default_factory=dict)   # {source: {documents_cut, lines_cut}}
 
 
 def stage(run: DayRun) -> StageResult:
@@ -112,13 +113,17 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         run.settings, tabular_sources=run.tokenizer.tabular_sources,
         model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
     ))
-    staged = inputs.select(
+    tokenized = inputs.select("user_id", "event_date", "source",
+                              tokenize("user_id", "event_date", "source", "document", "features").alias("_out"))
+    staged = tokenized.select(
         "user_id",
         "event_date",
         "source",
-        tokenize("user_id", "event_date", "source", "document", "features").alias("codes"),
+        F.col("_out.codes").alias("codes"),
         F.lit(run.tokenizer.version).alias("tokenizer_version"),
         run_ids[F.col("event_date")].alias("run_id"),
+        F.col("_out.tokens").alias("tokens"),
+        F.col("_out.tokens_cut").alias("tokens_cut"),
     )
     try:
         with spark_progress(run.spark, f"stage {event_dates[0]}" + (f"..{event_dates[-1]}" if len(event_dates) > 1 else "")):
@@ -145,8 +150,9 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
                                  duplicate_rows=duplicates.get(d, 0), **cuts.get(d, {}))
         log.info("staged %s: %s", d, results[d])
         if d in cuts:
-            log.warning("%s: %d documents had more than document.max_lines=%d distinct lines; %d lines were left out",
-                        d, cuts[d]["documents_cut"], sources.document.max_lines, cuts[d]["lines_cut"])
+            log.warning("%s: %d documents had more than document.max_lines=%d distinct lines; %d lines were left out "
+                        "(the rarest of each document), by source: %s", d, cuts[d]["documents_cut"],
+                        sources.document.max_lines, cuts[d]["lines_cut"], cuts[d]["cuts_by_source"])
     record_steps([StepRecord(r, "stage", "ok", seconds, asdict(results[r.event_date])) for r in runs])
     return results
 

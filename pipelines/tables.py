@@ -65,6 +65,9 @@ STAGING_DAY_TOKENS = TableSpec(
         T.StructField("codes", CODES),
         T.StructField("tokenizer_version", T.StringType(), False),
         T.StructField("run_id", T.StringType(), False),
+        # a text row's document in encoder tokens, and those encoder.max_length cut (null: tabular)
+        T.StructField("tokens", T.IntegerType()),
+        T.StructField("tokens_cut", T.IntegerType()),
     ]),
     ("event_date",),
     versioned=True,

@@ -72,6 +72,25 @@ def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFr
     return {source: np.asarray(vectors, dtype=np.float32) for source, vectors in out.items()}
 
 
+def sample_truncation(settings: PipelineSettings, inputs: DataFrame) -> dict[str, dict]:
+    """What ``encoder.max_length`` cut from the training sample's documents, per text source
+    (:func:`pipelines.truncation.token_report`); a warning per source over
+    ``quality.warn_truncated_share``."""
+    from pipelines.truncation import token_report
+
+    text = list(settings.sources_config().text_sources)
+    documents: dict[str, list[str]] = {}
+    for row in inputs.where(F.col("source").isin(text)).select("source", "document").collect():
+        documents.setdefault(row["source"], []).append(row["document"])
+    report = token_report(settings, documents)
+    for source, t in report.items():
+        if t["truncated_share"] > settings.quality.warn_truncated_share:
+            log.warning("training sample: %.1f%% of %s's %d documents exceed encoder.max_length=%d tokens (%.1f%% of "
+                        "their tokens cut; p90 %d tokens): `u2qt check-inputs` suggests settings", 100 * t["truncated_share"],
+                        source, t["documents"], settings.encoder.max_length, 100 * t["tokens_cut_share"], t["tokens_p90"])
+    return report
+
+
 def preset_for(settings: PipelineSettings, encoder_dim: int, overrides: dict | None = None) -> ModelPreset:
     """The configured model preset (architecture) with the sources and input widths of this
     pipeline's sources config (:meth:`SourcesConfig.layout`); ``overrides`` merge last."""
@@ -128,10 +147,12 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     contract = night_contract(settings)
     if end_date is None:
         end_date = (date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)).isoformat()
-    inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed)
+    inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed).persist()
     embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources))
     counts = {source: int(len(x)) for source, x in embeddings.items()}
     log.info("training sample: %s", counts)
+    truncation = sample_truncation(settings, inputs)
+    inputs.unpersist()
     embedded = time.monotonic()
     model_dir = Path(settings.model_dir).expanduser().absolute()
     # checkpoints (and a resume after a crash) inside model_dir: <model_dir>/training/checkpoints/
@@ -140,7 +161,7 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     flat = training_metrics(metrics, result.history)
     summary = {
         "model_dir": str(model_dir), "training_rows": counts, "start_date": start_date, "end_date": end_date,
-        "steps": result.steps, "embed_seconds": embedded - started,
+        "steps": result.steps, "embed_seconds": embedded - started, "truncation": truncation,
         "train_seconds": time.monotonic() - embedded, "metrics": metrics, "training_metrics": flat,
     }
     version, bundle = write_bundle(result.model, model_dir, contract, summary=summary,

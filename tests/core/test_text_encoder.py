@@ -63,6 +63,20 @@ def test_minilm_order_preserved_under_length_sorting(minilm: TextEncoder) -> Non
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
+def test_truncation_is_counted_per_text(minilm: TextEncoder) -> None:
+    """encode_counted: a text's tokens before truncation and what max_length cut from it (the
+    window keeps the start of the text); the vectors are encode()'s."""
+    short, long_text = "paid for coffee", " ".join(WORDS * 20)
+    encoded = minilm.encode_counted([short, long_text])
+    whole = [len(minilm.tokenizer(t, add_special_tokens=True)["input_ids"]) for t in (short, long_text)]
+    limit = minilm.config.max_length
+    assert whole[1] > limit
+    assert encoded.tokens.tolist() == whole and encoded.tokens_cut.tolist() == [0, whole[1] - limit]
+    assert np.array_equal(encoded.vectors, minilm.encode([short, long_text]))
+    head = minilm.tokenizer.decode(minilm.tokenizer(long_text, truncation=True, max_length=limit)["input_ids"][1:-1])
+    assert long_text.startswith(head)                  # what is kept is the start of the document
+
+
 def test_get_text_encoder_caches_per_config(minilm: TextEncoder) -> None:
     assert get_text_encoder(TextEncoderConfig(device="cpu", batch_size=4)) is minilm
 
@@ -147,7 +161,7 @@ def test_qwen3_last_token_matches_hand_computation(tiny_qwen3: Path) -> None:
     text = "the user paid for coffee"
     got = enc.encode([text])[0]
     # the instruction prompt was applied (and [EOS] appended)
-    ids = enc._tokenize([text], INSTRUCTION)[0]
+    ids = enc._tokenize([text], INSTRUCTION)[0][0]
     expected_ids = enc.tokenizer(f"Instruct: {INSTRUCTION}\nQuery:{text}")["input_ids"]
     assert ids == expected_ids + [enc.tokenizer.eos_token_id]
     np.testing.assert_allclose(
@@ -240,7 +254,7 @@ def test_qwen3_embedding_pools_its_own_endoftext_token(qwen3_embedding_like: Pat
     assert tok.eos_token_id == im_end and tok.pad_token_id == endoftext
     text = "the user paid for coffee"
     prompt = f"Instruct: {INSTRUCTION}\nQuery:{text}"
-    ids = enc._tokenize([text], INSTRUCTION)[0]
+    ids = enc._tokenize([text], INSTRUCTION)[0][0]
     assert ids == tok(prompt)["input_ids"]
     assert ids[-1] == endoftext and im_end not in ids
     assert enc.pooled_token_id == endoftext
@@ -251,5 +265,5 @@ def test_qwen3_embedding_pools_its_own_endoftext_token(qwen3_embedding_like: Pat
     batch = enc.encode([text, "searched cheap flights to paris and opened a game app"])
     np.testing.assert_allclose(batch[0], expected, atol=1e-5)
     # truncation keeps the terminator: a long text still ends on <|endoftext|>
-    long_ids = enc._tokenize(["coffee " * 400], INSTRUCTION)[0]
+    long_ids = enc._tokenize(["coffee " * 400], INSTRUCTION)[0][0]
     assert len(long_ids) <= enc.config.max_length and long_ids[-1] == endoftext

