@@ -20,7 +20,7 @@ import yaml
 
 from pipelines import tables
 from tests.conftest import REPO_ROOT, make_settings
-from tests.deploy.conftest import Service, clean_env, free_port, http_json, tail, wait_for
+from tests.deploy.conftest import SHORT_JVM_OPTS, Service, clean_env, free_port, http_json, tail, wait_for
 
 DAG_ID = "u2qt_daily"
 DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publish"]
@@ -31,12 +31,13 @@ RUN_TIMEOUT_S = 900
 
 
 def task_profile(path: Path) -> str:
-    """conf/spark/local.yaml, smaller: every task process starts its own JVM on 2 busy cores, and
-    one core means one Python worker, so stage loads the encoder once, not twice."""
+    """conf/spark/local.yaml, smaller: every task process starts its own JVM on 2 busy cores (with
+    the short-JVM flags), and one core means one Python worker, so stage loads the encoder once,
+    not twice."""
     profile = yaml.safe_load((REPO_ROOT / "conf" / "spark" / "local.yaml").read_text())
     profile["master"] = "local[1]"
     profile["conf"].update({"spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
-                            "spark.default.parallelism": "2"})
+                            "spark.default.parallelism": "2", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS})
     path.write_text(yaml.safe_dump(profile))
     return str(path)
 
@@ -135,9 +136,10 @@ def airflow_services(trained_lake, tmp_path_factory):
         # the API server on a free port; task processes reach its execution API there
         AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=api,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{api}/execution/",
-        # cheap on two shared cores: one task at a time, no re-parse every 30 s
+        # cheap on two shared cores: two tasks at a time, no re-parse of the 5 DAG files while the
+        # test runs (the default re-parses every 30 s; 600 s still re-parsed them once mid-test)
         AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
+        AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="3600",
     )
     services: list[Service] = []
     airflow = Airflow(home, env, api, settings, services)
