@@ -24,6 +24,15 @@ _INHERITED_NOT = ("PYTHONPATH", "U2QT_PIPELINE_CONFIG", "MASTER", "SPARK_MASTER"
                   "SPARK_HOME", "SPARK_LOCAL_IP", "SPARK_CONF_DIR")
 
 
+# JVM flags for the JVMs the deployment tests start (Spark drivers, executors, master, worker):
+# the client JIT only and one GC thread. A step's JVM lives a minute or two running ~100 tiny
+# stages, so the optimizing JIT's compile threads cost more CPU on 2 shared cores than they save:
+# one date's init/stage/quality/publish in one local[1] JVM took 124-128 s with these against
+# 216-236 s without, back to back on the same machine (load 7-8). Tuning only: nothing the tests
+# check depends on it, and the shipped profiles (conf/spark) do not set it.
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -121,20 +130,22 @@ def spark_standalone(tmp_path_factory):
     home = spark_home()
     spark_class = str(Path(home) / "bin" / "spark-class")
     port, ui, worker_port, worker_ui = (free_port() for _ in range(4))
-    # SPARK_LOCAL_IP keeps the daemons and the drivers they talk to on 127.0.0.1
+    # SPARK_LOCAL_IP keeps the daemons and the drivers they talk to on 127.0.0.1;
+    # SPARK_DAEMON_JAVA_OPTS reaches only the master and worker JVMs (spark-class)
     env = clean_env(SPARK_HOME=home, SPARK_LOCAL_IP="127.0.0.1")
+    daemon_env = {**env, "SPARK_DAEMON_JAVA_OPTS": SHORT_JVM_OPTS}
     master_url = f"spark://127.0.0.1:{port}"
     services: list[Service] = []
     try:
         services.append(Service("spark-master", [
             spark_class, "org.apache.spark.deploy.master.Master",
             "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-            env, root / "master.log", root))
+            daemon_env, root / "master.log", root))
         services.append(Service("spark-worker", [
             spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--cores", "2", "--memory", "2g",
             "--host", "127.0.0.1", "--port", str(worker_port), "--webui-port", str(worker_ui),
             "--work-dir", str(root / "work")],
-            env, root / "worker.log", root))
+            daemon_env, root / "worker.log", root))
         ui_url = f"http://127.0.0.1:{ui}/json/"
         wait_for("the worker to register with the master",
                  lambda: any(w.get("state") == "ALIVE" for w in http_json(ui_url).get("workers", [])),

@@ -20,23 +20,29 @@ import yaml
 
 from pipelines import tables
 from tests.conftest import REPO_ROOT, make_settings
-from tests.deploy.conftest import Service, clean_env, free_port, http_json, tail, wait_for
+from tests.deploy.conftest import SHORT_JVM_OPTS, Service, clean_env, free_port, http_json, tail, wait_for
 
 DAG_ID = "u2qt_daily"
 DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publish"]
+# the unpaused run (no data) skips at the first poke past the timeout, counted from the start of
+# its first task process (before its DAG parse), and each poke is a task process of its own: with
+# a timeout of one poke interval that is the second poke (the first under load), with 20 s it was
+# the second or third. Not a shorter poke: at 5 s the scheduler re-queued the rescheduled sensor
+# before its first process had exited and failed it when that process reported (seen once, load 5).
 SENSOR_POKE_S = 10
-SENSOR_TIMEOUT_S = 20
+SENSOR_TIMEOUT_S = 10
 # bounds, not expectations: a date's run takes ~2 min on a quiet 2-core machine, 4x that under load
 RUN_TIMEOUT_S = 900
 
 
 def task_profile(path: Path) -> str:
-    """conf/spark/local.yaml, smaller: every task process starts its own JVM on 2 busy cores, and
-    one core means one Python worker, so stage loads the encoder once, not twice."""
+    """conf/spark/local.yaml, smaller: every task process starts its own JVM on 2 busy cores (with
+    the short-JVM flags), and one core means one Python worker, so stage loads the encoder once,
+    not twice."""
     profile = yaml.safe_load((REPO_ROOT / "conf" / "spark" / "local.yaml").read_text())
     profile["master"] = "local[1]"
     profile["conf"].update({"spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
-                            "spark.default.parallelism": "2"})
+                            "spark.default.parallelism": "2", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS})
     path.write_text(yaml.safe_dump(profile))
     return str(path)
 
@@ -135,9 +141,10 @@ def airflow_services(trained_lake, tmp_path_factory):
         # the API server on a free port; task processes reach its execution API there
         AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=api,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{api}/execution/",
-        # cheap on two shared cores: one task at a time, no re-parse every 30 s
+        # cheap on two shared cores: two tasks at a time, no re-parse of the 5 DAG files while the
+        # test runs (the default re-parses every 30 s; 600 s still re-parsed them once mid-test)
         AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
+        AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="3600",
     )
     services: list[Service] = []
     airflow = Airflow(home, env, api, settings, services)

@@ -14,20 +14,23 @@ import yaml
 
 from pipelines import tables
 from tests.conftest import REPO_ROOT, make_settings
-from tests.deploy.conftest import clean_env, http_json, tail
+from tests.deploy.conftest import SHORT_JVM_OPTS, clean_env, http_json, tail
 
 STEPS = ("stage", "quality", "publish")
 
 
 def standalone_profile(path) -> str:
-    """README step 5's profile: conf/spark/cluster-cpu.yaml with executors this worker can hold
-    (here smaller still: 2 cores / 1 GiB, 2 shuffle partitions, no driver UI)."""
+    """README step 5's profile: conf/spark/cluster-cpu.yaml with an executor this worker can hold
+    (here smaller still: one executor of 1 core / 1 GiB, so one Python worker loads the encoder
+    once; 2 shuffle partitions, no driver UI, the short-JVM flags)."""
     profile = yaml.safe_load((REPO_ROOT / "conf" / "spark" / "cluster-cpu.yaml").read_text())
-    profile["conf"].update({"spark.executor.cores": "2", "spark.executor.memory": "1g",
+    profile["conf"].update({"spark.executor.cores": "1", "spark.cores.max": "1", "spark.executor.memory": "1g",
                             "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
                             "spark.default.parallelism": "2", "spark.ui.enabled": "false",
                             # Delta's state reconstruction: 2 tasks, not its default 50, per snapshot
-                            "spark.databricks.delta.snapshotPartitions": "2"})
+                            "spark.databricks.delta.snapshotPartitions": "2",
+                            "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
+                            "spark.executor.extraJavaOptions": SHORT_JVM_OPTS})
     path.write_text(yaml.safe_dump(profile))
     return str(path)
 
