@@ -1,0 +1,41 @@
+"""The batched publish of a backfill dies after each of its commits, then is retried both ways:
+the publish step alone (same runs), or the whole backfill again (new run ids, so run ids are left
+out of that comparison); both equal the uninterrupted publish (issue 24; the one-date case and
+the crash mechanism: tests/pipelines/test_publish_crashes.py)."""
+from __future__ import annotations
+
+from pipelines import tables
+from pipelines.backfill import backfill
+from pipelines.daily_job import publish_dates
+from pipelines.day_run import DayRun, load_tokenizer_info
+from pipelines.quality import check_quality_dates
+from pipelines.stage import stage_dates
+from tests.pipelines.collide_world import D1, D2, assert_consistent, write_collide_world
+from tests.pipelines.crash_points import REACHED, copy_staged, crash_after, uninterrupted
+from tests.pipelines.lake_state import lake_state
+
+
+def test_a_backfill_survives_a_crash_after_every_commit_of_its_publish(spark, collided, trained_lake, tmp_path):
+    staged_root = tmp_path / "staged"
+    settings = write_collide_world(spark, trained_lake["root"], staged_root)
+    tokenizer = load_tokenizer_info(settings)
+
+    def runs(s):
+        return [DayRun(spark, s, d, f"bf__{d}__1", tokenizer) for d in (D1, D2)]
+
+    tables.ensure_all(spark, settings, tokenizer.version)     # as `u2qt init-tables` does before a backfill
+    stage_dates(runs(settings))
+    check_quality_dates(runs(settings))
+    want = uninterrupted(spark, staged_root, tmp_path, lambda s: publish_dates(runs(s)))
+    assert want["identities"] == collided["after"][D2][0]
+
+    for point in REACHED:
+        crashed = copy_staged(staged_root, tmp_path / point / "step")
+        crash_after(point, lambda: publish_dates(runs(crashed)))
+        whole = copy_staged(tmp_path / point / "step", tmp_path / point / "whole")
+
+        publish_dates(runs(crashed))
+        assert lake_state(spark, crashed) == want["state"], f"publish retry after {point}"
+        backfill(spark, whole, [D1, D2], run_prefix="again")
+        assert lake_state(spark, whole, with_run_ids=False) == want["loose"], f"backfill re-run after {point}"
+        assert_consistent(spark, whole)
