@@ -24,7 +24,7 @@ from pipelines.settings import PipelineSettings
 from u2qt_core.config_loader import parse_overrides
 from u2qt_core.errors import U2QTError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], rich_markup_mode="markdown")
 log = logging.getLogger("u2qt")
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -127,7 +127,8 @@ def train_sequence(as_of: Annotated[str, typer.Argument(help="last day of the tr
                    config: ConfigOption = None, set_: SetOption = None) -> None:
     """Train the sequence encoder (token and window alignment tasks) on a hash sample of the token
     histories of the sequence_encoder.history_days up to AS_OF, for the tokenizer those days were
-    tokenized with; features.representations: [fused_embedding, ...] then writes its embedding."""
+    tokenized with; with fused_embedding in features.representations, `u2qt features` then writes
+    its embedding."""
     from pipelines.day_run import open_run
     from pipelines.sequence_encoder import train_sequence_encoder
 
@@ -253,7 +254,7 @@ def tables(config: ConfigOption = None, set_: SetOption = None) -> None:
 @app.command()
 def catalog(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Register the tables and views under the catalog schema (default u2qt) in the persistent
-    metastore, and write <tables_root>/_catalog/spark.conf for spark-sql / pyspark / notebooks."""
+    metastore, and write `<tables_root>/_catalog/spark.conf` for spark-sql / pyspark / notebooks."""
     from pipelines.catalog import catalog_dir, catalog_session_conf, register_catalog
 
     settings = settings_from(config, set_)
@@ -317,8 +318,8 @@ def benchmark_eval(world_config: Annotated[Optional[list[Path]], typer.Option(
                        "--eval-set", help="evaluation override: key.path=value (repeatable)")] = None,
                    config: ConfigOption = None, set_: SetOption = None) -> None:
     """Benchmark worlds -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage -> a
-    report per world (OUT/<world>/report.md, its world's tables under
-    <tables_root>/_eval_worlds/<world>) and OUT/summary.md comparing them.
+    report per world (`OUT/<world>/report.md`, its world's tables under
+    `<tables_root>/_eval_worlds/<world>`) and `OUT/summary.md` comparing them.
 
     ``--set`` overrides the pipeline settings (e.g. ``encoder.int8_dynamic=true``), ``--eval-set``
     the evaluation YAML (e.g. ``masknet.enabled=false``)."""

@@ -83,3 +83,19 @@ def test_iso_date_refuses_what_python_would_accept():
     for bad in ("20260108", "2026-W02-4", "2026-01-08T00:00", "2026-02-30", ""):
         with pytest.raises(InputError, match="event date"):
             dates_predicate([bad])
+
+
+def test_help_shows_every_command_s_docstring_whole(capsys, no_spark):
+    """`u2qt --help` renders each command's help as written: markdown mode keeps [...] and
+    <...> that rich markup used to swallow ("features.representations:  then writes")."""
+    import re
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["--help"])
+    assert exit_info.value.code == 0
+    shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    for command in cli.app.registered_commands:
+        doc = (command.callback.__doc__ or "").split("\n\n")[0]
+        words = " ".join(doc.replace("`", "").split())
+        assert words[:60] in shown, (command.name, words[:60])
+    assert "u2qt features then writes its embedding" in shown and "(OUT/<world>/report.md," in shown
