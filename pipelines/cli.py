@@ -144,7 +144,9 @@ def check_inputs(start: Annotated[Optional[str], typer.Argument(help="first even
                  strict: Annotated[bool, typer.Option(help="exit 1 on warnings too")] = False) -> None:
     """Check raw_events and user_profile against the input contract (schemas and the sources
     config): one line per difference, 'error' (the night cannot run), 'warning' (rows it would
-    quarantine or lose) or 'note'. Exit 1 on an error (with --strict: on a warning too)."""
+    quarantine or lose) or 'note'; also the data's cadence and, per window over days, the users
+    and rows it drops (all of raw_events, windows ending at its newest event_date). Exit 1 on an
+    error (with --strict: on a warning too)."""
     from pipelines.input_contract import check_inputs as run_check
 
     dates = date_range(start, end or start) if start else None

@@ -37,6 +37,7 @@ from pyspark.sql import types as T
 from scipy import sparse
 
 from pipelines import tables
+from pipelines.cadence import check_window
 from pipelines.day_run import DayRun
 from pipelines.sequence_encoder import SequenceEmbedder, token_rows
 from u2qt_core.alignment.codebooks import CodebookTables
@@ -166,6 +167,7 @@ def build_features(run: DayRun) -> dict:
     if "fused_embedding" in cfg.representations:   # before any scan: a missing encoder fails at once
         broadcasts.append(spark.sparkContext.broadcast(SequenceEmbedder.load(run.settings.model_dir, run.tokenizer.version)))
     try:
+        check_window(run.read(tables.USER_DAY_TOKENS.name), as_of, cfg.window_days, "features.window_days", run.settings)
         window = _window_rows(run, as_of, books).localCheckpoint(eager=True)
         idf_bc = None
         if "bag_of_codes" in cfg.representations:

@@ -27,6 +27,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipelines.cadence import cadence_differences
 from pipelines.settings import PipelineSettings, SourcesConfig, TabularFeature
 from pipelines.validation import check_raw_events, first_reason, profile_rules, raw_event_rules, sanitise_events
 
@@ -114,6 +115,7 @@ def check_inputs(spark: SparkSession, settings: PipelineSettings, dates: list[st
         if table == "raw_events":
             differences += _layout_notes(spark, path)
             differences += _undated_differences(frame, dates)
+            differences += cadence_differences(frame, settings)     # all dates: the windows end at the newest
             if dates:
                 frame = frame.where(F.col("event_date").isin([F.lit(d).cast("date") for d in dates]))
             rows[table], found = _event_differences(frame, settings, sources)

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines import tables
+from pipelines.cadence import check_window
 from pipelines.day_run import DayRun
 from u2qt_core.alignment.codebooks import CodebookTables
 from u2qt_core.errors import CheckpointError, InputError
@@ -134,6 +135,8 @@ def train_sequence_encoder(run: DayRun) -> dict[str, Any]:
                          f"{cfg.max_steps} x {run.tokenizer.num_levels} tokens per step")
     model, version, _ = load_bundle(run.tokenizer.model_dir)
     books = CodebookTables(model)
+    check_window(run.read(tables.USER_DAY_TOKENS.name), run.event_date, cfg.history_days,
+                 "sequence_encoder.history_days", settings)
     rows, active = _sampled_rows(run, books)
     users, histories = histories_from_rows(rows, books.sources, cfg.max_steps)
     sample = {s: np.stack(rows.loc[rows["source_index"] == i, "codes"].to_numpy()[:2000])

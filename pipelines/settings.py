@@ -114,6 +114,15 @@ class ValidationConfig(_Strict):
         return self
 
 
+class InputsConfig(_Strict):
+    """How ``u2qt check-inputs``, ``u2qt features`` and ``u2qt train-sequence`` judge the windows
+    over days (``features.window_days``, ``sequence_encoder.history_days``, ``history.max_days``)
+    against the data's cadence (:mod:`pipelines.cadence`)."""
+
+    # a window that holds under this share of the users active in the data is warned about
+    min_window_user_share: float = Field(0.9, gt=0, le=1)
+
+
 class StagingConfig(_Strict):
     # staged rows of a published date are deleted this many days after it (0: at its publish)
     keep_days: int = Field(0, ge=0)
@@ -254,6 +263,7 @@ class PipelineSettings(_Strict):
     quality: QualityGates = QualityGates()
     staging: StagingConfig = StagingConfig()
     validation: ValidationConfig = ValidationConfig()
+    inputs: InputsConfig = InputsConfig()
     training: TrainingConfig = TrainingConfig()
     airflow: AirflowConfig = AirflowConfig()
     catalog: CatalogConfig = CatalogConfig()
