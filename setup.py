@@ -2,7 +2,7 @@
 
 ``conf/`` stays where it is in the repository and is shipped as the package ``u2qt_conf`` (its
 YAML files as package data), so an installed wheel or a ``--py-files`` zip finds its default
-configuration without a checkout (see pipelines/conf_files.py). ``dags/`` ships as ``u2qt_dags``
+configuration without a checkout (see pipelines/config/conf_files.py). ``dags/`` ships as ``u2qt_dags``
 so a platform team can point Airflow's DAG folder at the installed copy.
 """
 from pathlib import Path

@@ -6,13 +6,13 @@ between them; the lean quantizer; the optional int8 encoder.
 
 Set-up (untimed): the bench world (``inference.world`` with size overrides) written to a temporary
 lake, a tokenizer trained on it by the training job, the date's documents built by the
-pipeline's own :func:`pipelines.documents.build_documents`.  Then, all on those documents, in one
+pipeline's own :func:`pipelines.night.documents.build_documents`.  Then, all on those documents, in one
 run (work is counted per **CPU-second** of every process involved -- driver, Spark JVM, Python
 workers -- since wall time on a shared machine is noisy):
 
 * ``encoder``: ``TextEncoder.encode`` over all documents, one global length sort (the bare
   loop), with the pipeline's encoder settings, and with ``max_batch_tokens: null`` (32 rows);
-* ``udf_body``: :func:`pipelines.inference.run_chunks` + ``TokenizerRuntime.tokenize`` in this
+* ``udf_body``: :func:`pipelines.night.inference.run_chunks` + ``TokenizerRuntime.tokenize`` in this
   process, chunks of the Arrow batch size, and of 256 rows (the old ``batch_rows``);
 * ``spark_udf``: the tokenize UDF over a DataFrame of the documents (``noop`` sink): cold (fresh
   workers load the models), warm (right after), and cold again after ``idle_wait_s`` (Spark ends
@@ -63,7 +63,7 @@ def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
 # --------------------------------------------------------------------------- set-up
 def _prepare(spark, params: dict[str, Any], tmp_root: Path):
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.night.daily_job import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
 
     world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
@@ -77,9 +77,9 @@ def _documents(spark, settings, event_date: str):
     """The date's (user_id, event_date, source, document) rows as the pipeline builds them."""
     from pyspark.sql import functions as F
 
-    from pipelines import tables
-    from pipelines.documents import build_documents
-    from pipelines.validation import check_raw_events
+    from pipelines.lake import tables
+    from pipelines.night.documents import build_documents
+    from pipelines.night.validation import check_raw_events
 
     sources = settings.sources_config()
     events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
@@ -91,7 +91,7 @@ def _documents(spark, settings, event_date: str):
 # --------------------------------------------------------------------------- sections
 def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[str, Any]) -> dict[str, Any]:
     """Bare encoder loop, UDF body in-process, Spark UDF cold / warm / cold-after-idle."""
-    from pipelines.inference import TokenizerRuntime, inference_spec, make_tokenize_udf, run_chunks
+    from pipelines.night.inference import TokenizerRuntime, inference_spec, make_tokenize_udf, run_chunks
     from u2qt_core.encoders.text import TextEncoder
 
     texts = docs["document"].tolist()
@@ -154,7 +154,7 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
 
 def bench_stage(spark, settings, info, event_date: str, n_docs: int) -> dict[str, Any]:
     """The whole ``stage`` step of the date, process-tree CPU (workers warm from the UDF runs)."""
-    from pipelines.daily_job import DayRun, default_run_id, stage
+    from pipelines.night.daily_job import DayRun, default_run_id, stage
 
     run = DayRun(spark, settings, event_date, default_run_id(event_date), info)
     with TreeCpuMeter() as m:
@@ -168,7 +168,7 @@ def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str
     fitted as ``fixed_cpu_s + docs / docs_per_cpu_s`` (least squares over the sizes), which says
     how far the fixed costs (Spark jobs, model loads, Delta commits) are amortised at a size."""
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.night.daily_job import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
     from u2qt_core.encoders.text import TextEncoder
 
@@ -226,7 +226,7 @@ def bench_quantize(params: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from benchmarks.bench_model import clustered_unit_vectors, init_codebooks_from_data
-    from pipelines.settings import load_sources
+    from pipelines.config.settings import load_sources
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
 
@@ -271,7 +271,7 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
     """int8 dynamic quantization of the encoder against fp32: speed, changed codes, probe AUC."""
     import torch
 
-    from pipelines import tables
+    from pipelines.lake import tables
     from u2qt_core.checkpoint import load_tokenizer
     from u2qt_core.encoders.text import TextEncoder
     from u2qt_core.evaluation.probes import probe_tasks, split_users

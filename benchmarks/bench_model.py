@@ -86,7 +86,7 @@ def bench_mrqvae(params: dict[str, Any]) -> dict[str, Any]:
     """Embeddings quantised per second by ``MRQVAE.quantize`` (see the module docstring)."""
     import torch
 
-    from pipelines.settings import load_sources
+    from pipelines.config.settings import load_sources
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE
 
@@ -184,14 +184,14 @@ def _ratio(a: dict, b: dict, unit: str) -> float | None:
 # =========================================================================== encoder throughput
 def world_documents(world_config: str | Path, n_users: int, sources_path: str | Path | None = None) -> list[dict]:
     """Day documents of the first ``n_users`` users of a world, built in pandas the way
-    ``pipelines.documents.build_documents`` builds them in Spark (count identical lines, most
+    ``pipelines.night.documents.build_documents`` builds them in Spark (count identical lines, most
     frequent first, ties by first time then text, at most ``max_lines``; a count only on lines
     that repeat unless ``count_single_lines``; label prefix).
 
     A minimal twin used only to get realistic benchmark text (the quality benchmark uses the
     Spark original).  Malformed rows are dropped by the generator's own ``bad_kind`` marker
     instead of the validation rules."""
-    from pipelines.settings import load_sources
+    from pipelines.config.settings import load_sources
     from pipelines.world import load_world_config
     from pipelines.world.outcomes import events_frame
 
@@ -321,7 +321,7 @@ def bench_encoder(params: dict[str, Any]) -> dict[str, Any]:
                        "max_length": encoder.config.max_length, "threads": threads, "repeats": repeats,
                        "warmup": int(params.get("warmup", 1)), "world": str(params["world"]),
                        "world_users": int(params["world_users"]),
-                       "text": "synthetic world event lines formatted like pipelines/documents.py"},
+                       "text": "synthetic world event lines formatted like pipelines/night/documents.py"},
         "model_load_seconds": load_sw.seconds,
         "world_documents": {"count": len(texts), "tokens_median": statistics.median(lengths_all),
                             "tokens_mean": statistics.fmean(lengths_all), "tokens_p90": _percentile(lengths_all, 90),

@@ -95,7 +95,7 @@ def history_shape(spark, settings) -> dict[str, Any]:
     """Rows of the ``user_token_history`` view and the mean / max days of history per row."""
     from pyspark.sql import functions as F
 
-    from pipelines import tables
+    from pipelines.lake import tables
 
     row = tables.read_table(spark, settings, "user_token_history").agg(
         F.count(F.lit(1)).alias("rows"), F.avg("n_days").alias("mean_days"), F.max("n_days").alias("max_days"),
@@ -106,7 +106,8 @@ def history_shape(spark, settings) -> dict[str, Any]:
 
 def run_date(spark, settings, info, event_date: str, steps=("stage", "quality", "publish")) -> dict[str, Any]:
     """The job's three steps for one date, each timed; plus MERGE metrics and throughput."""
-    from pipelines import daily_job, tables
+    from pipelines.night import daily_job
+    from pipelines.lake import tables
 
     run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
     out: dict[str, Any] = {"event_date": event_date, "steps": list(steps)}
@@ -151,7 +152,7 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
     import torch
 
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines import daily_job
+    from pipelines.night import daily_job
     from pipelines.world import load_world_config, write_world
 
     own_tmp = tmp_root is None

@@ -51,7 +51,7 @@ START = date(2026, 1, 1)
 def table_versions(spark, settings) -> dict[str, int]:
     from delta.tables import DeltaTable
 
-    from pipelines import tables
+    from pipelines.lake import tables
 
     out = {}
     for spec in tables.OUTPUT_TABLES:
@@ -65,7 +65,7 @@ def bytes_written_since(spark, settings, before: dict[str, int]) -> dict[str, An
     """Bytes added per table by the commits after ``before`` (Delta operationMetrics)."""
     from delta.tables import DeltaTable
 
-    from pipelines import tables
+    from pipelines.lake import tables
 
     per_table: dict[str, int] = {}
     commits: list[dict] = []
@@ -87,7 +87,7 @@ def bytes_written_since(spark, settings, before: dict[str, int]) -> dict[str, An
 # --------------------------------------------------------------------------- synthetic lake
 def synthetic_info(settings):
     """A TokenizerInfo for a tokenizer that is never loaded (the publish path needs no model)."""
-    from pipelines.day_run import TokenizerInfo
+    from pipelines.night.day_run import TokenizerInfo
 
     sources = tuple(settings.sources_config().all_sources)
     return TokenizerInfo(model_dir="", version="u2qt-benchscale00", sources=sources,
@@ -114,8 +114,8 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
     user, the new day staged; compacted as ``u2qt maintain`` would leave it."""
     from pyspark.sql import functions as F
 
-    from pipelines import tables
-    from pipelines.history import compact_history
+    from pipelines.lake import tables
+    from pipelines.lake.history import compact_history
 
     past = [new_day - timedelta(days=history_days - i) for i in range(history_days)]
     for spec in (tables.USER_DAY_TOKENS, tables.STAGING_DAY_TOKENS, tables.USER_TOKENS):
@@ -158,8 +158,8 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
 
 def stage_inputs(run) -> int:
     """Everything ``stage`` does before inference (validation, documents, profiles): input rows."""
-    from pipelines.documents import build_documents, build_tabular_inputs, profiles_as_of
-    from pipelines.validation import check_profiles, check_raw_events
+    from pipelines.night.documents import build_documents, build_tabular_inputs, profiles_as_of
+    from pipelines.night.validation import check_profiles, check_raw_events
 
     events = run.read("raw_events").where(run.date_predicate)
     valid = check_raw_events(events, run.sources, run.settings.validation).valid
@@ -171,7 +171,7 @@ def stage_inputs(run) -> int:
 def one_night(spark, tmp: Path, info, *, active_users: int, total_users: int, history_days: int,
               with_stage: bool) -> dict[str, Any]:
     from benchmarks.common import pipeline_settings
-    from pipelines.daily_job import DayRun, publish
+    from pipelines.night.daily_job import DayRun, publish
 
     settings = pipeline_settings(tmp / "lake", tmp / "model", {"history": {"period_days": 30}})
     new_day = START + timedelta(days=history_days)
@@ -211,7 +211,7 @@ def _cli(args: list[str], config: Path) -> dict[str, float]:
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", *args, "--config", str(config)],
                             cwd=repo_path("."), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with TreeCpuMeter(root=proc.pid) as meter:
         _, stderr = proc.communicate()

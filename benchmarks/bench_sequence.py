@@ -40,9 +40,9 @@ def _embedder(params: dict[str, Any]):
     """``(SequenceEmbedder, CodebookTables)`` of the preset and sequence config, random weights."""
     import torch
 
-    from pipelines.config_loading import load_model
-    from pipelines.sequence_encoder import SequenceEmbedder
-    from pipelines.settings import load_sources
+    from pipelines.config.config_loading import load_model
+    from pipelines.features.sequence_encoder import SequenceEmbedder
+    from pipelines.config.settings import load_sources
     from u2qt_core.alignment import AlignmentConfig, UserSequenceConfig, UserSequenceModel
     from u2qt_core.alignment.codebooks import CodebookTables
     from u2qt_core.config import load_model_preset

@@ -218,7 +218,7 @@ def bench_environment() -> None:
 
 def spark_session(tmp_root: Path, app_name: str = "u2qt-bench"):
     """The local Delta SparkSession of the benches (the active one if there is one)."""
-    from pipelines.spark_session import get_spark
+    from pipelines.runtime.spark_session import get_spark
 
     return get_spark("local", app_name=app_name, extra_conf={
         "spark.sql.warehouse.dir": str(tmp_root / "spark-warehouse"),
@@ -272,7 +272,7 @@ def simple_main(doc: str | None, run: Callable[[dict, str], Any], argv: list[str
 
 def pipeline_settings(tables_root: Path, model_dir: Path, overrides: dict | None = None):
     """``conf/pipeline.yaml`` pointed at a bench folder (cf. ``tests.conftest.make_settings``)."""
-    from pipelines.settings import load_settings
+    from pipelines.config.settings import load_settings
 
     base = {"tables_root": str(tables_root), "model_dir": str(model_dir), "spark_profile": "local"}
     return load_settings(repo_path("conf/pipeline.yaml"), deep_merge(base, overrides or {}))
@@ -281,8 +281,8 @@ def pipeline_settings(tables_root: Path, model_dir: Path, overrides: dict | None
 def train_promoted(spark, settings) -> dict:
     """Train a tokenizer on every day of the bench lake (a benchmark holds nothing out) and
     promote it without gates (a benchmark measures cost, not quality); returns the summary."""
-    from pipelines.registry import promote
-    from pipelines.train_job import train
+    from pipelines.tokenizer.registry import promote
+    from pipelines.tokenizer.train_job import train
 
     trained = train(spark, settings, end_date="9999-12-31")
     promote(settings, trained["tokenizer_version"], force=True, reason="benchmark")

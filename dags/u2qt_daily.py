@@ -3,13 +3,13 @@
 One run per daily data interval; the run for interval [D, D+1) tokenizes date D once that day
 is over: ``wait_for_raw_events`` (the day's ``raw_events`` partition; the run is skipped, not
 failed, after ``airflow.sensor_timeout_hours``) -> ``init_tables`` -> ``stage`` ->
-``quality_gates`` -> ``publish``, the idempotent steps of :mod:`pipelines.submit`. Each reads
+``quality_gates`` -> ``publish``, the idempotent steps of :mod:`pipelines.deploy.submit`. Each reads
 what the previous one wrote to Delta, so any task can be retried or re-run alone; a failed gate
 fails at once (no retries) and stops the run before anything is published. The DAG
 ``u2qt_features`` waits for this run's ``publish`` and builds ``user_features`` as of the date.
 
 Everything deployment-specific comes from the ``airflow:`` block of ``conf/pipeline.yaml`` (or
-the file named by ``U2QT_PIPELINE_CONFIG``), see :mod:`pipelines.dag_builder`: ``mode``
+the file named by ``U2QT_PIPELINE_CONFIG``), see :mod:`pipelines.deploy.dag_builder`: ``mode``
 (``in_process`` in the worker, or ``spark_submit`` through the ``spark_default`` connection),
 ``start_date`` / ``catchup``, retries, the alert hook, ``max_active_runs``. Backfills:
 ``airflow backfill create --dag-id u2qt_daily --from-date ... --to-date ... --max-active-runs 1``
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from pipelines.concurrency import PUBLISH_POOL
-from pipelines.dag_builder import dag_settings, raw_events_sensor, step_task, u2qt_dag
+from pipelines.lake.concurrency import PUBLISH_POOL
+from pipelines.deploy.dag_builder import dag_settings, raw_events_sensor, step_task, u2qt_dag
 
 settings = dag_settings()
 

@@ -2,8 +2,8 @@
 
 One run per daily data interval, like ``u2qt_daily``: ``wait_for_publish`` (an external-task
 sensor on ``u2qt_daily.publish`` for the same logical date, in reschedule mode; the run is
-skipped, not failed, when the night never publishes) -> ``features`` (:func:`pipelines.features.build_features`,
-the idempotent step ``features DATE`` of :mod:`pipelines.submit`: it replaces the ``as_of``
+skipped, not failed, when the night never publishes) -> ``features`` (:func:`pipelines.features.user_features.build_features`,
+the idempotent step ``features DATE`` of :mod:`pipelines.deploy.submit`: it replaces the ``as_of``
 partition). A DAG of its own, not a task of the nightly one, so that a slow or failed feature
 build never holds up or fails the night's tokens, and so that it can be paused, given its own
 pool or re-run over a range (``u2qt features START END``) without touching the tokens. One active
@@ -16,7 +16,7 @@ from datetime import timedelta
 from airflow.providers.standard.sensors.external_task import ExternalTaskSensor
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from pipelines.dag_builder import dag_settings, step_task, u2qt_dag
+from pipelines.deploy.dag_builder import dag_settings, step_task, u2qt_dag
 
 settings = dag_settings()
 

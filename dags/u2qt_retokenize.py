@@ -1,7 +1,7 @@
 """Airflow DAG ``u2qt_retokenize``: a new table generation tokenized with one tokenizer version.
 
 Manual only; params ``version`` (``u2qt-...``, registered), ``start`` and ``end`` (dates). One
-task, one call (:func:`pipelines.retokenize.retokenize`): the dates are tokenized as one
+task, one call (:func:`pipelines.tokenizer.retokenize.retokenize`): the dates are tokenized as one
 backfill job into the generation of that version, checked complete, and the pointer switched
 in one Delta commit, so views and catalog move together; the old generation stays readable.
 Trigger: ``airflow dags trigger u2qt_retokenize -c '{"version": "u2qt-...", "start":
@@ -9,11 +9,10 @@ Trigger: ``airflow dags trigger u2qt_retokenize -c '{"version": "u2qt-...", "sta
 """
 from __future__ import annotations
 
-import os
 
 from airflow.sdk import Param, get_current_context, task
 
-from pipelines.dag_builder import dag_settings, u2qt_dag
+from pipelines.deploy.dag_builder import dag_settings, u2qt_dag
 
 
 settings = dag_settings()
@@ -32,13 +31,9 @@ with u2qt_dag(
     @task
     def retokenize() -> dict:
         """Backfill the range with the version into its generation, then switch atomically."""
-        from pipelines.retokenize import retokenize as run_retokenize
-        from pipelines.settings import load_settings
-        from pipelines.spark_session import get_spark
+        from pipelines.deploy.dag_builder import run_in_process
 
         params = get_current_context()["params"]
-        settings = load_settings(os.environ.get("U2QT_PIPELINE_CONFIG"))
-        spark = get_spark(settings.spark_profile, app_name="u2qt_retokenize")
-        return run_retokenize(spark, settings, params["version"], params["start"], params["end"])
+        return run_in_process("retokenize", [params["start"], params["end"]], None, {"version": params["version"]})
 
     retokenize()

@@ -4,7 +4,7 @@
   ``gates.heldout_days`` (left out for the evaluation); the sample itself is a seeded hash of
   (user, date), so the same window always gives the same inputs;
 * ``train``: embed the sample, train the MRQ-VAE, write the immutable bundle and register it
-  (MLflow model registry, :mod:`pipelines.registry`);
+  (MLflow model registry, :mod:`pipelines.tokenizer.registry`);
 * ``evaluate``: the gates on the held-out days, recorded on the registry version;
 * ``promote``: moves the ``champion`` alias only when every gate passed; otherwise the task
   fails (the version stays registered, nothing changes for the nights). Nights that started
@@ -21,12 +21,12 @@ from datetime import timedelta
 
 from airflow.sdk import task
 
-from pipelines.dag_builder import dag_settings, u2qt_dag
+from pipelines.deploy.dag_builder import dag_settings, u2qt_dag
 
 
 def _settings_and_spark(app_name: str):
-    from pipelines.settings import load_settings
-    from pipelines.spark_session import get_spark
+    from pipelines.config.settings import load_settings
+    from pipelines.runtime.spark_session import get_spark
 
     settings = load_settings(os.environ.get("U2QT_PIPELINE_CONFIG"))
     return settings, get_spark(settings.spark_profile, app_name=app_name)
@@ -45,8 +45,8 @@ with u2qt_dag(
         """The training window: raw_events dates before the held-out days."""
         from datetime import date
 
-        from pipelines import tables
-        from pipelines.train_job import heldout_dates
+        from pipelines.lake import tables
+        from pipelines.tokenizer.train_job import heldout_dates
 
         settings, spark = _settings_and_spark("u2qt_retrain_sample")
         first = tables.read_table(spark, settings, "raw_events").agg({"event_date": "min"}).first()[0]
@@ -56,26 +56,23 @@ with u2qt_dag(
     @task
     def train(window: dict) -> str:
         """Train on the window, write the bundle, register the version; returns it."""
-        from pipelines.train_job import train as train_tokenizer
+        from pipelines.deploy.dag_builder import run_in_process
 
-        settings, spark = _settings_and_spark("u2qt_retrain_train")
-        return train_tokenizer(spark, settings, **window)["tokenizer_version"]
+        return run_in_process("train", [window["start_date"], window["end_date"]], None)["tokenizer_version"]
 
     @task
     def evaluate(version: str) -> str:
         """Gates on the held-out days, recorded on the registry version."""
-        from pipelines.gates import evaluate as evaluate_version
+        from pipelines.deploy.dag_builder import run_in_process
 
-        settings, spark = _settings_and_spark("u2qt_retrain_evaluate")
-        evaluate_version(spark, settings, version)
+        run_in_process("evaluate", [], None, {"version": version})
         return version
 
     @task
     def promote(version: str) -> str:
         """Move the alias if every gate passed (fails the task, changing nothing, otherwise)."""
-        from pipelines.registry import promote as promote_version
-        from pipelines.settings import load_settings
+        from pipelines.deploy.dag_builder import run_in_process
 
-        return promote_version(load_settings(os.environ.get("U2QT_PIPELINE_CONFIG")), version).tokenizer_version
+        return run_in_process("promote", [], None, {"version": version})["promoted"]
 
     promote(evaluate(train(sample())))

@@ -27,7 +27,7 @@ TINY_PRESET = "conf/model/tiny.yaml"
 def world_layout(encoder_dim: int = 384):
     """The shipped sources config's :class:`~u2qt_core.config.SourceLayout` (the synthetic world's
     five text sources + tabular) with text inputs ``encoder_dim`` wide: what a preset is loaded with."""
-    from pipelines.settings import load_sources
+    from pipelines.config.settings import load_sources
 
     return load_sources().layout(encoder_dim)
 
@@ -46,7 +46,7 @@ def spark(tmp_path_factory):
     """One Delta-enabled local SparkSession for the whole test session."""
     import logging
 
-    from pipelines.spark_session import get_spark
+    from pipelines.runtime.spark_session import get_spark
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its close() logs after pytest closed the streams
 
@@ -63,7 +63,7 @@ def spark(tmp_path_factory):
 
 def make_settings(tables_root: Path, model_dir: Path, **overrides):
     """Pipeline settings on the repo's conf, pointed at test folders, with the tiny preset."""
-    from pipelines.settings import load_settings
+    from pipelines.config.settings import load_settings
     from u2qt_core.config_loader import deep_merge
 
     base = {
@@ -112,8 +112,8 @@ def trained_lake(spark, tmp_path_factory, tiny_world_config):
     promotion is forced: the gates are tested in tests/pipelines/test_lifecycle.py."""
 
     def build(root: Path) -> dict:
-        from pipelines.registry import promote
-        from pipelines.train_job import train
+        from pipelines.tokenizer.registry import promote
+        from pipelines.tokenizer.train_job import train
         from pipelines.world import write_world
 
         settings = make_settings(root / "lake", root / "model")

@@ -130,7 +130,7 @@ def expand_env(value: Any, origin: str = "<config>", key_path: str = "") -> Any:
 
 def read_yaml(path: str | Path, text: str | None = None) -> dict[str, Any]:
     """Read a YAML mapping (an empty file is ``{}``); errors name the file.  ``text``: the
-    content already fetched from ``path`` (a URL, see :mod:`pipelines.config_loading`)."""
+    content already fetched from ``path`` (a URL, see :mod:`pipelines.config.config_loading`)."""
     if text is None:
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from pipelines.spark_session import get_spark
+    from pipelines.runtime.spark_session import get_spark
     from pipelines.world import load_world_config, write_world
 
     from u2qt_core.config_loader import parse_overrides

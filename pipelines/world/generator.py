@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.schemas import RAW_EVENTS_SCHEMA, REC_IMPRESSIONS_SCHEMA, USER_LABELS_SCHEMA, USER_PROFILE_SCHEMA
+from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, REC_IMPRESSIONS_SCHEMA, USER_LABELS_SCHEMA, USER_PROFILE_SCHEMA
 
 from .config import WorldConfig
 from .vocab import (
@@ -51,7 +51,7 @@ TASKS: tuple[str, ...] = ("takeout", "purchasing_power", "money_laundering", "ga
 BILL_STATUSES: tuple[str, ...] = ("success", "failed", "refunded")
 BAD_SOURCES: tuple[str, ...] = ("paybill", "unknown", "SPM", "mini_program", "ads")
 
-# Column order of the generated frames: the input tables' schemas (pipelines/schemas.py).
+# Column order of the generated frames: the input tables' schemas (pipelines/lake/schemas.py).
 EVENT_COLUMNS = RAW_EVENTS_SCHEMA.fieldNames()
 PROFILE_COLUMNS = USER_PROFILE_SCHEMA.fieldNames()
 LABEL_COLUMNS = USER_LABELS_SCHEMA.fieldNames()

@@ -29,7 +29,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from pipelines.schemas import (
+from pipelines.lake.schemas import (
     INPUT_SCHEMAS,
     RAW_EVENTS_SCHEMA,
     REC_IMPRESSIONS_SCHEMA,

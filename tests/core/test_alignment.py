@@ -115,9 +115,10 @@ def test_description_templates() -> None:
         describe_future_behaviour(["coffee", "a train ticket"], 437.5, "successful")
         == "The user purchased coffee and a train ticket amounting more than 400 dollars with successful payment."
     )
-    assert describe("search", "cheap flights", 12, "travel").startswith("The user searched for cheap flights more than 10")
-    with pytest.raises(InputError):
-        describe("nope", "x", 1, "y")
+    template = "The user searched for {items} more than {num} times with {status} intent."
+    assert describe(template, "cheap flights", 12, "travel").startswith("The user searched for cheap flights more than 10")
+    with pytest.raises(InputError, match="unknown field"):
+        describe("The user {did} {items}", "x", 1, "y")
 
 
 # ------------------------------------------------------------------------------------- model

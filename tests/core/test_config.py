@@ -135,8 +135,8 @@ def test_code_range_must_fit_int16_storage(tmp_path: Path) -> None:
 def test_model_presets_take_their_sources_from_the_sources_config(tmp_path: Path) -> None:
     """Presets hold the architecture only: loaded with the sources config's layout they get its
     sources and tabular width; a preset that names sources itself is refused, naming the key."""
-    from pipelines.config_loading import CONF_DIR
-    from pipelines.settings import load_sources
+    from pipelines.config.config_loading import CONF_DIR
+    from pipelines.config.settings import load_sources
     from u2qt_core.config import load_model_preset
     from u2qt_core.errors import ConfigError
 
@@ -154,8 +154,8 @@ def test_model_presets_take_their_sources_from_the_sources_config(tmp_path: Path
 def test_shipped_sequence_encoder_config_fits_its_histories() -> None:
     """conf/sequence.yaml is a valid AlignmentConfig whose position table holds the pipeline's
     longest history (sequence_encoder.max_steps steps of the shipped presets' 4 tokens)."""
-    from pipelines.config_loading import load_model
-    from pipelines.settings import load_settings
+    from pipelines.config.config_loading import load_model
+    from pipelines.config.settings import load_settings
     from u2qt_core.alignment import AlignmentConfig
 
     settings = load_settings()

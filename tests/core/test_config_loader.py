@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.settings import load_settings
+from pipelines.config.settings import load_settings
 from pipelines.world import load_world_config
 from u2qt_core.config import load_model_preset
 from u2qt_core.config_loader import deep_merge, parse_overrides

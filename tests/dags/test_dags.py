@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from pipelines import tables
-from pipelines.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
+from pipelines.lake import tables
+from pipelines.night.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
 from tests.conftest import make_settings
 from u2qt_core.errors import InputError
 
@@ -24,7 +24,7 @@ DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publis
 
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory):
-    from pipelines.airflow_runner import prepare_airflow_home
+    from pipelines.deploy.airflow_runner import prepare_airflow_home
 
     return prepare_airflow_home(tmp_path_factory.mktemp("airflow"))
 
@@ -38,7 +38,7 @@ def write_config(path, settings, **airflow) -> str:
 
 
 def parse(dag_id: str):
-    from pipelines.airflow_runner import load_dag
+    from pipelines.deploy.airflow_runner import load_dag
 
     return load_dag(dag_id)
 
@@ -47,7 +47,7 @@ def test_in_process_dags_follow_the_config(airflow_home, monkeypatch, tmp_path):
     from airflow.models.pool import Pool
     from airflow.providers.standard.operators.python import PythonOperator
 
-    from pipelines.dag_builder import log_failure
+    from pipelines.deploy.dag_builder import log_failure
 
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
     monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "p.yaml", settings, start_date="2026-01-03"))
@@ -85,7 +85,7 @@ def test_spark_submit_mode_submits_each_step(airflow_home, monkeypatch, tmp_path
     assert [t.task_id for t in dag.topological_sort()] == DAILY
     stage = dag.get_task("stage")
     assert isinstance(stage, SparkSubmitOperator) and stage._conn_id == "spark_test"
-    assert stage.application.endswith("pipelines/submit.py")
+    assert stage.application.endswith("pipelines/deploy/submit.py")
     assert stage.application_args == ["stage", "{{ ds }}", "--run-id", "{{ run_id }}", "--config", config]
     assert dag.get_task("init_tables").application_args[:2] == ["init", "--run-id"]
     assert "delta-spark_" in stage.jars and stage.py_files.endswith(".zip")
@@ -106,7 +106,7 @@ def test_a_bad_alert_hook_fails_the_parse_naming_the_key(airflow_home, monkeypat
 
 
 def test_a_date_without_raw_events_is_skipped_not_failed(airflow_home, monkeypatch, tmp_path):
-    from pipelines.airflow_runner import load_dag
+    from pipelines.deploy.airflow_runner import load_dag
     from datetime import datetime, timezone
 
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
@@ -118,7 +118,7 @@ def test_a_date_without_raw_events_is_skipped_not_failed(airflow_home, monkeypat
 
 
 def test_lifecycle_dags_parse(airflow_home):
-    from pipelines.airflow_runner import load_dag
+    from pipelines.deploy.airflow_runner import load_dag
 
     retrain = load_dag("u2qt_retrain")
     assert [t.task_id for t in retrain.topological_sort()] == ["sample", "train", "evaluate", "promote"]
@@ -139,8 +139,8 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
     """A night through the whole DAG; then a night whose gate fails: no retry, the alert hook runs
     once, nothing is published. Also: the sensor's Delta-log replay reads a checkpoint. (Several
     dates in a row are the pipeline tests' job; one night here keeps the suite's time down.)"""
-    from pipelines.airflow_runner import DagRunFailed, run_dag_for_date
-    from pipelines.dag_builder import live_partitions
+    from pipelines.deploy.airflow_runner import DagRunFailed, run_dag_for_date
+    from pipelines.deploy.dag_builder import live_partitions
 
     shutil.copytree(trained_lake["root"], tmp_path, dirs_exist_ok=True)
     settings = make_settings(tmp_path / "lake", tmp_path / "model")

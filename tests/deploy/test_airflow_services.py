@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import tables
+from pipelines.lake import tables
 from tests.conftest import REPO_ROOT, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, Service, clean_env, free_port, http_json, tail, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PROBE = ("from pipelines.settings import load_settings; from pipelines.spark_session import load_profile; "
+PROBE = ("from pipelines.config.settings import load_settings; from pipelines.runtime.spark_session import load_profile; "
          "import pipelines; s = load_settings(); "
          "print(pipelines.__file__, s.sources_config().all_sources[0], load_profile('cluster-cpu').conf['spark.task.cpus'])")
 
@@ -26,7 +26,7 @@ def _probe(python_path: str, cwd) -> str:
 
 
 def test_py_files_zip_finds_its_default_conf(tmp_path):
-    from pipelines.submit import build_py_files_zip
+    from pipelines.deploy.submit import build_py_files_zip
 
     archive = build_py_files_zip(tmp_path / "dist")
     out = _probe(str(archive), tmp_path)
@@ -50,7 +50,7 @@ def test_installed_wheel_runs_without_the_checkout(tmp_path):
 
 
 def test_config_from_an_http_url(tmp_path):
-    from pipelines.settings import load_settings
+    from pipelines.config.settings import load_settings
 
     (tmp_path / "pipeline.yaml").write_text(f"tables_root: {tmp_path}/lake\nmodel_dir: {tmp_path}/model\n"
                                             "quality: {max_collision_rate: 0.25}\n")
@@ -69,7 +69,7 @@ def test_config_from_an_http_url(tmp_path):
 
 
 def test_master_comes_from_argument_then_environment_then_profile(monkeypatch):
-    from pipelines.spark_session import load_profile, resolve_master
+    from pipelines.runtime.spark_session import load_profile, resolve_master
     from u2qt_core.errors import ConfigError
 
     for var in ("MASTER", "SPARK_MASTER", "SPARK_REMOTE"):
@@ -90,7 +90,7 @@ def test_master_comes_from_argument_then_environment_then_profile(monkeypatch):
 
 
 def test_profile_by_path_and_unknown_profile(tmp_path):
-    from pipelines.spark_session import load_profile
+    from pipelines.runtime.spark_session import load_profile
     from u2qt_core.errors import ConfigError
 
     path = tmp_path / "mine.yaml"
@@ -101,7 +101,7 @@ def test_profile_by_path_and_unknown_profile(tmp_path):
 
 
 def test_submit_command_carries_jars_py_files_and_delta_conf(tmp_path, monkeypatch):
-    from pipelines.submit import build_py_files_zip, submit_command
+    from pipelines.deploy.submit import build_py_files_zip, submit_command
 
     monkeypatch.delenv("MASTER", raising=False)
     monkeypatch.delenv("SPARK_MASTER", raising=False)
@@ -114,5 +114,5 @@ def test_submit_command_carries_jars_py_files_and_delta_conf(tmp_path, monkeypat
     assert "--master spark://127.0.0.1:7077" in joined and f"--py-files {zip_path}" in joined
     assert "delta-spark_" in argv[argv.index("--jars") + 1]
     assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in argv
-    assert argv[-9:] == [str(REPO_ROOT / "pipelines" / "submit.py"), "stage", "2026-01-05", "--config",
+    assert argv[-9:] == [str(REPO_ROOT / "pipelines" / "deploy" / "submit.py"), "stage", "2026-01-05", "--config",
                          "/etc/u2qt.yaml", "--set", "inference.partitions=8", "--run-id", "scheduled__x"]

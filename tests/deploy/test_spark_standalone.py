@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from pipelines import tables
+from pipelines.lake import tables
 from tests.conftest import REPO_ROOT, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, clean_env, http_json, tail
 
@@ -60,7 +60,7 @@ def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, tra
     submit_env = spark_standalone["env"]
     for step in STEPS:
         args = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "--master", spark_standalone["master"], "submit-args", step, day,
+            [sys.executable, "-m", "pipelines.cli.main", "--master", spark_standalone["master"], "submit-args", step, day,
              "--config", str(config), "--set", f"spark_profile={profile}", "--py-files-dir", str(tmp_path / "dist")],
             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
         assert args.returncode == 0, args.stderr[-3000:]
@@ -83,7 +83,7 @@ def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, tra
     # the same date in this process (local mode) on another copy publishes the same codes
     shutil.copytree(trained_lake["root"], tmp_path / "local")
     local_settings = make_settings(tmp_path / "local" / "lake", tmp_path / "local" / "model")
-    from pipelines.daily_job import run_day
+    from pipelines.night.daily_job import run_day
 
     run_day(spark, local_settings, day)
     cluster_rows = tables.read_table(spark, settings, "user_day_tokens").select("user_id", "source", "event_date", "codes")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import tables
+from pipelines.lake import tables
 from tests.conftest import make_settings
 
 D1, D2 = "2026-01-05", "2026-01-06"

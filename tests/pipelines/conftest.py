@@ -15,7 +15,7 @@ def two_days(trained_lake, tmp_path_factory, spark):
     """Both world dates processed one by one, in order, on a private copy of the trained lake
     (read-only for the tests: the reference the other orders and the backfill are compared with)."""
     def build(root):
-        from pipelines.daily_job import run_day
+        from pipelines.night.daily_job import run_day
 
         shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
         settings = make_settings(root / "lake", root / "model")
@@ -40,7 +40,7 @@ def collided(spark, trained_lake, tmp_path_factory):
     """The collide world run D1 then D2 without interruption (read-only: copy it with
     :func:`copy_lake`); ``after[date]`` = (identity rows, groups) right after that date."""
     def build(root):
-        from pipelines.daily_job import run_day
+        from pipelines.night.daily_job import run_day
 
         settings = write_collide_world(spark, trained_lake["root"], root)
         after = {}

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipelines import commit_points
+from pipelines.night import commit_points
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import identity_rows
 from tests.pipelines.lake_state import delta_versions, lake_state

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from pipelines import tables
+from pipelines.lake import tables
 
 
 def _rows(frame) -> list[tuple]:

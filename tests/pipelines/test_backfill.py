@@ -10,11 +10,13 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from pipelines import commit_points, tables
-from pipelines.backfill import backfill
-from pipelines.cli import app
-from pipelines.daily_job import run_day
-from pipelines.quality import QualityGateFailed
+from pipelines.night import commit_points
+
+from pipelines.lake import tables
+from pipelines.night.backfill import backfill
+from pipelines.cli.main import app
+from pipelines.night.daily_job import run_day
+from pipelines.night.quality import QualityGateFailed
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 

@@ -4,12 +4,12 @@ out of that comparison); both equal the uninterrupted publish (issue 24; the one
 the crash mechanism: tests/pipelines/test_publish_crashes.py)."""
 from __future__ import annotations
 
-from pipelines import tables
-from pipelines.backfill import backfill
-from pipelines.daily_job import publish_dates
-from pipelines.day_run import DayRun, load_tokenizer_info
-from pipelines.quality import check_quality_dates
-from pipelines.stage import stage_dates
+from pipelines.lake import tables
+from pipelines.night.backfill import backfill
+from pipelines.night.daily_job import publish_dates
+from pipelines.night.day_run import DayRun, load_tokenizer_info
+from pipelines.night.quality import check_quality_dates
+from pipelines.night.stage import stage_dates
 from tests.pipelines.collide_world import D1, D2, assert_consistent, write_collide_world
 from tests.pipelines.crash_points import REACHED, copy_staged, crash_after, uninterrupted
 from tests.pipelines.lake_state import lake_state

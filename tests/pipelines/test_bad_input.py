@@ -15,10 +15,10 @@ from dataclasses import asdict
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import check_quality, publish, stage
-from pipelines.day_run import DayRun, open_run
-from pipelines.quality import QualityGateFailed
+from pipelines.lake import tables
+from pipelines.night.daily_job import check_quality, publish, stage
+from pipelines.night.day_run import DayRun, open_run
+from pipelines.night.quality import QualityGateFailed
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, collide_rows
 
@@ -155,9 +155,9 @@ def test_another_tokenizer_version_fails_the_stage_before_inference(spark, colli
 
     from delta.tables import DeltaTable
 
-    from pipelines.day_run import DayRun, load_tokenizer_info
-    from pipelines.stage import stage
-    from pipelines.tables import TokenizerVersionMismatch
+    from pipelines.night.day_run import DayRun, load_tokenizer_info
+    from pipelines.night.stage import stage
+    from pipelines.lake.tables import TokenizerVersionMismatch
     from tests.pipelines.conftest import copy_lake
 
     settings = copy_lake(collided, tmp_path)

@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
-from pipelines import cli
-from pipelines.cadence import cadence_differences, check_window, measure_cadence
-from pipelines.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
-from pipelines.settings import load_settings
+from pipelines.cli import main as cli
+from pipelines.night.cadence import cadence_differences, check_window, measure_cadence
+from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
+from pipelines.config.settings import load_settings
 from tests.conftest import make_settings
 from u2qt_core.errors import ConfigError
 
@@ -135,7 +135,7 @@ def test_commands_warn_when_their_window_holds_too_few_users(spark, lake, caplog
     recency = sorted((as_of - max(day for day in ACTIVE[u] if day <= as_of)).days for u in users)
     keeping = recency[-(-len(users) * 9 // 10) - 1] + 1
 
-    with caplog.at_level(logging.WARNING, logger="pipelines.cadence"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.night.cadence"):
         coverage = check_window(days, as_of.isoformat(), 7, "features.window_days", settings)
     assert (coverage.users, coverage.in_window, coverage.keeping_days) == (len(users), len(inside), keeping)
     assert [r.getMessage() for r in caplog.records] == [
@@ -144,7 +144,7 @@ def test_commands_warn_when_their_window_holds_too_few_users(spark, lake, caplog
         f"set features.window_days: {keeping} or more (see `u2qt check-inputs` for the data's cadence)"]
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipelines.cadence"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.night.cadence"):
         check_window(days, as_of.isoformat(), keeping, "sequence_encoder.history_days", settings)
     assert caplog.records == []
 

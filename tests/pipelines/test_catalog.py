@@ -2,7 +2,7 @@
 tables and the permanent views (the history view included) in the embedded metastore, then a
 fresh ``spark-sql`` with only the written properties file (jars, the two Delta settings, the
 metastore) lists them and reads the history view with the same rows as the pipeline's own
-:func:`pipelines.history.read_history` (base + uncovered days)."""
+:func:`pipelines.lake.history.read_history` (base + uncovered days)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import sys
 import yaml
 from pyspark.sql import functions as F
 
-from pipelines.history import compact_history, read_history
-from pipelines.settings import HistoryConfig
+from pipelines.lake.history import compact_history, read_history
+from pipelines.config.settings import HistoryConfig
 from tests.conftest import REPO_ROOT
 
 DIGEST = "count(*), sum(n_days), sum(size(tokens)), sum(hash(user_id, source, dates, tokens))"
@@ -42,7 +42,7 @@ def test_spark_sql_sees_tables_and_permanent_views(spark, published_lake, world_
 
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
-    proc = subprocess.run([sys.executable, "-m", "pipelines.submit", "catalog", "--config", str(config),
+    proc = subprocess.run([sys.executable, "-m", "pipelines.deploy.submit", "catalog", "--config", str(config),
                            "--master", "local[1]"], cwd=tmp_path, env=_env(tmp_path),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

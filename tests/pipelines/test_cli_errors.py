@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipelines import cli
+from pipelines.cli import main as cli
 from tests.conftest import REPO_ROOT
 
 
@@ -17,7 +17,7 @@ def no_spark(monkeypatch):
     def tripwire(*args, **kwargs):
         raise AssertionError("Spark was started before the error was reported")
 
-    from pipelines import spark_session
+    from pipelines.runtime import spark_session
 
     monkeypatch.setattr(spark_session, "get_spark", tripwire)   # where every command starts Spark
 
@@ -68,7 +68,7 @@ def test_world_and_environment_errors_name_file_and_key(capsys, no_spark, tmp_pa
 
 def test_console_script_reports_a_bad_date_before_spark(tmp_path):
     """End to end through the interpreter: one line on stderr, exit 2, well before Spark could start."""
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run-day", "20260108"],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "run-day", "20260108"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "YYYY-MM-DD" in proc.stderr
@@ -76,7 +76,8 @@ def test_console_script_reports_a_bad_date_before_spark(tmp_path):
 
 
 def test_iso_date_refuses_what_python_would_accept():
-    from pipelines.day_run import dates_predicate, iso_date
+    from pipelines.dates import iso_date
+    from pipelines.night.day_run import dates_predicate
     from u2qt_core.errors import InputError
 
     assert iso_date("2026-01-08").isoformat() == "2026-01-08"

@@ -11,7 +11,7 @@ from tests.conftest import REPO_ROOT
 
 def test_cli_reports_a_bad_date_clearly(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "backfill", "2026-01-05", "2026-01-01"],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "backfill", "2026-01-05", "2026-01-01"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "before start date" in proc.stderr

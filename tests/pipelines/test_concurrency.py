@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.concurrency import LockTimeout, publish_lock, retry_on_conflict
-from pipelines.daily_job import run_day
+from pipelines.lake import tables
+from pipelines.lake.concurrency import LockTimeout, publish_lock, retry_on_conflict
+from pipelines.night.daily_job import run_day
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 
@@ -72,7 +72,7 @@ def test_retry_on_conflict_retries_only_conflicts():
 def test_a_lost_create_race_is_retried(tmp_path):
     """The CI failure of 2026-12-04: the loser of a create race saw the winner's half-made
     _delta_log folder as a non-empty location; that message is retried like a conflict."""
-    from pipelines.concurrency import is_conflict
+    from pipelines.lake.concurrency import is_conflict
 
     lost = Exception("[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table "
                      f"('`delta`.`{tmp_path}/quarantine`'). The associated location is not empty and also not a Delta table.")
@@ -86,9 +86,9 @@ def test_a_create_that_finds_no_table_is_retried_only_on_the_create_path(spark, 
     (retried); the same error from anywhere else is not a conflict."""
     from delta.tables import DeltaTableBuilder
 
-    from pipelines import tables
-    from pipelines.concurrency import TableCreateRace, is_conflict
-    from pipelines.settings import load_settings
+    from pipelines.lake import tables
+    from pipelines.lake.concurrency import TableCreateRace, is_conflict
+    from pipelines.config.settings import load_settings
 
     assert not is_conflict(Exception("[DELTA_TABLE_NOT_FOUND] Delta table `x` doesn't exist."))
     settings = load_settings(overrides={"tables_root": str(tmp_path / "lake")})

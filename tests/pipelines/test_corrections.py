@@ -8,9 +8,9 @@ import shutil
 
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.backfill import backfill
-from pipelines.daily_job import run_day
+from pipelines.lake import tables
+from pipelines.night.backfill import backfill
+from pipelines.night.daily_job import run_day
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 from tests.pipelines.lake_state import lake_state

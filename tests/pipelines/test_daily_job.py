@@ -6,8 +6,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import QualityGateFailed, load_tokenizer_info, run_day
+from pipelines.lake import tables
+from pipelines.night.daily_job import QualityGateFailed, load_tokenizer_info, run_day
 
 HISTORY_COLUMNS = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date", "tokenizer_version"]
 
@@ -38,7 +38,7 @@ def test_day_tokens_cover_every_active_user_source(spark, two_days):
 
 
 def test_codes_have_one_token_per_level_within_codebook(spark, two_days, trained_lake):
-    from pipelines.daily_job import load_tokenizer_info
+    from pipelines.night.daily_job import load_tokenizer_info
 
     info = load_tokenizer_info(two_days["settings"])
     rows = tables.read_table(spark, two_days["settings"], "user_day_tokens").collect()
@@ -124,7 +124,7 @@ def test_failed_quality_gate_publishes_nothing(spark, fresh_lake, world_dates):
 def test_a_second_tokenizer_version_never_mixes_codes(spark, fresh_lake, world_dates):
     """Tables pinned to another version are never written with this one: a night pinned to
     their generation is refused; a night left to resolve its generation writes its own."""
-    from pipelines.generations import generation_for, with_generation
+    from pipelines.lake.generations import generation_for, with_generation
 
     run_day(spark, fresh_lake, world_dates[0])
     path = fresh_lake.table_path("user_day_tokens")

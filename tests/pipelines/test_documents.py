@@ -1,12 +1,12 @@
-"""Documents of one day (pipelines/documents.py): counts only on lines that repeat, most frequent
+"""Documents of one day (pipelines/night/documents.py): counts only on lines that repeat, most frequent
 first, and what the ``document.max_lines`` cap leaves out is counted, not dropped silently."""
 from __future__ import annotations
 
 import datetime as dt
 
-from pipelines.documents import build_documents, document_cuts
-from pipelines.schemas import RAW_EVENTS_SCHEMA
-from pipelines.settings import load_sources
+from pipelines.night.documents import build_documents, document_cuts
+from pipelines.lake.schemas import RAW_EVENTS_SCHEMA
+from pipelines.config.settings import load_sources
 
 DAY = dt.date(2026, 1, 5)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.eval_job import measure_storage, run_eval
+from pipelines.evaluation.eval_job import measure_storage, run_eval
 from tests.conftest import make_settings
 
 

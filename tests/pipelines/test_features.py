@@ -13,9 +13,9 @@ import torch
 from pyspark.sql import functions as F
 from sklearn.feature_extraction.text import TfidfTransformer
 
-from pipelines import tables
-from pipelines.day_run import open_run
-from pipelines.features import build_features, feature_tensors
+from pipelines.lake import tables
+from pipelines.night.day_run import open_run
+from pipelines.features.user_features import build_features, feature_tensors
 from tests.conftest import TINY_WORLD, make_settings
 from u2qt_core.bundle import load_bundle
 
@@ -63,9 +63,9 @@ def _expected(spark, settings, as_of: str, half_life: float):
 @pytest.fixture(scope="module")
 def own_lake(spark, tmp_path_factory):
     """Two published nights of a world with sources ``payments``, ``queries`` and ``account``."""
-    from pipelines.daily_job import run_day
-    from pipelines.registry import promote
-    from pipelines.train_job import train
+    from pipelines.night.daily_job import run_day
+    from pipelines.tokenizer.registry import promote
+    from pipelines.tokenizer.train_job import train
     from pipelines.world import load_world_config, write_world
 
     root = tmp_path_factory.mktemp("own-sources")
@@ -161,7 +161,7 @@ def _fused_by_hand(spark, settings, as_of: str, folder) -> tuple[list[int], np.n
 
 def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, own_lake, tmp_path):
     """`u2qt train-sequence` then the features job's fused_embedding column, against the driver."""
-    from pipelines.sequence_encoder import _sampled_rows, encoder_path, train_sequence_encoder
+    from pipelines.features.sequence_encoder import _sampled_rows, encoder_path, train_sequence_encoder
     from u2qt_core.alignment.codebooks import CodebookTables
     from u2qt_core.errors import CheckpointError
 

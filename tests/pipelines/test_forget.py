@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import tables
-from pipelines.forget import erasure_targets, forget_users, read_user_ids, user_ids_present
+from pipelines.lake import tables
+from pipelines.ops.forget import erasure_targets, forget_users, read_user_ids, user_ids_present
 from tests.conftest import REPO_ROOT
 from tests.pipelines.collide_world import assert_consistent, identity_rows
 from tests.pipelines.conftest import copy_lake
@@ -76,7 +76,7 @@ def test_user_id_file_errors_name_file_and_line(tmp_path):
 def test_forget_cli_reports_a_bad_file_in_one_line(tmp_path):
     bad = tmp_path / "ids.txt"
     bad.write_text("1.5\n")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "forget", "--user-ids", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "forget", "--user-ids", str(bad),
                            "--set", f"tables_root={tmp_path / 'lake'}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -5,10 +5,10 @@ from __future__ import annotations
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import run_day
-from pipelines.history import compact_history, covered_periods, read_history
-from pipelines.settings import HistoryConfig
+from pipelines.lake import tables
+from pipelines.night.daily_job import run_day
+from pipelines.lake.history import compact_history, covered_periods, read_history
+from pipelines.config.settings import HistoryConfig
 
 ENTRY_COLUMNS = ["user_id", "source", "dates", "tokens"]
 
@@ -103,7 +103,7 @@ def _plan(frame) -> str:
 def test_profile_reads_rank_only_the_active_users(spark, trained_lake, world_dates):
     """The window that picks each user's newest profile runs above the join with the day's
     active users: the sort follows the active users, not every user's snapshots."""
-    from pipelines.documents import profiles_as_of
+    from pipelines.night.documents import profiles_as_of
 
     settings = trained_lake["settings"]
     profiles = tables.read_table(spark, settings, "user_profile")

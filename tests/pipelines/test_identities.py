@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import commit_points, tables
-from pipelines.daily_job import check_quality, publish, stage
-from pipelines.day_run import DayRun, load_tokenizer_info
+from pipelines.night import commit_points
+
+from pipelines.lake import tables
+from pipelines.night.daily_job import check_quality, publish, stage
+from pipelines.night.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
                                            write_collide_world)
 
@@ -62,7 +64,7 @@ def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake,
 def test_identity_reads_follow_the_days_users(spark, collided):
     """The re-rank's window sees only the touched groups: the physical plan semi-joins
     user_tokens with the day's keys below the window; a consistent table gets no write."""
-    from pipelines import identities
+    from pipelines.night import identities
 
     settings = collided["settings"]
     path = settings.table_path("user_tokens")

@@ -10,14 +10,14 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from pipelines.documents import build_documents
-from pipelines.inference import InferenceRowError, get_runtime, inference_spec, make_tokenize_udf, run_chunks
+from pipelines.night.documents import build_documents
+from pipelines.night.inference import InferenceRowError, get_runtime, inference_spec, make_tokenize_udf, run_chunks
 
 
 @pytest.fixture(scope="module")
 def runtime_and_rows(spark, trained_lake):
-    from pipelines import tables
-    from pipelines.day_run import load_tokenizer_info
+    from pipelines.lake import tables
+    from pipelines.night.day_run import load_tokenizer_info
 
     settings = trained_lake["settings"]
     info = load_tokenizer_info(settings)
@@ -85,10 +85,10 @@ def test_the_udf_returns_codes_and_token_counts_evaluated_once(spark, runtime_an
 
 
 def test_row_error_is_recovered_from_a_spark_traceback():
-    from pipelines.inference import row_error_from
+    from pipelines.night.inference import row_error_from
 
     wrapped = RuntimeError("[PYTHON_EXCEPTION] An exception was thrown from the Python worker:\nTraceback ...\n"
-                           "pipelines.inference.InferenceRowError: inference failed on user 7, source 'bill', "
+                           "pipelines.night.inference.InferenceRowError: inference failed on user 7, source 'bill', "
                            "date 2026-01-05: InputError: text at index 0 is empty\n\tat org.apache.spark...")
     err = row_error_from(wrapped)
     assert isinstance(err, InferenceRowError)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import cli, tables
-from pipelines.cadence import WINDOW_KEYS
-from pipelines.input_contract import check_inputs, input_contract
-from pipelines.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
-from pipelines.settings import load_sources
+from pipelines.cli import main as cli
+
+from pipelines.lake import tables
+from pipelines.night.cadence import WINDOW_KEYS
+from pipelines.night.input_contract import check_inputs, input_contract
+from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
+from pipelines.config.settings import load_sources
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, collide_rows
 

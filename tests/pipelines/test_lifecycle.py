@@ -16,7 +16,7 @@ from tests.conftest import make_settings
 @pytest.fixture(scope="module")
 def lifecycle(spark, trained_lake, tmp_path_factory):
     """A copy of the trained lake (version 1 promoted, forced) plus a second training (seed 1)."""
-    from pipelines.train_job import train
+    from pipelines.tokenizer.train_job import train
 
     root = tmp_path_factory.mktemp("lifecycle")
     shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
@@ -26,7 +26,7 @@ def lifecycle(spark, trained_lake, tmp_path_factory):
 
 
 def test_two_trainings_give_two_immutable_registered_bundles(lifecycle):
-    from pipelines import registry
+    from pipelines.tokenizer import registry
     from u2qt_core.bundle import load_bundle
 
     settings, first, second = lifecycle["settings"], lifecycle["first"], lifecycle["second"]
@@ -49,7 +49,7 @@ def test_two_trainings_give_two_immutable_registered_bundles(lifecycle):
 
 
 def test_changed_encoder_setting_with_the_same_weights_is_refused(lifecycle):
-    from pipelines.day_run import load_tokenizer_info
+    from pipelines.night.day_run import load_tokenizer_info
     from u2qt_core.bundle import ContractMismatch, load_bundle, write_bundle
 
     settings = lifecycle["settings"]
@@ -67,9 +67,11 @@ def test_changed_encoder_setting_with_the_same_weights_is_refused(lifecycle):
 def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its_version(spark, lifecycle, capsys):
     import json
 
-    from pipelines import cli, registry
-    from pipelines.day_run import open_run
-    from pipelines.daily_job import check_quality, publish, stage
+    from pipelines.cli import main as cli
+
+    from pipelines.tokenizer import registry
+    from pipelines.night.day_run import open_run
+    from pipelines.night.daily_job import check_quality, publish, stage
 
     settings, first, second = lifecycle["settings"], lifecycle["first"], lifecycle["second"]
     v1, v2 = first["tokenizer_version"], second["tokenizer_version"]
@@ -110,9 +112,10 @@ def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its
 
 
 def test_retokenize_builds_a_complete_generation_and_switches_atomically(spark, lifecycle, world_dates):
-    from pipelines import generations, tables
-    from pipelines.cli import _register
-    from pipelines.retokenize import IncompleteGeneration, _check_complete, retokenize
+    from pipelines.lake import generations
+    from pipelines.lake import tables
+    from pipelines.cli.main import _register
+    from pipelines.tokenizer.retokenize import IncompleteGeneration, _check_complete, retokenize
 
     settings, v1, v2 = lifecycle["settings"], lifecycle["first"]["tokenizer_version"], lifecycle["second"]["tokenizer_version"]
     before = generations.current(spark, settings)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from chispa import assert_df_equality
 
-from pipelines import tables
-from pipelines.maintenance import maintain
-from pipelines.settings import HistoryConfig, MaintenanceConfig
+from pipelines.lake import tables
+from pipelines.ops.maintenance import maintain
+from pipelines.config.settings import HistoryConfig, MaintenanceConfig
 
 
 def test_maintain_compacts_optimizes_and_vacuums(spark, published_lake, world_dates):

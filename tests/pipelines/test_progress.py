@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 import time
 
-from pipelines.progress import _tasks, spark_progress
+from pipelines.runtime.progress import _tasks, spark_progress
 
 
 def test_progress_counts_the_tasks_of_the_blocks_jobs_and_logs_off_a_terminal(spark, caplog):
-    with caplog.at_level(logging.INFO, logger="pipelines.progress"):
+    with caplog.at_level(logging.INFO, logger="pipelines.runtime.progress"):
         with spark_progress(spark, "count a range", poll_s=0.05, log_every_s=0.0):
             assert spark.range(0, 1000, numPartitions=3).rdd.map(lambda x: x).count() == 1000
             group = spark.sparkContext.getLocalProperty("spark.jobGroup.id")

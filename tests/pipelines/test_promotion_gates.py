@@ -1,7 +1,7 @@
 """The probe gate of ``u2qt evaluate`` decides only what its held-out set can decide."""
 from __future__ import annotations
 
-from pipelines.gates import probe_gate
+from pipelines.tokenizer.promotion_gates import probe_gate
 
 
 def test_the_probe_gate_fails_only_when_its_whole_interval_is_below_the_bar():

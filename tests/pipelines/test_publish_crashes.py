@@ -1,6 +1,6 @@
 """Publish dies after each of its commits, then is retried both ways, on the collide world (issue 24).
 
-A crash is :class:`pipelines.commit_points.SimulatedCrash` raised right after a commit: a
+A crash is :class:`pipelines.night.commit_points.SimulatedCrash` raised right after a commit: a
 BaseException, so no handler of the pipeline records or cleans up anything, as after a SIGKILL.
 From that state, two copies of the lake are healed:
 
@@ -13,8 +13,8 @@ makes). The batched backfill publish: tests/pipelines/test_backfill_crashes.py.
 """
 from __future__ import annotations
 
-from pipelines.daily_job import check_quality, publish, run_day, stage
-from pipelines.day_run import DayRun, load_tokenizer_info
+from pipelines.night.daily_job import check_quality, publish, run_day, stage
+from pipelines.night.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import D1, D2, assert_consistent, write_collide_world
 from tests.pipelines.crash_points import REACHED, copy_staged, crash_after, uninterrupted
 from tests.pipelines.lake_state import lake_state

@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
-from pipelines import tables
-from pipelines.day_run import DayRun, TokenizerInfo
-from pipelines.quality import QualityGateFailed, check_quality, level_utilization
+from pipelines.lake import tables
+from pipelines.night.day_run import DayRun, TokenizerInfo
+from pipelines.night.quality import QualityGateFailed, check_quality, level_utilization
 from tests.conftest import make_settings
 
 SOURCES = ("bill", "spm", "mini", "app", "search", "tabular")
@@ -73,7 +73,7 @@ def test_union_utilization_is_per_block_and_reports_the_shared_block(spark, tmp_
 def test_pipeline_shared_prefix_is_the_configs(tmp_path):
     """The pipeline's shared-prefix count comes from MRQVAEConfig.token_shared_levels for every
     variant (day_run once had its own table of it that disagreed for union)."""
-    from pipelines.day_run import tokenizer_info
+    from pipelines.night.day_run import tokenizer_info
     from u2qt_core.checkpoint import load_tokenizer, save_tokenizer
     from u2qt_core.config import load_model_preset
     from u2qt_core.mrqvae import MRQVAE

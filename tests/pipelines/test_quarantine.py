@@ -6,8 +6,8 @@ from collections import Counter
 
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import run_day
+from pipelines.lake import tables
+from pipelines.night.daily_job import run_day
 from tests.conftest import make_settings
 
 
@@ -41,7 +41,7 @@ def test_malformed_rows_are_quarantined_with_reasons(spark, trained_lake, tmp_pa
 def test_bad_pipeline_config_names_the_key(tmp_path):
     import pytest
 
-    from pipelines.settings import load_settings
+    from pipelines.config.settings import load_settings
     from u2qt_core.errors import ConfigError
 
     bad = tmp_path / "pipeline.yaml"
@@ -54,8 +54,8 @@ def test_bad_pipeline_config_names_the_key(tmp_path):
 
 
 def test_tabular_features_in_spark_match_python(spark):
-    from pipelines.documents import feature_expressions, tabular_vector
-    from pipelines.settings import load_sources
+    from pipelines.night.documents import feature_expressions, tabular_vector
+    from pipelines.config.settings import load_sources
 
     features = load_sources().tabular.features
     row = {"age": 33, "city_tier": 2, "account_age_days": 400, "num_cards": 3, "avg_balance": 1234.5,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import DayRun, load_tokenizer_info, publish, run_day
-from pipelines.publish import StagingCleared
+from pipelines.lake import tables
+from pipelines.night.daily_job import DayRun, load_tokenizer_info, publish, run_day
+from pipelines.night.publish import StagingCleared
 
 
 def _staged_dates(spark, settings) -> set[str]:

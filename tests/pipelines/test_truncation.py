@@ -9,8 +9,8 @@ import logging
 
 from pyspark.sql import functions as F
 
-from pipelines import tables
-from pipelines.daily_job import run_day
+from pipelines.lake import tables
+from pipelines.night.daily_job import run_day
 from tests.pipelines.collide_world import D1, write_collide_world
 
 DAY = dt.date.fromisoformat(D1)

@@ -8,7 +8,7 @@
 * :mod:`.trainer`: joint training (eq. 15) and fused user embeddings.
 """
 
-from u2qt_core.alignment.descriptions import DESCRIPTION_TEMPLATES, describe, describe_future_behaviour
+from u2qt_core.alignment.descriptions import PAPER_TEMPLATE, describe, describe_future_behaviour
 from u2qt_core.alignment.losses import (
     info_nce,
     semantic_alignment_loss,
@@ -29,7 +29,7 @@ from u2qt_core.alignment.trainer import (
 from u2qt_core.alignment.windows import WindowPairs, periodic_window_pairs
 
 __all__ = [
-    "DESCRIPTION_TEMPLATES",
+    "PAPER_TEMPLATE",
     "describe",
     "describe_future_behaviour",
     "info_nce",

@@ -1,8 +1,9 @@
 """Template function F of FOUNDv2 eq. 13: future behaviour -> natural-language description.
 
 The paper's bill template is ``"The user purchased {items} amounting more than {num} dollars with
-{status} payment."``; the other sources get templates of the same shape. The descriptions are
-embedded by a (optionally LoRA-tuned) text encoder for the semantic-level alignment (eq. 14).
+{status} payment."`` (:data:`PAPER_TEMPLATE`); a dataset brings templates of the same shape for its
+own sources (the synthetic world's are in :mod:`pipelines.world.descriptions`). The descriptions
+are embedded by a (optionally LoRA-tuned) text encoder for the semantic-level alignment (eq. 14).
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ from collections.abc import Sequence
 
 from u2qt_core.errors import InputError
 
-__all__ = ["DESCRIPTION_TEMPLATES", "describe_future_behaviour", "describe", "round_down_amount"]
+__all__ = ["PAPER_TEMPLATE", "describe_future_behaviour", "describe", "round_down_amount"]
 
-#: Template per source; ``{items}`` is a comma-joined list, ``{num}`` a rounded-down amount/count.
-DESCRIPTION_TEMPLATES: dict[str, str] = {
-    "bill": "The user purchased {items} amounting more than {num} dollars with {status} payment.",
-    "spm": "The user clicked through {items} more than {num} times in the {status} session.",
-    "mini": "The user opened the mini-programs {items} more than {num} times with {status} use.",
-    "app": "The user used the apps {items} more than {num} times with {status} activity.",
-    "search": "The user searched for {items} more than {num} times with {status} intent.",
-}
+#: The paper's template (eq. 13); ``{items}`` is a comma-joined list, ``{num}`` a rounded-down
+#: amount or count, ``{status}`` a qualifier.
+PAPER_TEMPLATE = "The user purchased {items} amounting more than {num} dollars with {status} payment."
 
 
 def round_down_amount(value: float) -> int:
@@ -46,20 +42,19 @@ def _join_items(items: Sequence[str] | str) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def describe(source: str, items: Sequence[str] | str, amount: float, status: str) -> str:
-    """Fill ``DESCRIPTION_TEMPLATES[source]``.
+def describe(template: str, items: Sequence[str] | str, amount: float, status: str) -> str:
+    """Fill ``template`` (with ``{items}``, ``{num}`` and ``{status}`` fields).
 
     Args:
-        source: a key of :data:`DESCRIPTION_TEMPLATES`.
+        template: e.g. :data:`PAPER_TEMPLATE`, or a dataset's template for one of its sources.
         items: purchased items / pages / apps / queries (most relevant first).
         amount: money spent (bill) or event count (other sources); stated rounded down.
         status: payment status or activity qualifier (e.g. "successful", "frequent").
     """
     try:
-        template = DESCRIPTION_TEMPLATES[source]
-    except KeyError:
-        raise InputError(f"no description template for source {source!r}; known: {sorted(DESCRIPTION_TEMPLATES)}") from None
-    return template.format(items=_join_items(items), num=round_down_amount(float(amount)), status=status.strip())
+        return template.format(items=_join_items(items), num=round_down_amount(float(amount)), status=status.strip())
+    except (KeyError, IndexError) as exc:
+        raise InputError(f"description template {template!r}: unknown field {exc}; use {{items}}, {{num}}, {{status}}") from None
 
 
 def describe_future_behaviour(items: Sequence[str] | str, amount: float, status: str) -> str:
@@ -68,4 +63,4 @@ def describe_future_behaviour(items: Sequence[str] | str, amount: float, status:
     >>> describe_future_behaviour(["coffee", "a train ticket"], 437.5, "successful")
     'The user purchased coffee and a train ticket amounting more than 400 dollars with successful payment.'
     """
-    return describe("bill", items, amount, status)
+    return describe(PAPER_TEMPLATE, items, amount, status)

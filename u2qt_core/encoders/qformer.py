@@ -36,15 +36,6 @@ from u2qt_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-#: Which sources' queries also cross-attend to which others (eq. 4: behaviour V reads search R).
-#: Keys/values absent from a call's inputs are ignored; a source not listed reads only itself.
-DEFAULT_CONTEXT_SOURCES: dict[str, list[str]] = {
-    "V": ["R"],
-    "bill": ["search"],
-    "spm": ["search"],
-    "mini": ["search"],
-    "app": ["search"],
-}
 
 
 class QFormerEncoderConfig(pydantic.BaseModel, extra="forbid"):
@@ -52,9 +43,10 @@ class QFormerEncoderConfig(pydantic.BaseModel, extra="forbid"):
 
     input_dims: dict[str, int]
     """Feature width ``d_in`` of each source's input sequence."""
-    context_sources: dict[str, list[str]] = pydantic.Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_CONTEXT_SOURCES.items()}
-    )
+    context_sources: dict[str, list[str]] = pydantic.Field(default_factory=dict)
+    """Which sources' queries also cross-attend to which others (eq. 4: behaviour V reads search R),
+    from the sources config; names absent from a call's inputs are ignored, a source not listed
+    reads only itself."""
     num_queries: int = pydantic.Field(4, gt=0)
     qformer_layers: int = pydantic.Field(4, gt=0)
     hidden: int = pydantic.Field(512, gt=0)

@@ -255,7 +255,7 @@ class TextEncoder:
         tokens truncation cut from each, ``int64 [N]``.
 
         Truncation policy: the window keeps the start of the text. A document lists its most
-        frequent lines first (:mod:`pipelines.documents`), so what is cut is its rarest lines;
+        frequent lines first (:mod:`pipelines.night.documents`), so what is cut is its rarest lines;
         the cut is counted, never silent. Only a text that fills the window is tokenized a
         second time, untruncated, to count its cut."""
         prompts = [format_instruction(instruction, t) for t in texts]

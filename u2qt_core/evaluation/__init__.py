@@ -11,8 +11,8 @@
 * :mod:`.summary` — the results text (targets, protocols, notes) derived from config and data;
 * :mod:`.report` — figures and the Markdown report.
 
-The Spark side (world, encoding, Delta writes) lives in :mod:`pipelines.eval_inputs` and
-:mod:`pipelines.eval_job` (orchestration only).
+The Spark side (world, encoding, Delta writes) lives in :mod:`pipelines.evaluation.eval_inputs` and
+:mod:`pipelines.evaluation.eval_job` (orchestration only).
 """
 
 from u2qt_core.evaluation.config import EvalConfig, load_eval_config

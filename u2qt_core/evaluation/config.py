@@ -164,9 +164,7 @@ class ReportSettings(_Strict):
 
 class EvalConfig(_Strict):
     seed: int = 0
-    tasks: list[Literal["takeout", "purchasing_power", "money_laundering", "games"]] = Field(
-        default_factory=lambda: ["takeout", "purchasing_power", "money_laundering", "games"]
-    )
+    tasks: list[str] = Field(default_factory=list)   # user_labels.task names probed (the world's: conf/eval.yaml)
     torch_threads: int = Field(1, ge=1)
     rewrite_world: bool = False
     tokenizer: TokenizerSettings = TokenizerSettings()

@@ -1,7 +1,7 @@
 """On-disk size of a table folder (FOUNDv2 section 5.4.1, table 6).
 
 The tables themselves are written by the pipeline with Spark/Delta
-(:func:`pipelines.eval_job.measure_storage`); this module only measures folders and divides.
+(:func:`pipelines.evaluation.eval_job.measure_storage`); this module only measures folders and divides.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The ``u2qt`` command line."""

@@ -1,0 +1,319 @@
+"""Validated configuration of the pipeline: ``conf/pipeline.yaml`` and ``conf/sources.yaml``."""
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.config.config_loading import CONF_DIR, is_url, load_model, load_raw
+from u2qt_core.config import SourceLayout
+from u2qt_core.config_loader import KeyProblem, deep_merge, validate_model
+from u2qt_core.encoders.text import TextEncoderConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextSource(_Strict):
+    label: str
+    instruction: str
+
+
+class DocumentConfig(_Strict):
+    max_lines: int = Field(32, ge=1)
+    line_separator: str = " [*] "
+    count_format: str = "{text}, {count}x"
+    # True: a line seen once carries its count too (", 1x"), the format of bundles trained before
+    # this setting existed; False: only lines that repeat do
+    count_single_lines: bool = False
+
+    @model_validator(mode="after")
+    def _format_has_fields(self) -> "DocumentConfig":
+        try:
+            self.count_format.format(text="x", count=1)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"count_format may only use {{text}} and {{count}}: {exc}") from exc
+        return self
+
+
+class TabularFeature(_Strict):
+    column: str
+    transform: Literal["scale", "log1p_scale", "onehot", "bool"]
+    divisor: float | None = None
+    values: list[str] | None = None
+    # numeric features: the valid [min, max] of the raw column; a profile outside it is quarantined
+    range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _args_match_transform(self) -> "TabularFeature":
+        numeric = self.transform in ("scale", "log1p_scale")
+        if numeric and not self.divisor:
+            raise ValueError(f"feature {self.column!r}: transform {self.transform} needs a non-zero divisor")
+        if self.transform == "onehot" and not self.values:
+            raise ValueError(f"feature {self.column!r}: transform onehot needs a non-empty values list")
+        if self.range is not None and not numeric:
+            raise ValueError(f"feature {self.column!r}: range applies to scale/log1p_scale features only")
+        if self.range is not None and not (math.isfinite(self.range[0]) and math.isfinite(self.range[1])
+                                           and self.range[0] <= self.range[1]):
+            raise ValueError(f"feature {self.column!r}: range must be [min, max] of finite numbers, min <= max")
+        return self
+
+    @property
+    def width(self) -> int:
+        return len(self.values) if self.transform == "onehot" else 1
+
+
+class TabularConfig(_Strict):
+    name: str = "tabular"
+    features: list[TabularFeature]
+
+    @property
+    def width(self) -> int:
+        """Length of the tabular feature vector fed to the tabular MLP."""
+        return sum(feature.width for feature in self.features)
+
+
+class SourcesConfig(_Strict):
+    text_sources: dict[str, TextSource]
+    document: DocumentConfig = DocumentConfig()
+    tabular: TabularConfig
+
+    @property
+    def all_sources(self) -> list[str]:
+        """Token order: the text sources as listed, then the tabular source."""
+        return [*self.text_sources, self.tabular.name]
+
+    def layout(self, encoder_dim: int) -> SourceLayout:
+        """The tokenizer's sources and input widths (text: the encoder's width; tabular: the
+        feature vector's), what :func:`u2qt_core.config.load_model_preset` adds to a preset."""
+        dims = {name: encoder_dim for name in self.text_sources} | {self.tabular.name: self.tabular.width}
+        return SourceLayout(self.all_sources, dims, [self.tabular.name], encoder_dim)
+
+
+class InferenceConfig(_Strict):
+    partitions: int = Field(4, ge=1)
+    batch_rows: int = Field(4096, ge=1)   # most rows under one length sort inside the UDF
+    torch_threads: int = Field(1, ge=0)   # per Python worker; 0 = torch's default
+
+
+class ValidationConfig(_Strict):
+    """Row checks of the night's ``raw_events`` beyond the schema (see ``pipelines/night/validation.py``)."""
+
+    max_text_chars: int = Field(2000, ge=1)                    # longer event texts are quarantined
+    amount_range: tuple[float, float] = (-1.0e7, 1.0e7)        # finite [min, max] of raw_events.amount
+
+    @model_validator(mode="after")
+    def _range_is_finite(self) -> "ValidationConfig":
+        low, high = self.amount_range
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise KeyProblem("amount_range", f"must be [min, max] of finite numbers with min <= max, got {[low, high]}")
+        return self
+
+
+class InputsConfig(_Strict):
+    """How ``u2qt check-inputs``, ``u2qt features`` and ``u2qt train-sequence`` judge the windows
+    over days (``features.window_days``, ``sequence_encoder.history_days``, ``history.max_days``)
+    against the data's cadence (:mod:`pipelines.night.cadence`)."""
+
+    # a window that holds under this share of the users active in the data is warned about
+    min_window_user_share: float = Field(0.9, gt=0, le=1)
+
+
+class StagingConfig(_Strict):
+    # staged rows of a published date are deleted this many days after it (0: at its publish)
+    keep_days: int = Field(0, ge=0)
+
+
+class QualityGates(_Strict):
+    min_active_users: int = Field(1, ge=0)
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    max_collision_rate: float = Field(0.005, ge=0, le=1)   # FOUNDv2 reports < 0.5 %
+    min_level_utilization: float = Field(0.0, ge=0, le=1)
+    max_null_code_rate: float = Field(0.0, ge=0, le=1)
+    # a warning (not a gate) when more of a source's documents are truncated by encoder.max_length
+    warn_truncated_share: float = Field(0.05, ge=0, le=1)
+
+
+class ConcurrencyConfig(_Strict):
+    """How runs of several dates share the tables (see ``pipelines/lake/concurrency.py``)."""
+
+    lock_timeout_s: float = Field(3600.0, gt=0)   # wait for another date's publish at most this long
+    conflict_retries: int = Field(6, ge=1)        # attempts of a write that meets a Delta conflict
+    retry_base_s: float = Field(0.5, ge=0)        # first backoff; doubled per attempt, plus jitter
+
+
+class TrainingConfig(_Strict):
+    preset: str = "conf/model/small.yaml"
+    max_docs_per_source: int = Field(4000, ge=1)
+    torch_threads: int = Field(1, ge=0)   # driver-side training; 0 = torch's default
+
+
+class SequenceEncoderSettings(_Strict):
+    """The sequence encoder (``u2qt train-sequence``, :mod:`pipelines.features.sequence_encoder`): what it
+    trains on and the model YAML (a :class:`u2qt_core.alignment.AlignmentConfig`, validated when
+    training starts, so loading the pipeline settings never imports torch)."""
+
+    model: str = "conf/sequence.yaml"
+    history_days: int = Field(28, ge=1)        # token days per training user: (as_of - history_days, as_of]
+    max_users: int = Field(20000, ge=2)        # users sampled (by a hash of user_id) for training
+    max_steps: int = Field(64, ge=1)           # most recent source-days per user, training and features
+    token_rms: float = Field(3.0, gt=0)        # code vectors are rescaled to this RMS before the model
+
+
+class RegistryConfig(_Strict):
+    """The MLflow model registry of tokenizer versions (:mod:`pipelines.tokenizer.registry`)."""
+
+    # empty: an embedded SQLite store at sqlite:///<model_dir>/registry.db; deployed: http(s)://server
+    tracking_uri: str = ""
+    model_name: str = Field("u2qt-tokenizer", pattern=r"^[A-Za-z0-9_.-]+$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")   # what nights resolve
+
+
+class EvaluationGates(_Strict):
+    """``u2qt evaluate``: gates a version must pass on held-out days before ``u2qt promote``."""
+
+    heldout_days: int = Field(1, ge=1)                # the last N days of raw_events (training leaves them out)
+    max_reconstruction_error: float = Field(0.5, gt=0)  # sum ||x - x_hat||^2 / sum ||x||^2, text sources
+    min_level_utilization: float = Field(0.05, ge=0, le=1)   # codes used / min(K, rows), lowest level
+    # lowest share of a shared level's codes a source uses, of the most it could (K, or its rows)
+    min_shared_coverage: float = Field(0.05, ge=0, le=1)
+    max_collision_rate: float = Field(0.005, ge=0, le=1)     # full-tuple, per day (paper: < 0.5 %)
+    min_probe_auc: float = Field(0.55, ge=0, le=1)     # linear probe on bag-of-codes, where labels exist
+    probe_task: str | None = None                      # user_labels.task of the probe (skipped when absent or None)
+    probe_bootstrap: int = Field(200, ge=0)            # resamples for the probe's 95 % interval (0: AUC alone)
+
+
+class AirflowConfig(_Strict):
+    """How dags/ runs the steps: in the Airflow worker (``in_process``, local/demo) or as one
+    ``spark-submit`` per step through the ``spark_conn_id`` connection (``spark_submit``)."""
+
+    mode: Literal["in_process", "spark_submit"] = "in_process"
+    spark_conn_id: str = "spark_default"
+    start_date: date = date(2026, 1, 1)
+    catchup: bool = False
+    # scheduled + manual runs of u2qt_daily at once: 2, so today's run waiting in its sensor does
+    # not block a re-run or a manual date; `airflow backfill create` ignores it: pass
+    # --max-active-runs 1 there (README). More is safe (publish pool + lock), it only costs drivers
+    max_active_runs: int = Field(2, ge=1)
+    retries: int = Field(2, ge=0)                  # every task but the quality gate (0: fails at once)
+    retry_delay_minutes: float = Field(5, ge=0)
+    sensor_poke_seconds: int = Field(300, ge=1)    # how often to look for the day's raw_events partition
+    sensor_timeout_hours: float = Field(18, gt=0)  # then the run is skipped, not failed
+    alert_callback: str | None = None              # "module:function(context)"; None logs the failure
+    py_files: str | None = None                    # zip for --py-files; None: built at parse time
+
+
+class CatalogConfig(_Strict):
+    database: str = Field("u2qt", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    metastore: Literal["embedded", "external"] = "embedded"
+
+
+class HistoryConfig(_Strict):
+    """``user_token_history`` is a view over ``user_day_tokens`` (the source of truth) and a
+    compacted base that ``u2qt maintain`` extends one period at a time."""
+
+    max_days: int = Field(180, ge=1)      # a history row holds the days within this window, newest date last
+    period_days: int = Field(30, ge=1)    # days per compacted base partition (written once when closed)
+
+
+class MaintenanceConfig(_Strict):
+    """``u2qt maintain``: OPTIMIZE (Z-order on user_id), VACUUM and Delta log retention."""
+
+    vacuum_retain_hours: float = Field(168.0, ge=0)     # below 168 h readers of old snapshots may fail
+    log_retention_days: int = Field(30, ge=1)           # delta.logRetentionDuration
+    zorder_tables: list[str] = ["user_token_history_base", "user_tokens", "user_profile"]
+    optimize_tables: list[str] = ["user_day_tokens", "staging_day_tokens", "quarantine", "run_metrics"]
+
+
+class FeaturesConfig(_Strict):
+    """``user_features`` (:mod:`pipelines.features.user_features`): which representations of the token history
+    are written, over how many days, and how fast old days fade."""
+
+    representations: list[Literal["codebook_vectors", "bag_of_codes", "fused_embedding"]] = [
+        "codebook_vectors", "bag_of_codes"]
+    window_days: int = Field(90, ge=1)          # token days read per as-of date (as_of - window_days, as_of]
+    half_life_days: float = Field(30.0, gt=0)   # a day's weight: 0.5 ** (days before as_of / half_life_days)
+
+    @model_validator(mode="after")
+    def _some_representation(self) -> "FeaturesConfig":
+        if not self.representations:
+            raise KeyProblem("representations", "name at least one of codebook_vectors, bag_of_codes, fused_embedding")
+        if len(set(self.representations)) != len(self.representations):
+            raise KeyProblem("representations", f"listed twice: {self.representations}")
+        return self
+
+
+# tables holding codes: one copy per table generation (pipelines/lake/generations.py)
+GENERATION_TABLES = ("staging_day_tokens", "user_day_tokens", "user_token_history_base",
+                     "user_token_history_periods", "user_tokens", "user_features")
+GENERATIONS_FOLDER = "_generations"
+
+
+class PipelineSettings(_Strict):
+    spark_profile: str = "local"
+    tables_root: str
+    model_dir: str
+    sources: str = "conf/sources.yaml"
+    encoder: TextEncoderConfig = TextEncoderConfig()
+    inference: InferenceConfig = InferenceConfig()
+    quality: QualityGates = QualityGates()
+    staging: StagingConfig = StagingConfig()
+    validation: ValidationConfig = ValidationConfig()
+    inputs: InputsConfig = InputsConfig()
+    training: TrainingConfig = TrainingConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    catalog: CatalogConfig = CatalogConfig()
+    history: HistoryConfig = HistoryConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    concurrency: ConcurrencyConfig = ConcurrencyConfig()
+    registry: RegistryConfig = RegistryConfig()
+    gates: EvaluationGates = EvaluationGates()
+    features: FeaturesConfig = FeaturesConfig()
+    sequence_encoder: SequenceEncoderSettings = SequenceEncoderSettings()
+    # the table generation runs read and write (set by pipelines.lake.generations, not in YAML):
+    # None = not resolved yet (the first generation's folder), "" = the first generation, else its id
+    generation: str | None = None
+
+    def table_path(self, name: str) -> str:
+        """Location of the path-based Delta table ``name`` (a code table: in this settings'
+        generation, ``<tables_root>/_generations/<id>/<name>``; the first one is ``<tables_root>/<name>``)."""
+        root = Path(self.tables_root).expanduser().absolute()
+        if self.generation and name in GENERATION_TABLES:
+            root = root / GENERATIONS_FOLDER / self.generation
+        return str(root / name)
+
+    def sources_config(self) -> SourcesConfig:
+        return load_sources(_resolve(self.sources))
+
+    def resolve(self, path: str) -> Path:
+        return _resolve(path)
+
+
+def _resolve(path: str) -> Path:
+    """A config-relative path: as given if it exists from the CWD, else ``conf/...`` under the
+    default conf folder (a checkout's, an installed package's or a --py-files zip's)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    if candidate.parts and candidate.parts[0] == "conf":
+        return CONF_DIR.joinpath(*candidate.parts[1:])
+    return CONF_DIR.parent / candidate
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> PipelineSettings:
+    """Load the pipeline settings: ``conf/pipeline.yaml``, or a config of one's own of which every
+    key left out takes ``conf/pipeline.yaml``'s value (not the model's default); then
+    ``overrides``. A key set to null in one's own config takes the model's default."""
+    default = CONF_DIR / "pipeline.yaml"
+    if path is None or (not is_url(path) and Path(path).expanduser().resolve() == default.resolve()):
+        return load_model(PipelineSettings, default, overrides)
+    merged = deep_merge(deep_merge(load_raw(default), load_raw(path)), overrides)
+    return validate_model(PipelineSettings, merged, str(path))
+
+
+def load_sources(path: str | Path | None = None) -> SourcesConfig:
+    return load_model(SourcesConfig, path or CONF_DIR / "sources.yaml")

@@ -1,0 +1,1 @@
+"""Deployment: spark-submit entry point, Airflow DAG builder and in-process runner, the demo."""

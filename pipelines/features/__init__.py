@@ -1,0 +1,1 @@
+"""Tokens as features: the user_features table and the sequence encoder over token histories."""

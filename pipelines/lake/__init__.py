@@ -1,0 +1,1 @@
+"""The lake: every Delta table's declaration, its generation, views over it, the SQL catalog, locks."""

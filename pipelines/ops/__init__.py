@@ -1,0 +1,1 @@
+"""Operations on the lake: Delta upkeep and erasure of users."""

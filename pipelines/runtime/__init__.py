@@ -1,0 +1,1 @@
+"""Spark at run time: the one SparkSession builder and progress of long Spark work."""

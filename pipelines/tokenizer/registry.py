@@ -1,0 +1,188 @@
+"""The registry of tokenizer versions: MLflow's model registry.
+
+* store: ``registry.tracking_uri``; empty (the default) is an embedded SQLite file,
+  ``sqlite:///<model_dir>/registry.db``; a deployment points it at an MLflow tracking server;
+* one registered model (``registry.model_name``); each model version is one tokenizer bundle
+  (its ``source`` is the bundle folder, its tag ``tokenizer_version`` the content hash) and
+  links to the MLflow run holding its training metrics, and later its evaluation gates;
+* the alias ``registry.alias`` (``champion``) names the promoted version: the nightly job
+  resolves it once at its start (:func:`resolve`), so a promotion during a night changes nothing
+  for that night; :func:`promote` moves it only when the evaluation gates passed (or ``force``,
+  which is recorded on the version).
+
+There is one way to find the tokenizer a night uses: the alias. No fallback to a folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pipelines.config.settings import PipelineSettings
+from pipelines.errors import RegistryError, PromotionRefused
+
+log = logging.getLogger(__name__)
+
+VERSION_TAG = "tokenizer_version"
+GATES_TAG = "gates_json"
+PASSED_TAG = "gates_passed"
+FORCED_TAG = "forced_promotion"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One tokenizer version in the registry."""
+
+    tokenizer_version: str
+    registry_version: str        # MLflow's model version number
+    bundle: str                  # the bundle folder
+    run_id: str
+    tags: dict[str, str]
+
+
+def tracking_uri(settings: PipelineSettings) -> str:
+    """The configured store, or the embedded SQLite file under ``model_dir``."""
+    if settings.registry.tracking_uri:
+        return settings.registry.tracking_uri
+    model_dir = Path(settings.model_dir).expanduser().absolute()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{model_dir / 'registry.db'}"
+
+
+@lru_cache(maxsize=8)
+def _client(uri: str):
+    for noisy in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def client(settings: PipelineSettings):
+    """The MLflow client of this pipeline's registry (one per store and process)."""
+    return _client(tracking_uri(settings))
+
+
+def _ensure_model(settings: PipelineSettings) -> str:
+    from mlflow.exceptions import MlflowException
+
+    mlflow, name = client(settings), settings.registry.model_name
+    try:
+        mlflow.get_registered_model(name)
+    except MlflowException:
+        mlflow.create_registered_model(name, description="u2qt tokenizer bundles (MRQ-VAE + encoder + input contract)")
+    return name
+
+
+def _experiment_id(settings: PipelineSettings) -> str:
+    mlflow, name = client(settings), settings.registry.model_name
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = Path(settings.model_dir).expanduser().absolute() / "mlartifacts"   # not ./mlruns of the CWD
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def register(settings: PipelineSettings, tokenizer_version: str, bundle: Path, metrics: dict[str, Any],
+             params: dict[str, str]) -> RegisteredVersion:
+    """Register a trained bundle with its training metrics (an MLflow run) and return it; a
+    version registered before (same content) is returned as it is."""
+    try:
+        return find(settings, tokenizer_version)
+    except RegistryError:
+        pass
+    mlflow, name = client(settings), _ensure_model(settings)
+    run = mlflow.create_run(_experiment_id(settings), run_name=f"train {tokenizer_version}",
+                            tags={VERSION_TAG: tokenizer_version})
+    run_id = run.info.run_id
+    for key, value in params.items():
+        mlflow.log_param(run_id, key, value)
+    stamp = int(time.time() * 1000)
+    from mlflow.entities import Metric
+
+    mlflow.log_batch(run_id, metrics=[Metric(f"train.{k}", v, stamp, 0) for k, v in _numeric(metrics).items()])
+    mlflow.set_terminated(run_id)
+    mv = mlflow.create_model_version(name, source=str(bundle), run_id=run_id, tags={VERSION_TAG: tokenizer_version},
+                                     description=f"bundle {bundle}")
+    log.info("registered tokenizer %s as %s version %s (%s)", tokenizer_version, name, mv.version, tracking_uri(settings))
+    return find(settings, tokenizer_version)
+
+
+def _as_registered(mv) -> RegisteredVersion:
+    return RegisteredVersion(tokenizer_version=mv.tags.get(VERSION_TAG, ""), registry_version=str(mv.version),
+                             bundle=mv.source, run_id=mv.run_id or "", tags=dict(mv.tags))
+
+
+def versions(settings: PipelineSettings) -> list[RegisteredVersion]:
+    """Every registered tokenizer version, oldest first."""
+    name = settings.registry.model_name
+    found = client(settings).search_model_versions(f"name='{name}'")
+    return sorted((_as_registered(mv) for mv in found), key=lambda v: int(v.registry_version))
+
+
+def find(settings: PipelineSettings, tokenizer_version: str) -> RegisteredVersion:
+    """The registered ``tokenizer_version`` (``u2qt-...``); one line naming the store if absent."""
+    name = settings.registry.model_name
+    found = client(settings).search_model_versions(f"name='{name}' and tag.{VERSION_TAG}='{tokenizer_version}'")
+    if not found:
+        raise RegistryError(f"tokenizer {tokenizer_version} is not registered as {name} in {tracking_uri(settings)} "
+                            "(`u2qt train` registers a new version)")
+    return _as_registered(found[0])
+
+
+def record_evaluation(settings: PipelineSettings, version: RegisteredVersion, gates: dict[str, Any], passed: bool) -> None:
+    """Store the gates on the version (tags) and their values on its run (metrics ``eval.*``)."""
+    mlflow, name = client(settings), settings.registry.model_name
+    mlflow.set_model_version_tag(name, version.registry_version, GATES_TAG, json.dumps(gates, sort_keys=True, default=str))
+    mlflow.set_model_version_tag(name, version.registry_version, PASSED_TAG, "true" if passed else "false")
+    if version.run_id:
+        values = {k: v["value"] for k, v in gates.items() if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        mlflow.log_batch(version.run_id, metrics=[Metric(f"eval.{k}", float(v), stamp, 0) for k, v in values.items()])
+
+
+def promote(settings: PipelineSettings, tokenizer_version: str, *, force: bool = False, reason: str = "") -> RegisteredVersion:
+    """Point the alias at ``tokenizer_version`` if its evaluation passed every gate; ``force``
+    overrides a missing or failed evaluation and is recorded on the version."""
+    version = find(settings, tokenizer_version)
+    passed = version.tags.get(PASSED_TAG)
+    if passed != "true" and not force:
+        if passed is None:
+            raise PromotionRefused(f"tokenizer {tokenizer_version} has not been evaluated: run `u2qt evaluate "
+                                   f"{tokenizer_version}` first (or promote --force)")
+        gates = json.loads(version.tags.get(GATES_TAG, "{}"))
+        failing = [f"{k} = {g.get('value')} (needs {g.get('rule')})" for k, g in gates.items() if not g.get("passed")]
+        raise PromotionRefused(f"tokenizer {tokenizer_version} failed its evaluation gates: {'; '.join(failing)} "
+                               "(promote --force overrides, recorded)")
+    mlflow, name = client(settings), settings.registry.model_name
+    if force and passed != "true":
+        note = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "gates_passed": passed,
+                           "reason": reason})
+        mlflow.set_model_version_tag(name, version.registry_version, FORCED_TAG, note)
+        log.warning("tokenizer %s promoted with --force (gates_passed=%s): recorded on the version", tokenizer_version, passed)
+    mlflow.set_registered_model_alias(name, settings.registry.alias, version.registry_version)
+    log.info("alias %s of %s -> %s (version %s)", settings.registry.alias, name, tokenizer_version, version.registry_version)
+    return version
+
+
+def resolve(settings: PipelineSettings) -> RegisteredVersion:
+    """The version the alias names now (what a night starting now uses)."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias = settings.registry.model_name, settings.registry.alias
+    try:
+        mv = client(settings).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise RegistryError(f"no tokenizer is promoted as {name}@{alias} in {tracking_uri(settings)}: run `u2qt train`, "
+                            "`u2qt evaluate VERSION`, `u2qt promote VERSION`") from exc
+    return _as_registered(mv)
