@@ -63,7 +63,7 @@ def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
 # --------------------------------------------------------------------------- set-up
 def _prepare(spark, params: dict[str, Any], tmp_root: Path):
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.night.daily_job import load_tokenizer_info
+    from pipelines.night.day_run import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
 
     world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
@@ -154,7 +154,8 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
 
 def bench_stage(spark, settings, info, event_date: str, n_docs: int) -> dict[str, Any]:
     """The whole ``stage`` step of the date, process-tree CPU (workers warm from the UDF runs)."""
-    from pipelines.night.daily_job import DayRun, default_run_id, stage
+    from pipelines.night.day_run import DayRun, default_run_id
+    from pipelines.night.stage import stage
 
     run = DayRun(spark, settings, event_date, default_run_id(event_date), info)
     with TreeCpuMeter() as m:
@@ -168,7 +169,7 @@ def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str
     fitted as ``fixed_cpu_s + docs / docs_per_cpu_s`` (least squares over the sizes), which says
     how far the fixed costs (Spark jobs, model loads, Delta commits) are amortised at a size."""
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.night.daily_job import load_tokenizer_info
+    from pipelines.night.day_run import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
     from u2qt_core.encoders.text import TextEncoder
 

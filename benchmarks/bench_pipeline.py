@@ -6,7 +6,7 @@ Steps, all on a temporary lake with the repo's ``conf/pipeline.yaml`` (local Spa
 
 1. ``write_world`` of ``conf/world/bench.yaml`` with size overrides (default 2,000 users x 2 days);
 2. ``train_job.train`` (sample, embed in Spark, train the MRQ-VAE on the driver, save);
-3. every world date through ``daily_job``'s own ``stage`` / ``check_quality`` / ``publish``, timed
+3. every world date through the night's own ``stage`` / ``check_quality`` / ``publish``, timed
    per step; inside ``publish`` the fact-table write (which the history view follows) and the
    identity update are the seconds publish reports itself (``user_day_tokens_seconds``,
    ``user_tokens_seconds`` of its metrics; absent on a date it found already published);
@@ -95,9 +95,9 @@ def history_shape(spark, settings) -> dict[str, Any]:
     """Rows of the ``user_token_history`` view and the mean / max days of history per row."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import tables
+    from pipelines.lake.views import read_view
 
-    row = tables.read_table(spark, settings, "user_token_history").agg(
+    row = read_view(spark, settings, "user_token_history").agg(
         F.count(F.lit(1)).alias("rows"), F.avg("n_days").alias("mean_days"), F.max("n_days").alias("max_days"),
         F.sum("n_days").alias("day_tokens")).first()
     return {"rows": int(row["rows"]), "mean_days": float(row["mean_days"] or 0), "max_days": int(row["max_days"] or 0),
@@ -106,26 +106,29 @@ def history_shape(spark, settings) -> dict[str, Any]:
 
 def run_date(spark, settings, info, event_date: str, steps=("stage", "quality", "publish")) -> dict[str, Any]:
     """The job's three steps for one date, each timed; plus MERGE metrics and throughput."""
-    from pipelines.night import daily_job
     from pipelines.lake import tables
+    from pipelines.night.day_run import DayRun, default_run_id
+    from pipelines.night.publish import publish
+    from pipelines.night.quality import check_quality
+    from pipelines.night.stage import stage
 
-    run = daily_job.DayRun(spark, settings, event_date, daily_job.default_run_id(event_date), info)
+    run = DayRun(spark, settings, event_date, default_run_id(event_date), info)
     out: dict[str, Any] = {"event_date": event_date, "steps": list(steps)}
     if "stage" in steps:
         with Stopwatch() as sw:
-            staged = daily_job.stage(run)
+            staged = stage(run)
         out["stage_seconds"] = sw.seconds
         out["stage"] = {k: v for k, v in staged.__dict__.items() if k != "seconds"}
     if "quality" in steps:
         with Stopwatch() as sw:
-            metrics = daily_job.check_quality(run)
+            metrics = check_quality(run)
         out["quality_seconds"] = sw.seconds
         out["quality"] = {k: metrics[k] for k in ("active_users", "token_rows", "collision_rate", "quarantine_rate",
                                                    "min_level_utilization", "rows_per_source", "utilization")}
     history_before = history_shape(spark, settings)
     if "publish" in steps:
         with Stopwatch() as sw:
-            published = daily_job.publish(run)
+            published = publish(run)
         out["publish_seconds"] = sw.seconds
         for part in ("user_day_tokens_seconds", "user_tokens_seconds"):
             if part in published:
@@ -152,7 +155,7 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
     import torch
 
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.night import daily_job
+    from pipelines.night.day_run import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
 
     own_tmp = tmp_root is None
@@ -202,7 +205,7 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
                  trained["embed_seconds"], trained["train_seconds"], trained["training_rows"])
 
         with Stopwatch() as sw:
-            info = daily_job.load_tokenizer_info(settings)
+            info = load_tokenizer_info(settings)
         out["load_tokenizer_info_seconds"] = sw.seconds
         dates = [d.isoformat() for d in world.history_dates()]
         days = []

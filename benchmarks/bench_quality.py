@@ -21,7 +21,8 @@ def bench_quality(params: dict[str, Any], tmp_root: Path | None = None) -> dict[
     """Train each preset on the demo world's training sample; codebook utilization and collisions."""
     import torch
 
-    from pipelines.tokenizer.train_job import embed_inputs, preset_for, sample_inputs
+    from pipelines.tokenizer.sample import sample_inputs
+    from pipelines.tokenizer.train_job import embed_inputs, preset_for
     from pipelines.world import load_world_config, write_world
     from u2qt_core.training import train_mrqvae
 

@@ -171,7 +171,8 @@ def stage_inputs(run) -> int:
 def one_night(spark, tmp: Path, info, *, active_users: int, total_users: int, history_days: int,
               with_stage: bool) -> dict[str, Any]:
     from benchmarks.common import pipeline_settings
-    from pipelines.night.daily_job import DayRun, publish
+    from pipelines.night.day_run import DayRun
+    from pipelines.night.publish import publish
 
     settings = pipeline_settings(tmp / "lake", tmp / "model", {"history": {"period_days": 30}})
     new_day = START + timedelta(days=history_days)

@@ -46,15 +46,9 @@ __all__ = ["build_features", "user_features_frame", "FeatureTensors", "feature_t
 
 log = logging.getLogger(__name__)
 
-_COMPUTED = T.StructType([
-    T.StructField("user_id", T.LongType(), False),
-    T.StructField("active_days", T.IntegerType(), False),
-    T.StructField("sources_present", T.ArrayType(T.StringType()), False),
-    T.StructField("codebook_vectors", T.ArrayType(T.FloatType())),
-    T.StructField("bag_indices", T.ArrayType(T.IntegerType())),
-    T.StructField("bag_values", T.ArrayType(T.FloatType())),
-    T.StructField("fused_embedding", T.ArrayType(T.FloatType())),
-])
+# the columns user_features_frame computes: the table's (pipelines/lake/tables.py), less what the job adds
+_COMPUTED = T.StructType([f for f in tables.USER_FEATURES.schema.fields
+                          if f.name not in ("as_of", "bag_size", "tokenizer_version", "run_id")])
 
 
 def user_features_frame(rows: pd.DataFrame, books: CodebookTables, idf: np.ndarray | None,

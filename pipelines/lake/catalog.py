@@ -1,6 +1,6 @@
 """The persistent catalog analysts query: every u2qt Delta table registered (by location) under
 the ``catalog.database`` schema (default ``u2qt``), and the analyst views of
-:func:`pipelines.lake.tables.view_definitions` created as permanent views over them.
+:func:`pipelines.lake.views.view_definitions` created as permanent views over them.
 
 The history view ``user_token_history`` is registered the same way, from the one SELECT of
 :func:`pipelines.lake.history.history_select` (its ``history.max_days`` is fixed at registration: run
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines.lake import tables
+from pipelines.lake import tables, views
 from pipelines.config.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,8 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
         registered.append(name)
     if f"{database}.{tables.USER_DAY_TOKENS.name}" in registered:
         registered.append(_register_history_view(spark, settings, registered))
-    token_format = tables.tokenizer_token_format(settings, now.tokenizer_version)
-    for view, (source_table, select) in tables.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
+    token_format = views.tokenizer_token_format(settings, now.tokenizer_version)
+    for view, (source_table, select) in views.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
         if f"{database}.{source_table}" in registered:
             spark.sql(f"CREATE OR REPLACE VIEW {database}.{view} AS {select}")
             registered.append(f"{database}.{view}")

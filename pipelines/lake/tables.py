@@ -1,8 +1,8 @@
 """Delta table catalogue of u2qt: names, schemas, partitioning, and the tokenizer-version guard.
 
-Every table is a path-based Delta table under ``settings.tables_root``; :func:`register_views`
-exposes them (plus the views of :func:`view_definitions`) to one Spark session, and
-:mod:`pipelines.lake.catalog` registers the same tables and views in a persistent catalog.
+Every table is a path-based Delta table under ``settings.tables_root``; the views over them are
+:mod:`pipelines.lake.views` (one Spark session's temp views) and :mod:`pipelines.lake.catalog`
+(the persistent catalog).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pyspark.sql import types as T
 from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
 from pipelines.config.settings import PipelineSettings
 from u2qt_core.errors import U2QTError
-from u2qt_core.token_strings import TokenFormat, sql_collision_token
 from pipelines.errors import TableCreateRace, TokenizerVersionMismatch, error_condition
 
 log = logging.getLogger(__name__)
@@ -294,70 +293,10 @@ def check_tokenizer_version(spark: SparkSession, name: str, path: str, tokenizer
 
 
 def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
-    """The table ``name`` (``user_token_history``: the history view of :mod:`pipelines.lake.history`)."""
+    """The Delta table ``name`` (the ``user_token_history`` view: :func:`pipelines.lake.views.read_view`)."""
     if name == USER_TOKEN_HISTORY.name:
-        from pipelines.lake.history import read_history
-
-        return read_history(spark, settings)
+        raise U2QTError(f"{name} is a view over user_day_tokens: read it with pipelines.lake.views.read_view")
     path = settings.table_path(name)
     if not table_exists(spark, path):
         raise U2QTError(f"Delta table {name} does not exist at {path}")
     return spark.read.format("delta").load(path)
-
-
-def tokenizer_token_format(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenFormat | None:
-    """The token format of ``tokenizer_version`` (default: the registry alias's; None, logged,
-    when there is none)."""
-    try:
-        from pipelines.night.day_run import load_tokenizer_info
-
-        info = load_tokenizer_info(settings, tokenizer_version)
-    except U2QTError as exc:
-        log.warning("token-string view skipped: %s", exc)
-        return None
-    return TokenFormat(info.shared_prefix_levels, info.variant, info.num_codes, info.sources)
-
-
-def view_definitions(token_format: TokenFormat | None, table=lambda name: name) -> dict[str, tuple[str, str]]:
-    """The analyst views: ``{view: (table it reads, SELECT ...)}``; ``table(name)`` qualifies the
-    table names (``u2qt.user_day_tokens`` for the persistent catalog, bare for temp views).
-
-    ``user_day_token_strings`` renders each code as ``<s1_0412>`` (shared level 1) or
-    ``<bill3_0087>`` (source bill, level 3) with the SQL expression generated from
-    :mod:`u2qt_core.token_strings` for the tokenizer's ``token_format`` (wide codes and union
-    offsets included; a code that format refuses reads NULL; None: the view is left out).
-    ``user_identity`` adds the ``<c_3>`` collision token.
-    """
-    views = {}
-    if token_format is not None:
-        views["user_day_token_strings"] = ("user_day_tokens", f"""
-            SELECT user_id, event_date, source, codes, {token_format.sql("codes", "source")} AS token_strings,
-                   tokenizer_version
-            FROM {table("user_day_tokens")}
-        """)
-    views["user_identity"] = ("user_tokens", f"""
-            SELECT user_id, as_of, token_tuple, collision_suffix,
-                   {sql_collision_token("collision_suffix")} AS collision_token,
-                   tokenizer_version
-            FROM {table("user_tokens")}
-        """)
-    return views
-
-
-def register_views(spark: SparkSession, settings: PipelineSettings, token_format: TokenFormat | None = None) -> list[str]:
-    """Expose every existing table as a temp view of the same name, plus the analyst views
-    (:func:`view_definitions`); the persistent catalog is :mod:`pipelines.lake.catalog`."""
-    registered = []
-    for spec in ALL_TABLES:
-        path = settings.table_path(spec.name)
-        if table_exists(spark, path):
-            spark.read.format("delta").load(path).createOrReplaceTempView(spec.name)
-            registered.append(spec.name)
-    if "user_day_tokens" in registered:   # the history view (pipelines/lake/history.py), built from the tables
-        read_table(spark, settings, USER_TOKEN_HISTORY.name).createOrReplaceTempView(USER_TOKEN_HISTORY.name)
-        registered.append(USER_TOKEN_HISTORY.name)
-    for view, (source_table, select) in view_definitions(token_format).items():
-        if source_table in registered:
-            spark.sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {select}")
-            registered.append(view)
-    return registered

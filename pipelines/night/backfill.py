@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, open_run, record_steps
-from pipelines.night.daily_job import publish_dates
+from pipelines.night.publish import publish_dates
 from pipelines.night.quality import check_quality_dates
 from pipelines.config.settings import PipelineSettings
 from pipelines.night.stage import stage_dates

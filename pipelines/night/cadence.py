@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from pipelines.config.settings import PipelineSettings
 
-if TYPE_CHECKING:
-    from pipelines.night.input_contract import Difference
+from pipelines.night.findings import Difference
 
 __all__ = ["WINDOW_KEYS", "Cadence", "WindowDrop", "Coverage", "configured_windows", "measure_cadence",
            "cadence_differences", "window_coverage", "check_window"]
@@ -149,8 +148,6 @@ def cadence_differences(events: DataFrame, settings: PipelineSettings) -> list[D
     """``u2qt check-inputs``' lines about ``raw_events``' cadence (a ``note``) and, per configured
     window, what it drops (``warning`` when it keeps under ``inputs.min_window_user_share`` of
     the users, with the smallest window that keeps it; ``note`` otherwise). Reads all of ``events``."""
-    from pipelines.night.input_contract import Difference    # it calls this module
-
     share = settings.inputs.min_window_user_share
     cadence = measure_cadence(events, configured_windows(settings), share)
     if cadence is None:

@@ -23,19 +23,11 @@ from dataclasses import asdict
 
 from pyspark.sql import SparkSession
 
-from pipelines.night.day_run import DayRun, TokenizerInfo, day_tuples, default_run_id, load_tokenizer_info, open_run
-from pipelines.lake.history import publish_day_tokens
-from pipelines.night.identities import update_identities
-from pipelines.night.publish import StagingCleared, publish, publish_dates
-from pipelines.night.quality import QualityGateFailed, check_quality, collision_rates, level_utilization
 from pipelines.config.settings import PipelineSettings
-from pipelines.night.stage import StageResult, stage
-
-__all__ = [
-    "DayRun", "TokenizerInfo", "StageResult", "QualityGateFailed", "load_tokenizer_info", "default_run_id", "open_run",
-    "stage", "check_quality", "publish", "publish_dates", "run_day", "publish_day_tokens", "update_identities",
-    "day_tuples", "collision_rates", "level_utilization", "StagingCleared",
-]
+from pipelines.night.day_run import open_run
+from pipelines.night.publish import publish
+from pipelines.night.quality import check_quality
+from pipelines.night.stage import stage
 
 log = logging.getLogger(__name__)
 

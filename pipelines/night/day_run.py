@@ -253,3 +253,14 @@ def run_origin(run_id: str) -> str:
     if sep and prefix == PIPELINE_RUN_PREFIX:
         return "u2qt"
     return "other"
+
+
+def record_failure(runs: list[DayRun], step: str, started: float, exc: BaseException) -> None:
+    """``status = failed`` rows in ``run_metrics`` naming the error (one commit for all dates); a
+    failure to record is logged, never hides the original error."""
+    error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+    seconds = (time.monotonic() - started) / max(len(runs), 1)
+    try:
+        record_steps([StepRecord(r, step, "failed", seconds, {"error": error}) for r in runs])
+    except Exception:  # noqa: BLE001 -- the step's own error is the one to report
+        log.exception("could not record the failed %s of %s in run_metrics", step, [r.event_date for r in runs])

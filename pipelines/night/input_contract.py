@@ -21,13 +21,14 @@ step). Cost: a few aggregation passes per table (plus the night's duplicate-row 
 from __future__ import annotations
 
 import logging
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.night.cadence import cadence_differences
+from pipelines.night.findings import Difference
 from pipelines.config.settings import PipelineSettings, SourcesConfig, TabularFeature
 from pipelines.night.validation import check_raw_events, first_reason, profile_rules, raw_event_rules, sanitise_events
 
@@ -35,7 +36,6 @@ __all__ = ["ColumnContract", "Difference", "input_contract", "check_inputs"]
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["error", "warning", "note"]
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _EXAMPLES = 5
@@ -55,15 +55,6 @@ class ColumnContract(NamedTuple):
         return " or ".join(sorted({t.typeName() for t in self.accepts}))
 
 
-class Difference(NamedTuple):
-    severity: Severity
-    where: str        # "raw_events", "raw_events.source", "user_profile.age"
-    message: str
-
-    def line(self) -> str:
-        return f"{self.severity}: {self.where}: {self.message}"
-
-
 def input_contract(sources: SourcesConfig) -> dict[str, list[ColumnContract]]:
     """``{table: [ColumnContract]}`` for ``raw_events`` and ``user_profile`` under ``sources``."""
     known = ", ".join(sources.text_sources)
@@ -74,7 +65,7 @@ def input_contract(sources: SourcesConfig) -> dict[str, list[ColumnContract]]:
         ColumnContract("source", (T.StringType,), f"which text source: one of {known}"),
         ColumnContract("text", (T.StringType,), "one line of the source's daily document"),
         ColumnContract("amount", _NUMERIC, "checked against validation.amount_range (may be null)"),
-        ColumnContract("status", (T.StringType,), "read by u2qt eval on the synthetic world only", required=False),
+        ColumnContract("status", (T.StringType,), "read by u2qt paper-eval on the synthetic world only", required=False),
     ]
     profile = [
         ColumnContract("user_id", _INTEGRAL, "who the snapshot belongs to"),

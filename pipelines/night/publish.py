@@ -38,10 +38,9 @@ from pipelines.night import commit_points
 
 from pipelines.lake import tables
 from pipelines.lake.concurrency import publish_lock, retry_on_conflict
-from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_steps
-from pipelines.lake.history import publish_day_tokens
+from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_failure, record_steps
+from pipelines.night.history_publish import publish_day_tokens
 from pipelines.night.identities import update_identities
-from pipelines.night.stage import record_failure
 from pipelines.errors import StagingCleared
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
-from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_steps
+from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_failure, record_steps
 from pipelines.night.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.night.inference import inference_spec, make_tokenize_udf, row_error_from
 from pipelines.runtime.progress import spark_progress
@@ -65,17 +65,6 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
     except Exception as exc:
         record_failure(runs, "stage", started, exc)
         raise
-
-
-def record_failure(runs: list[DayRun], step: str, started: float, exc: BaseException) -> None:
-    """``status = failed`` rows in ``run_metrics`` naming the error (one commit for all dates); a
-    failure to record is logged, never hides the original error."""
-    error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
-    seconds = (time.monotonic() - started) / max(len(runs), 1)
-    try:
-        record_steps([StepRecord(r, step, "failed", seconds, {"error": error}) for r in runs])
-    except Exception:  # noqa: BLE001 -- the step's own error is the one to report
-        log.exception("could not record the failed %s of %s in run_metrics", step, [r.event_date for r in runs])
 
 
 def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:

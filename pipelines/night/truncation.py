@@ -67,7 +67,7 @@ def sample_documents(spark: SparkSession, settings: PipelineSettings, dates: lis
                      per_source: int) -> dict[str, list[str]]:
     """At most ``per_source`` documents per text source of ``dates`` (default: every date),
     built as the night builds them, sampled by a seeded hash."""
-    from pipelines.tokenizer.train_job import sample_inputs
+    from pipelines.tokenizer.sample import sample_inputs
 
     sources = settings.sources_config()
     start, end = (min(dates), max(dates)) if dates else (None, None)

@@ -39,7 +39,8 @@ from pipelines.lake import tables
 from pipelines.night.inference import inference_spec, make_embed_udf
 from pipelines.runtime.progress import spark_progress
 from pipelines.config.settings import PipelineSettings
-from pipelines.tokenizer.train_job import heldout_dates, sample_inputs
+from pipelines.tokenizer.sample import sample_inputs
+from pipelines.tokenizer.train_job import heldout_dates
 
 log = logging.getLogger(__name__)
 

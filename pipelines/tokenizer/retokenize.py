@@ -6,7 +6,7 @@
 2. the generation is checked complete: every date of the range with ``raw_events`` has its rows
    in the new ``user_day_tokens``, all of version V;
 3. the pointer switches to it in one Delta commit (:func:`pipelines.lake.generations.switch`): the
-   views (:func:`pipelines.lake.tables.register_views`) and the catalog
+   views (:func:`pipelines.lake.views.register_views`) and the catalog
    (:func:`pipelines.lake.catalog.register_catalog`) read the pointer, so they move together.
 
 The old generation's tables stay where they were, readable by path, until removed by hand. A

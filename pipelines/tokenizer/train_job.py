@@ -15,47 +15,20 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
-from pipelines.night.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.night.inference import inference_spec, make_embed_udf
 from pipelines.runtime.progress import spark_progress
+from pipelines.tokenizer.sample import sample_inputs
 from pipelines.config.settings import PipelineSettings
-from pipelines.night.validation import check_profiles, check_raw_events
 from u2qt_core.config import ModelPreset, load_model_preset
 from u2qt_core.errors import U2QTError
 
 TRAINING_FOLDER = "training"   # under model_dir, beside bundles/ and the registry
 
 log = logging.getLogger(__name__)
-
-
-def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date: str | None = None,
-                  end_date: str | None = None, seed: int = 0, max_per_source: int | None = None) -> DataFrame:
-    """Valid model inputs ``(user_id, event_date, source, document, features)``, at most
-    ``max_per_source`` (default ``training.max_docs_per_source``; 0: all) per source, sampled by
-    a seeded hash."""
-    sources = settings.sources_config()
-    events = tables.read_table(spark, settings, "raw_events")
-    if start_date:
-        events = events.where(F.col("event_date") >= F.to_date(F.lit(start_date)))
-    if end_date:
-        events = events.where(F.col("event_date") <= F.to_date(F.lit(end_date)))
-    valid = check_raw_events(events, sources, settings.validation).valid
-    documents = build_documents(valid, sources)
-    user_days = valid.select("user_id", "event_date").distinct()
-    # each day's text with that day's profile (as the night pairs them), not the user's latest
-    profiles = profiles_as_of(tables.read_table(spark, settings, "user_profile"), user_days)
-    tabular = build_tabular_inputs(check_profiles(profiles, sources).valid, sources)
-    inputs = documents.unionByName(tabular)
-    cap = settings.training.max_docs_per_source if max_per_source is None else max_per_source
-    if cap == 0:
-        return inputs
-    pick = Window.partitionBy("source").orderBy(F.xxhash64("user_id", "event_date", F.lit(seed)))
-    return (inputs.withColumn("_n", F.row_number().over(pick))
-            .where(F.col("_n") <= cap).drop("_n"))
 
 
 def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...]) -> dict[str, np.ndarray]:

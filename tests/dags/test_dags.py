@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
 from pipelines.night.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
 from tests.conftest import make_settings
@@ -151,7 +152,7 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
 
     day = tables.read_table(spark, settings, "user_day_tokens")
     assert [str(r["event_date"]) for r in day.select("event_date").distinct().collect()] == [night]
-    history = tables.read_table(spark, settings, "user_token_history")
+    history = read_view(spark, settings, "user_token_history")
     assert history.count() == day.count()
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
     # resolve (the tokenizer, once per run, by its first dated step), stage, quality, publish

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
 
 
@@ -17,7 +18,7 @@ def lake_state(spark, settings, with_run_ids: bool = True) -> dict[str, list[tup
     drop = [] if with_run_ids else ["run_id"]
     state = {name: _rows(tables.read_table(spark, settings, name).drop(*drop))
              for name in ("user_day_tokens", "user_tokens")}
-    state["user_token_history"] = _rows(tables.read_table(spark, settings, "user_token_history").drop("updated_at"))
+    state["user_token_history"] = _rows(read_view(spark, settings, "user_token_history").drop("updated_at"))
     state["staging_day_tokens"] = _rows(tables.read_table(spark, settings, "staging_day_tokens").drop(*drop))
     metrics = tables.read_table(spark, settings, "run_metrics").where(F.col("status") == "ok")
     state["recorded_ok"] = sorted({(str(r["event_date"]), r["step"]) for r in metrics.collect()

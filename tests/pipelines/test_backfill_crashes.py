@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pipelines.lake import tables
 from pipelines.night.backfill import backfill
-from pipelines.night.daily_job import publish_dates
+from pipelines.night.publish import publish_dates
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from pipelines.night.quality import check_quality_dates
 from pipelines.night.stage import stage_dates

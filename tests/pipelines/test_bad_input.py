@@ -16,7 +16,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
-from pipelines.night.daily_job import check_quality, publish, stage
+from pipelines.night.publish import publish
+from pipelines.night.quality import check_quality
+from pipelines.night.stage import stage
 from pipelines.night.day_run import DayRun, open_run
 from pipelines.night.quality import QualityGateFailed
 from tests.conftest import make_settings

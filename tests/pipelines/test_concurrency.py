@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pyspark.sql import functions as F
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
 from pipelines.lake.concurrency import LockTimeout, publish_lock, retry_on_conflict
 from pipelines.night.daily_job import run_day
@@ -23,8 +24,8 @@ def test_two_dates_in_parallel_equal_the_in_order_run(spark, collided, trained_l
     assert identity_rows(spark, settings) == collided["after"][D2][0]
     assert_consistent(spark, settings)
     columns = ["user_id", "source", "dates", "tokens"]
-    got = tables.read_table(spark, settings, "user_token_history").select(*columns).orderBy("user_id", "source")
-    expected = tables.read_table(spark, collided["settings"], "user_token_history").select(*columns).orderBy("user_id", "source")
+    got = read_view(spark, settings, "user_token_history").select(*columns).orderBy("user_id", "source")
+    expected = read_view(spark, collided["settings"], "user_token_history").select(*columns).orderBy("user_id", "source")
     assert got.collect() == expected.collect()
     publishes = tables.read_table(spark, settings, "run_metrics").where(F.col("step") == "publish")
     assert publishes.count() == 2

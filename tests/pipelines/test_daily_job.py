@@ -6,8 +6,11 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
-from pipelines.night.daily_job import QualityGateFailed, load_tokenizer_info, run_day
+from pipelines.errors import QualityGateFailed
+from pipelines.night.daily_job import run_day
+from pipelines.night.day_run import load_tokenizer_info
 
 HISTORY_COLUMNS = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date", "tokenizer_version"]
 
@@ -38,7 +41,7 @@ def test_day_tokens_cover_every_active_user_source(spark, two_days):
 
 
 def test_codes_have_one_token_per_level_within_codebook(spark, two_days, trained_lake):
-    from pipelines.night.daily_job import load_tokenizer_info
+    from pipelines.night.day_run import load_tokenizer_info
 
     info = load_tokenizer_info(two_days["settings"])
     rows = tables.read_table(spark, two_days["settings"], "user_day_tokens").collect()
@@ -51,7 +54,7 @@ def test_codes_have_one_token_per_level_within_codebook(spark, two_days, trained
 
 def test_history_holds_each_day_in_order(spark, two_days):
     settings = two_days["settings"]
-    history = tables.read_table(spark, settings, "user_token_history")
+    history = read_view(spark, settings, "user_token_history")
     day = tables.read_table(spark, settings, "user_day_tokens")
     # rebuild the expected history from the fact table: dates in order, codes concatenated
     expected = (day.groupBy("user_id", "source")
@@ -77,7 +80,7 @@ def test_collision_suffixes_match_reference(spark, two_days):
 def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_dates):
     for event_date in world_dates:
         run_day(spark, fresh_lake, event_date)
-    before = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
+    before = read_view(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     identity_before = tables.read_table(spark, fresh_lake, "user_tokens").drop("run_id").toPandas()
     published = ("user_day_tokens", "user_tokens")
     versions = {name: _delta_versions(spark, fresh_lake.table_path(name)) for name in published}
@@ -86,7 +89,7 @@ def test_rerunning_a_date_leaves_history_unchanged(spark, fresh_lake, world_date
     assert rerun["publish"]["history_rows_changed"] == 0
     assert rerun["publish"]["identities_changed"] == 0
     assert {name: _delta_versions(spark, fresh_lake.table_path(name)) for name in published} == versions
-    after = tables.read_table(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
+    after = read_view(spark, fresh_lake, "user_token_history").select(*HISTORY_COLUMNS).toPandas()
     key = ["user_id", "source"]
     before, after = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
     assert before.drop(columns=["dates", "tokens"]).equals(after.drop(columns=["dates", "tokens"]))
@@ -107,8 +110,8 @@ def _delta_versions(spark, path: str) -> int:
 def test_backfilling_an_older_date_gives_the_in_order_history(spark, two_days, fresh_lake, world_dates):
     for event_date in reversed(world_dates):  # newest first: the older date is a backfill
         run_day(spark, fresh_lake, event_date)
-    in_order = tables.read_table(spark, two_days["settings"], "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
-    backfilled = tables.read_table(spark, fresh_lake, "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
+    in_order = read_view(spark, two_days["settings"], "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
+    backfilled = read_view(spark, fresh_lake, "user_token_history").select("user_id", "source", "dates", "tokens", "last_date")
     assert_df_equality(backfilled, in_order, ignore_row_order=True, ignore_nullable=True)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
 from pipelines.ops.forget import erasure_targets, forget_users, read_user_ids, user_ids_present
 from tests.conftest import REPO_ROOT
@@ -38,7 +39,7 @@ def test_forget_erases_users_everywhere_and_reranks(spark, collided, tmp_path):
     # the view's updated_at is the write time of the file a row lives in: erasure rewrites files
     history_columns = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date",
                        "tokenizer_version"]
-    history = tables.read_table(spark, settings, "user_token_history").select(*history_columns)
+    history = read_view(spark, settings, "user_token_history").select(*history_columns)
     others_history = history.where(~history.user_id.isin(FORGOTTEN)).orderBy("user_id", "source").collect()
 
     deleted = forget_users(spark, settings, FORGOTTEN, vacuum_retain_hours=0)
@@ -57,7 +58,7 @@ def test_forget_erases_users_everywhere_and_reranks(spark, collided, tmp_path):
     unchanged = [uid for uid in after if uid not in (10, 11, 13, 20, 21)]
     assert all(after[uid] == before[uid] for uid in unchanged)
     # the others' data is untouched
-    history = tables.read_table(spark, settings, "user_token_history").select(*history_columns)
+    history = read_view(spark, settings, "user_token_history").select(*history_columns)
     assert history.orderBy("user_id", "source").collect() == others_history
 
 

@@ -8,7 +8,9 @@ from pyspark.sql import functions as F
 from pipelines.night import commit_points
 
 from pipelines.lake import tables
-from pipelines.night.daily_job import check_quality, publish, stage
+from pipelines.night.publish import publish
+from pipelines.night.quality import check_quality
+from pipelines.night.stage import stage
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
                                            write_collide_world)

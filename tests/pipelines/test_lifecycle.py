@@ -71,7 +71,9 @@ def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its
 
     from pipelines.tokenizer import registry
     from pipelines.night.day_run import open_run
-    from pipelines.night.daily_job import check_quality, publish, stage
+    from pipelines.night.publish import publish
+    from pipelines.night.quality import check_quality
+    from pipelines.night.stage import stage
 
     settings, first, second = lifecycle["settings"], lifecycle["first"], lifecycle["second"]
     v1, v2 = first["tokenizer_version"], second["tokenizer_version"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chispa import assert_df_equality
 
+from pipelines.lake.views import read_view
 from pipelines.lake import tables
 from pipelines.ops.maintenance import maintain
 from pipelines.config.settings import HistoryConfig, MaintenanceConfig
@@ -14,7 +15,7 @@ def test_maintain_compacts_optimizes_and_vacuums(spark, published_lake, world_da
         "history": HistoryConfig(period_days=1),
         "maintenance": MaintenanceConfig(vacuum_retain_hours=0, log_retention_days=7),
     })
-    history_before = tables.read_table(spark, settings, "user_token_history").drop("updated_at")
+    history_before = read_view(spark, settings, "user_token_history").drop("updated_at")
     history_before = spark.createDataFrame(history_before.collect(), history_before.schema)
     identity_before = tables.read_table(spark, settings, "user_tokens").collect()
 
@@ -27,7 +28,7 @@ def test_maintain_compacts_optimizes_and_vacuums(spark, published_lake, world_da
     props = tables.table_properties(spark, settings.table_path("user_tokens"))
     assert props["delta.logRetentionDuration"] == "interval 7 days"
 
-    history_after = tables.read_table(spark, settings, "user_token_history").drop("updated_at")
+    history_after = read_view(spark, settings, "user_token_history").drop("updated_at")
     assert_df_equality(history_after, history_before, ignore_row_order=True, ignore_nullable=True)
     assert sorted(tables.read_table(spark, settings, "user_tokens").collect()) == sorted(identity_before)
     again = maintain(spark, settings)

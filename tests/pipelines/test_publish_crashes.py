@@ -13,7 +13,13 @@ makes). The batched backfill publish: tests/pipelines/test_backfill_crashes.py.
 """
 from __future__ import annotations
 
-from pipelines.night.daily_job import check_quality, publish, run_day, stage
+from pipelines.night.daily_job import run_day
+
+from pipelines.night.publish import publish
+
+from pipelines.night.quality import check_quality
+
+from pipelines.night.stage import stage
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from tests.pipelines.collide_world import D1, D2, assert_consistent, write_collide_world
 from tests.pipelines.crash_points import REACHED, copy_staged, crash_after, uninterrupted

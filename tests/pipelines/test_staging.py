@@ -5,7 +5,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
-from pipelines.night.daily_job import DayRun, load_tokenizer_info, publish, run_day
+from pipelines.night.daily_job import run_day
+from pipelines.night.day_run import DayRun, load_tokenizer_info
+from pipelines.night.publish import publish
 from pipelines.night.publish import StagingCleared
 
 

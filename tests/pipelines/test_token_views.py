@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from pipelines.lake.tables import USER_DAY_TOKENS, USER_TOKENS, ensure_table, register_views
+from pipelines.lake.tables import USER_DAY_TOKENS, USER_TOKENS, ensure_table
+from pipelines.lake.views import register_views
 from tests.conftest import make_settings
 from u2qt_core.errors import InputError
 from u2qt_core.token_strings import TokenFormat, collision_token
