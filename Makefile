@@ -28,7 +28,7 @@ setup:
 demo: setup
 	rm -rf $(DEMO_DIR)
 	U2QT_TABLES_ROOT=$(DEMO_DIR)/lake U2QT_MODEL_DIR=$(DEMO_DIR)/model \
-		$(PY) -m pipelines.cli.main demo --world-config conf/world/demo.yaml --airflow-home $(DEMO_DIR)/airflow
+		$(PY) -m pipelines.cli demo --world-config conf/world/demo.yaml --airflow-home $(DEMO_DIR)/airflow
 
 test: setup
 	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
@@ -54,7 +54,7 @@ bench-inference: setup
 
 # both evaluation worlds (conf/world/eval.yaml, eval_b.yaml): reports/eval/<world>/report.md + reports/eval/summary.md
 eval: setup
-	$(PY) -m pipelines.cli.main eval --world-config conf/world/eval.yaml --world-config conf/world/eval_b.yaml --out reports/eval
+	$(PY) -m pipelines.cli paper-eval --world-config conf/world/eval.yaml --world-config conf/world/eval_b.yaml --out reports/eval
 
 # Re-pin requirements/lock.txt from the direct dependencies in pyproject.toml (needs PyPI).
 lock:

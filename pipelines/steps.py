@@ -219,18 +219,33 @@ def _backfill(call: StepCall) -> dict:
     return backfill(call.spark, call.settings, days)
 
 
+def _recorded(run, step_name: str, work: Callable[..., dict]) -> dict:
+    """``work(run)``; a failure is recorded as ``status = failed`` in ``run_metrics`` (with the
+    error), then re-raised, as the night's own steps do."""
+    import time
+
+    from pipelines.night.day_run import record_failure
+
+    started = time.monotonic()
+    try:
+        return work(run)
+    except Exception as exc:
+        record_failure([run], step_name, started, exc)
+        raise
+
+
 @step("features", "user_features as of each date of START..END", dates="range")
 def _features(call: StepCall) -> dict:
     from pipelines.features.user_features import build_features
 
-    return {day: build_features(call.day_run(day)) for day in call.days()}
+    return {day: _recorded(call.day_run(day), "features", build_features) for day in call.days()}
 
 
 @step("train-sequence", "train the sequence encoder on the token histories up to DATE", dates="day")
 def _train_sequence(call: StepCall) -> dict:
     from pipelines.features.sequence_encoder import train_sequence_encoder
 
-    return train_sequence_encoder(call.day_run())
+    return _recorded(call.day_run(), "train_sequence", train_sequence_encoder)
 
 
 @step("train", "sample the lake, train a tokenizer bundle and register it (not promoted)", dates="optional range")

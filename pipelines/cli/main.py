@@ -205,7 +205,7 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
 def _register(spark, settings: PipelineSettings) -> list[str]:
     """Temp views over the current table generation (the pointer of pipelines/lake/generations.py)."""
     from pipelines.lake.generations import current, with_generation
-    from pipelines.lake.tables import register_views, tokenizer_token_format
+    from pipelines.lake.views import register_views, tokenizer_token_format
 
     now = current(spark, settings)
     return register_views(spark, with_generation(settings, now.generation), tokenizer_token_format(settings, now.tokenizer_version))
@@ -286,7 +286,7 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
              lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo)
 
 
-@app.command("eval")
+@app.command("paper-eval")
 def benchmark_eval(world_config: Annotated[Optional[list[Path]], typer.Option(
                        help="world YAML (repeatable; default conf/world/eval.yaml and conf/world/eval_b.yaml)")] = None,
                    eval_config: Annotated[Path, typer.Option(help="evaluation YAML")] = Path("conf/eval.yaml"),

@@ -109,7 +109,7 @@ def submit_command(step: str, dates: list[str], *, config: str | None, profile: 
     from pyspark.find_spark_home import _find_spark_home
 
     chosen = resolve_master(load_profile(profile), master)
-    argv = [str(Path(_find_spark_home()) / "bin" / "spark-submit"), "--name", f"u2qt_{step}"]
+    argv = [str(Path(_find_spark_home()) / "bin" / "spark-submit"), "--name", f"u2qt_{step.replace('-', '_')}"]
     if chosen:
         argv += ["--master", chosen]
     argv += ["--jars", ",".join(str(j) for j in delta_jars()), "--py-files", str(py_files)]

@@ -1,1 +1,1 @@
-"""``u2qt eval``: the evaluation worlds end to end, read with Spark."""
+"""``u2qt paper-eval``: the evaluation worlds end to end, read with Spark."""

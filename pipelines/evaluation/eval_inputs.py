@@ -1,4 +1,4 @@
-"""Inputs of ``u2qt eval`` read with Spark: the evaluation world in the lake, every
+"""Inputs of ``u2qt paper-eval`` read with Spark: the evaluation world in the lake, every
 (user, source, day) model input embedded once through the Spark encoder UDF (cached on disk),
 labels, future-behaviour descriptions and the recommendation log.
 
@@ -23,7 +23,8 @@ from pyspark.sql import functions as F
 from pipelines.lake import tables
 from pipelines.lake.schemas import INPUT_SCHEMAS
 from pipelines.config.settings import PipelineSettings
-from pipelines.tokenizer.train_job import embed_inputs, sample_inputs
+from pipelines.tokenizer.sample import sample_inputs
+from pipelines.tokenizer.train_job import embed_inputs
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``u2qt eval``: the benchmark world end to end (FOUNDv2 sections 5-6, appendix C).
+"""``u2qt paper-eval``: the benchmark world end to end (FOUNDv2 sections 5-6, appendix C).
 
 1. write the evaluation world to Delta under ``settings.tables_root`` (skipped when the same
    world is already there);

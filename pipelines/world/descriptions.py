@@ -1,4 +1,4 @@
-"""The synthetic world's future-behaviour descriptions (FOUNDv2 eq. 13) for ``u2qt eval``'s
+"""The synthetic world's future-behaviour descriptions (FOUNDv2 eq. 13) for ``u2qt paper-eval``'s
 semantic alignment: a template per world source, and how an item is read back from the
 generator's event sentences (:mod:`pipelines.world.generator`). The world owns both, so no other
 package needs to know its source names or sentence formats."""

@@ -130,7 +130,7 @@ def test_own_data_with_other_names_and_values_is_reported_line_by_line(spark, tm
         partition=False)
     searches = sum(e[3] == "search" for e in EVENTS_D1)
     assert _lines(spark, settings, [D1]) == [
-        "note: raw_events.status: absent (read by u2qt eval on the synthetic world only)",
+        "note: raw_events.status: absent (read by u2qt paper-eval on the synthetic world only)",
         "note: raw_events: partitioned by nothing, not [event_date]: every night then scans the whole table, not its own day",
         "warning: raw_events.source: no rows name source 'search' of the sources config: its tokens will all be missing",
         f"warning: raw_events.source: 'queries' in {_share(searches, len(EVENTS_D1))} is not a text source of "

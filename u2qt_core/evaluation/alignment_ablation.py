@@ -51,10 +51,11 @@ def alignment_ablation(main: Tokenized, settings: AlignmentSettings, *, rows_use
     for task_set in tqdm(["none", *a.task_sets], desc="alignment task sets"):
         parts = set(task_set.split("+")) if task_set != "none" else set()
         acfg = AlignmentConfig(
-            d_model=a.d_model, num_layers=a.num_layers, pooling=a.pooling, num_heads=a.num_heads, dropout=a.dropout,
-            max_tokens=a.max_steps_per_user * main.levels, lr=a.lr, steps=a.steps if parts else 0,
-            batch_size=a.batch_size, seed=seed, device="cpu", progress=False, log_every=max(a.steps // 3, 1),
-            period=a.period, window_days=a.window_days,
+            **a.model_dump(include=set(AlignmentConfig.model_fields) - {"max_tokens", "steps", "seed", "device",
+                                                                          "progress", "log_every", "lambda_token",
+                                                                          "lambda_window", "lambda_semantic"}),
+            max_tokens=a.max_steps_per_user * main.levels, steps=a.steps if parts else 0,
+            seed=seed, device="cpu", progress=False, log_every=max(a.steps // 3, 1),
             lambda_token=TASK_WEIGHTS["T"] if "T" in parts else 0.0,
             lambda_window=TASK_WEIGHTS["W"] if "W" in parts else 0.0,
             lambda_semantic=TASK_WEIGHTS["S"] if "S" in parts else 0.0,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from u2qt_core.alignment.inputs import AlignmentConfig
 from u2qt_core.config_loader import load_yaml_model
 
 __all__ = [
@@ -76,28 +77,25 @@ class ProbeSettings(_Strict):
         return value
 
 
-class AlignmentSettings(_Strict):
-    """Multi-scale alignment of the users' token histories (FOUNDv2 table 5 ablation)."""
+class AlignmentSettings(AlignmentConfig):
+    """Multi-scale alignment of the users' token histories (FOUNDv2 table 5 ablation): the
+    sequence model's own :class:`~u2qt_core.alignment.inputs.AlignmentConfig` (its sizes, losses and
+    optimiser; eval-sized defaults below) plus what the ablation adds."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     task_sets: list[str] = Field(default_factory=lambda: ["S", "S+T", "S+W", "S+T+W"])
-    steps: int = Field(150, ge=0)
-    batch_size: int = Field(64, ge=2)
-    d_model: int = Field(64, ge=4)
-    num_layers: int = Field(1, ge=1)
-    num_heads: int = Field(4, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
     description_days: int = Field(4, ge=1)
-    period: int = Field(7, ge=1)
-    window_days: int = Field(7, ge=1)
     max_steps_per_user: int = Field(64, ge=1)
-    pooling: Literal["per_source", "per_source_with_codes", "codes_with_summary", "mean"] = "codes_with_summary"
-    """Fused embedding (u2qt_core.alignment.model): per-source means of the hidden states (+ of the
-    input code vectors), or one mean (the first version)."""
     token_rms: float = Field(3.0, gt=0)
     """Codebook vectors are rescaled to this per-element RMS before the sequence model
     (see :class:`u2qt_core.alignment.codebooks.ScaledCodebook`)."""
+    # AlignmentConfig's fields with the evaluation's smaller defaults
+    steps: int = Field(150, ge=0)
+    d_model: int = Field(64, ge=4)
+    num_layers: int = Field(1, ge=1)
+    window_days: int = Field(7, ge=1)
 
     @field_validator("task_sets")
     @classmethod

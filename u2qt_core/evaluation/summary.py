@@ -122,7 +122,7 @@ def compare(reps: dict[str, dict], a: str, b: str) -> dict | None:
 
 
 def worlds_summary(results: dict[str, dict]) -> tuple[str, dict]:
-    """``{world name: results.json of u2qt eval}`` -> (Markdown, JSON) of :data:`COMPARISONS` per
+    """``{world name: results.json of u2qt paper-eval}`` -> (Markdown, JSON) of :data:`COMPARISONS` per
     world: both avg AUCs and their difference with its paired 95 % interval."""
     table: dict[str, dict] = {}
     lines = ["# u2qt evaluation: the comparisons on every world", "",

@@ -1,0 +1,4 @@
+"""``python -m pipelines.cli``: the ``u2qt`` command line."""
+from pipelines.cli.main import run
+
+run()
