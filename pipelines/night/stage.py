@@ -26,6 +26,7 @@ from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_steps
 from pipelines.night.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.night.inference import inference_spec, make_tokenize_udf, row_error_from
+from u2qt_core.numeric_path import parse_path
 from pipelines.runtime.progress import spark_progress
 from pipelines.night.validation import check_profiles, check_raw_events, to_quarantine
 
@@ -112,6 +113,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     tokenize = make_tokenize_udf(inference_spec(
         run.settings, tabular_sources=run.tokenizer.tabular_sources,
         model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
+        # the path load_tokenizer_info accepted for this version (planned again when absent)
+        numeric_path=parse_path(run.tokenizer.numeric_path) if run.tokenizer.numeric_path else None,
     ))
     tokenized = inputs.select("user_id", "event_date", "source",
                               tokenize("user_id", "event_date", "source", "document", "features").alias("_out"))
