@@ -268,6 +268,19 @@ def row_error_from(exc: BaseException) -> InferenceRowError | None:
     return InferenceRowError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
 
 
+def worker_error_from(exc: BaseException) -> InferenceRowError | NumericPathRefused | None:
+    """The one-line error a Spark task raised on purpose: a failing row
+    (:func:`row_error_from`) or a worker refusing its numeric path; ``None`` if ``exc`` holds neither."""
+    row = row_error_from(exc)
+    if row is not None:
+        return row
+    marker = f"{NumericPathRefused.__module__}.{NumericPathRefused.__name__}: "
+    text = str(exc)
+    if marker not in text:
+        return None
+    return NumericPathRefused(text.rsplit(marker, 1)[1].strip().splitlines()[0])
+
+
 def _frame_columns(frame: tuple[pd.Series, ...]) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     user_ids, event_dates, sources, documents, features = (series.to_numpy() for series in frame)
     return user_ids, event_dates, (sources, documents, features)

@@ -87,6 +87,26 @@ def test_the_night_check_names_the_version_and_both_paths():
     assert check_night_path(settings, "u2qt-v", {}, {}, night) == night      # a bundle from before paths
 
 
+def test_a_worker_whose_encoder_runs_another_path_refuses_and_spark_shows_one_line():
+    from pipelines.config.settings import load_settings
+    from pipelines.errors import NumericPathRefused
+    from pipelines.night.inference import InputEmbedder, inference_spec, worker_error_from
+    from u2qt_core.numeric_path import parse_path
+
+    spec = inference_spec(load_settings(), tabular_sources=("tabular",), numeric_path=parse_path("cpu/fp32"))
+    assert spec.encoder.device == "cpu" and spec.encoder.dtype == "float32" and spec.numeric_path == "cpu/fp32/eager"
+    planned_elsewhere = type(spec)(**{**spec.__dict__, "numeric_path": BF16})   # the driver planned bf16 autocast
+    with pytest.raises(NumericPathRefused, match=r"planned numeric path cpu/bf16-autocast/eager but this worker's "
+                                                 r"encoder runs cpu/fp32/eager"):
+        InputEmbedder(planned_elsewhere)
+    wrapped = RuntimeError("[PYTHON_EXCEPTION] An exception was thrown from the Python worker:\nTraceback ...\n"
+                           "pipelines.errors.NumericPathRefused: tokenizer u2qt-v: the driver planned numeric path "
+                           "a but this worker's encoder runs b\n\tat org.apache.spark...")
+    err = worker_error_from(wrapped)
+    assert isinstance(err, NumericPathRefused) and str(err).endswith("encoder runs b")
+    assert worker_error_from(RuntimeError("something else")) is None
+
+
 # ---- Spark: a copy of the trained lake --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
