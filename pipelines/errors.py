@@ -35,6 +35,12 @@ class StagingCleared(U2QTError):
     replace it with nothing."""
 
 
+class NumericPathRefused(U2QTError):
+    """The night's encoder would run on another numeric path (device, precision, runtime) than the
+    one its tokenizer version was trained on, and ``u2qt evaluate`` did not validate that path
+    (or measured its agreement below ``gates.min_path_agreement``): its codes could differ."""
+
+
 class InferenceRowError(U2QTError):
     """Inference failed on one row; the message names its user, source and date."""
 

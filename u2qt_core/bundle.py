@@ -4,8 +4,9 @@ Codes mean something only together with everything that produced them, so a bund
 to the MRQ-VAE (:mod:`u2qt_core.checkpoint` files), its *contract*::
 
     {"encoder": {"model": folder name, "sha256": hash of its config and weight files,
-                 "pooling", "max_length", "dtype", "int8_dynamic", "normalize"},
-     "inputs":  {...}}    # source list and order, instructions, document format, tabular transforms
+                 "pooling", "max_length", "normalize"},
+     "inputs":  {...},    # source list and order, instructions, document format, tabular transforms
+     "numeric_path": {"device", "precision", "runtime"}}   # what training embedded with
 
 The tokenizer version hashes the MRQ-VAE config, its tensors and this contract: changing the
 encoder, its pooling or max_length, a source's instruction, the document format or a tabular
@@ -15,7 +16,11 @@ Layout: ``<model_dir>/bundles/<version>/`` (``model.safetensors``, ``config.json
 contract, ``training_summary.json``). :func:`write_bundle` writes a temporary folder and renames
 it once, so a reader sees a whole bundle or none, and an existing version is never rewritten.
 :func:`check_contract` compares a night's contract with the bundle's and raises one line naming
-the first field that differs and both values.
+the first field that differs and both values. The numeric path (:mod:`u2qt_core.numeric_path`)
+is left out of that comparison: the pipeline compares it on its own, since a path that
+``u2qt evaluate`` validated may differ (:mod:`pipelines.night.numeric_path`). Bundles written
+before the path was recorded carry the dtype policy (``encoder.dtype``, ``encoder.int8_dynamic``)
+instead; those two fields are left out of the comparison too.
 """
 from __future__ import annotations
 
@@ -35,13 +40,16 @@ from u2qt_core.errors import CheckpointError, U2QTError
 from u2qt_core.mrqvae import MRQVAE
 
 __all__ = ["BUNDLES_FOLDER", "ContractMismatch", "encoder_identity", "write_bundle", "load_bundle",
-           "read_contract", "check_contract", "bundle_path"]
+           "read_contract", "check_contract", "bundle_path", "NUMERIC_FIELDS"]
 
 log = logging.getLogger(__name__)
 
 BUNDLES_FOLDER = "bundles"
 SUMMARY_FILE = "training_summary.json"
 _HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")   # config, weights, vocab
+#: contract fields compared by the numeric-path check, not by :func:`check_contract` (the last
+#: two: the dtype policy older bundles recorded in their encoder identity)
+NUMERIC_FIELDS = ("numeric_path", "encoder.dtype", "encoder.int8_dynamic")
 
 
 class ContractMismatch(U2QTError):
@@ -62,8 +70,9 @@ def _folder_sha256(folder: str, stamp: tuple) -> str:
 
 def encoder_identity(config: TextEncoderConfig) -> dict[str, Any]:
     """What of the text encoder decides its vectors: the model folder's name and a hash of its
-    config and weight files, pooling, max_length and the dtype policy (not the batch sizes or
-    the device, which leave a text's vector unchanged)."""
+    config and weight files, pooling, max_length and normalization (not the batch sizes, which
+    leave a text's vector unchanged, nor the device and dtype: the numeric path they resolve to
+    is recorded beside, under ``numeric_path``)."""
     folder = Path(config.model_path).expanduser() if config.model_path else minilm_model_path()
     if not folder.is_dir():
         raise CheckpointError(f"encoder.model_path {folder} is not a folder")
@@ -71,8 +80,7 @@ def encoder_identity(config: TextEncoderConfig) -> dict[str, Any]:
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return {
         "model": folder.resolve().name, "sha256": _folder_sha256(str(folder.resolve()), stamp),
-        "pooling": config.pooling, "max_length": config.max_length, "dtype": config.dtype,
-        "int8_dynamic": config.int8_dynamic, "normalize": config.normalize,
+        "pooling": config.pooling, "max_length": config.max_length, "normalize": config.normalize,
     }
 
 
@@ -144,9 +152,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_contract(bundle: dict[str, Any], night: dict[str, Any], version: str) -> None:
     """Raise :class:`ContractMismatch` naming the first field where ``night`` differs from the
-    contract tokenizer ``version`` was trained with (lists compare whole: order matters)."""
+    contract tokenizer ``version`` was trained with (lists compare whole: order matters). The
+    :data:`NUMERIC_FIELDS` are left to the numeric-path check."""
     theirs, ours = _flatten(bundle), _flatten(night)
     for field in sorted(set(theirs) | set(ours)):
+        if any(field == f or field.startswith(f + ".") for f in NUMERIC_FIELDS):
+            continue
         if theirs.get(field, "<absent>") != ours.get(field, "<absent>"):
             raise ContractMismatch(
                 f"tokenizer {version} was trained with {field} = {theirs.get(field, '<absent>')!r} but this "

@@ -6,12 +6,13 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipelines.config.config_loading import CONF_DIR, is_url, load_model, load_raw
 from u2qt_core.config import SourceLayout
 from u2qt_core.config_loader import KeyProblem, deep_merge, validate_model
 from u2qt_core.encoders.text import TextEncoderConfig
+from u2qt_core.errors import U2QTError
 
 
 class _Strict(BaseModel):
@@ -185,6 +186,23 @@ class EvaluationGates(_Strict):
     min_probe_auc: float = Field(0.55, ge=0, le=1)     # linear probe on bag-of-codes, where labels exist
     probe_task: str | None = None                      # user_labels.task of the probe (skipped when absent or None)
     probe_bootstrap: int = Field(200, ge=0)            # resamples for the probe's 95 % interval (0: AUC alone)
+    # numeric paths (device/precision[/runtime], e.g. cuda/bf16-autocast) besides the bundle's own
+    # whose code agreement with it `u2qt evaluate` measures; a night may run on one of them when
+    # the document full-tuple agreement measured is >= min_path_agreement
+    validate_paths: list[str] = []
+    min_path_agreement: float = Field(0.99, ge=0, le=1)
+    path_sample_docs: int = Field(400, gt=0)           # held-out documents per text source for that measure
+
+    @field_validator("validate_paths")
+    @classmethod
+    def _known_paths(cls, value: list[str]) -> list[str]:
+        """Each entry parses as a numeric path; kept in its canonical ``device/precision/runtime`` form."""
+        from u2qt_core.numeric_path import parse_path
+
+        try:
+            return list(dict.fromkeys(parse_path(v).label for v in value))
+        except U2QTError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 class AirflowConfig(_Strict):

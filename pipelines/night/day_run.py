@@ -39,6 +39,7 @@ class TokenizerInfo:
     shared_prefix_levels: int      # MRQVAEConfig.token_shared_levels: leading levels of shared codebooks
     num_codes: int
     variant: str
+    numeric_path: str = ""         # the encoder's path this run computes on (checked against the bundle's)
 
 
 def night_contract(settings: PipelineSettings) -> dict:
@@ -52,17 +53,25 @@ def night_contract(settings: PipelineSettings) -> dict:
             "inputs": {"sources": sources.all_sources, **sources.model_dump(mode="json")}}
 
 
-def load_tokenizer_info(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenizerInfo:
+def load_tokenizer_info(settings: PipelineSettings, tokenizer_version: str | None = None, *,
+                        spark: SparkSession | None = None) -> TokenizerInfo:
     """The tokenizer a run uses: ``tokenizer_version``, or the one the registry alias names now
     (:func:`pipelines.tokenizer.registry.resolve`). Its bundle's contract is compared with these settings
-    first: a differing encoder or input setting is refused in one line naming the field."""
+    first: a differing encoder or input setting is refused in one line naming the field, and a
+    numeric path (device, precision, runtime) other than the bundle's and not validated for it is
+    refused by :func:`pipelines.night.numeric_path.check_night_path` (``spark``: whose conf says
+    whether the executors have GPUs; default the active session)."""
+    from dataclasses import replace
+
+    from pipelines.night.numeric_path import check_night_path, planned_path
     from pipelines.tokenizer import registry
     from u2qt_core.bundle import check_contract, load_bundle
 
     entry = registry.find(settings, tokenizer_version) if tokenizer_version else registry.resolve(settings)
     model, version, contract = load_bundle(entry.bundle)
     check_contract(contract, night_contract(settings), version)
-    return tokenizer_info(entry.bundle, model, version)
+    path = check_night_path(settings, version, contract, entry.tags, planned_path(settings, spark))
+    return replace(tokenizer_info(entry.bundle, model, version), numeric_path=path.label)
 
 
 def tokenizer_info(folder: str | Path, model, version: str) -> TokenizerInfo:
@@ -87,15 +96,17 @@ def open_run(spark: SparkSession, settings: PipelineSettings, event_date: str, r
     run_id = run_id or default_run_id(event_date)
     pinned = _resolved(spark, settings, run_id)
     if pinned is not None:
-        info = load_tokenizer_info(settings, pinned[0])
+        info = load_tokenizer_info(settings, pinned[0], spark=spark)
         return DayRun(spark, with_generation(settings, pinned[1]), event_date, run_id, info)
-    info = load_tokenizer_info(settings, tokenizer_version)
+    info = load_tokenizer_info(settings, tokenizer_version, spark=spark)
     generation = settings.generation if settings.generation is not None else generation_for(spark, settings, info.version)
     run = DayRun(spark, with_generation(settings, generation), event_date, run_id, info)
     run.record("resolve", "ok", 0.0, {"alias": None if tokenizer_version else settings.registry.alias,
-                                      "bundle": info.model_dir, "generation": generation})
-    log.info("run %s uses tokenizer %s (%s), table generation %r", run_id, info.version,
-             "given" if tokenizer_version else f"{settings.registry.model_name}@{settings.registry.alias}", generation)
+                                      "bundle": info.model_dir, "generation": generation,
+                                      "numeric_path": info.numeric_path})
+    log.info("run %s uses tokenizer %s (%s) on numeric path %s, table generation %r", run_id, info.version,
+             "given" if tokenizer_version else f"{settings.registry.model_name}@{settings.registry.alias}",
+             info.numeric_path, generation)
     return run
 
 

@@ -15,6 +15,10 @@ length sort spans the chunk; the encoder sizes its forward passes in tokens
 not depend on which rows share its batch.  The MRQ-VAE then quantizes each source's rows at once
 with its lean :meth:`MRQVAE.quantize`.
 
+Numeric path: the spec's encoder config is pinned to the path the driver resolved
+(:mod:`pipelines.night.numeric_path`), and a worker whose encoder would compute on another path
+refuses to start (:class:`~pipelines.errors.NumericPathRefused`) rather than write other codes.
+
 Errors: a chunk that fails is split in halves until one row fails alone; the error then names
 that row's user, source and date (``InferenceRowError``).
 """
@@ -33,10 +37,11 @@ import pandas as pd
 
 from u2qt_core.encoders.text import TextEncoderConfig, get_text_encoder
 from u2qt_core.errors import CheckpointError, InputError
-from pipelines.errors import InferenceRowError
+from pipelines.errors import InferenceRowError, NumericPathRefused
 
 if TYPE_CHECKING:
     from pipelines.config.settings import PipelineSettings
+    from u2qt_core.numeric_path import NumericPath
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +52,29 @@ class InferenceSpec:
 
     model_dir: str
     tokenizer_version: str
-    encoder: TextEncoderConfig
+    encoder: TextEncoderConfig            # pinned to numeric_path (no device/dtype "auto")
     instructions: dict[str, str]          # text source -> instruction (used by last-token pooling)
     tabular_sources: tuple[str, ...]
     batch_rows: int = 4096
     torch_threads: int = 1                # intra-op threads per Python worker (match spark.task.cpus)
+    numeric_path: str = ""                # the path the driver planned (device/precision/runtime)
 
 
 def inference_spec(settings: "PipelineSettings", *, tabular_sources: tuple[str, ...],
-                   model_dir: str = "", tokenizer_version: str = "") -> InferenceSpec:
+                   model_dir: str = "", tokenizer_version: str = "",
+                   numeric_path: "NumericPath | None" = None) -> InferenceSpec:
     """The spec the pipeline's settings describe (per-source instructions from ``sources.yaml``).
-    ``model_dir`` / ``tokenizer_version`` stay empty for embedding-only UDFs."""
+    ``model_dir`` / ``tokenizer_version`` stay empty for embedding-only UDFs. The encoder is
+    pinned to ``numeric_path`` (default: the path the settings resolve to, :func:`planned_path`)."""
+    from pipelines.night.numeric_path import pinned_encoder, planned_path
+
     sources = settings.sources_config()
+    path = numeric_path if numeric_path is not None else planned_path(settings)
     return InferenceSpec(
         model_dir=model_dir,
         tokenizer_version=tokenizer_version,
-        encoder=settings.encoder,
+        encoder=pinned_encoder(settings.encoder, path),
+        numeric_path=path.label,
         instructions={name: src.instruction for name, src in sources.text_sources.items()},
         tabular_sources=tabular_sources,
         batch_rows=settings.inference.batch_rows,
@@ -89,6 +101,10 @@ class InputEmbedder:
             torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.encoder = get_text_encoder(spec.encoder)
+        if spec.numeric_path and self.encoder.numeric_path.label != spec.numeric_path:
+            raise NumericPathRefused(
+                f"tokenizer {spec.tokenizer_version or '(embedding only)'}: the driver planned numeric path "
+                f"{spec.numeric_path} but this worker's encoder runs {self.encoder.numeric_path}")
 
     def instruction(self, source: str) -> str | None:
         """The prompt instruction of a text source (``None`` under mean pooling: none is used)."""
@@ -250,6 +266,19 @@ def row_error_from(exc: BaseException) -> InferenceRowError | None:
     if marker not in text:
         return None
     return InferenceRowError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
+
+
+def worker_error_from(exc: BaseException) -> InferenceRowError | NumericPathRefused | None:
+    """The one-line error a Spark task raised on purpose: a failing row
+    (:func:`row_error_from`) or a worker refusing its numeric path; ``None`` if ``exc`` holds neither."""
+    row = row_error_from(exc)
+    if row is not None:
+        return row
+    marker = f"{NumericPathRefused.__module__}.{NumericPathRefused.__name__}: "
+    text = str(exc)
+    if marker not in text:
+        return None
+    return NumericPathRefused(text.rsplit(marker, 1)[1].strip().splitlines()[0])
 
 
 def _frame_columns(frame: tuple[pd.Series, ...]) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -25,7 +25,8 @@ from pyspark.sql import functions as F
 from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_failure, record_steps
 from pipelines.night.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
-from pipelines.night.inference import inference_spec, make_tokenize_udf, row_error_from
+from pipelines.night.inference import inference_spec, make_tokenize_udf, worker_error_from
+from u2qt_core.numeric_path import parse_path
 from pipelines.runtime.progress import spark_progress
 from pipelines.night.validation import check_profiles, check_raw_events, to_quarantine
 
@@ -101,6 +102,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     tokenize = make_tokenize_udf(inference_spec(
         run.settings, tabular_sources=run.tokenizer.tabular_sources,
         model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
+        # the path load_tokenizer_info accepted for this version (planned again when absent)
+        numeric_path=parse_path(run.tokenizer.numeric_path) if run.tokenizer.numeric_path else None,
     ))
     tokenized = inputs.select("user_id", "event_date", "source",
                               tokenize("user_id", "event_date", "source", "document", "features").alias("_out"))
@@ -117,8 +120,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     try:
         with spark_progress(run.spark, f"stage {event_dates[0]}" + (f"..{event_dates[-1]}" if len(event_dates) > 1 else "")):
             run.replace_partition(staged, tables.STAGING_DAY_TOKENS, predicate)
-    except Exception as exc:  # a failing row inside the UDF: one line naming user, source, date
-        row_error = row_error_from(exc)
+    except Exception as exc:  # a failing row inside the UDF (one line naming user, source, date) or a refused path
+        row_error = worker_error_from(exc)
         if row_error is None:
             raise
         raise row_error from None

@@ -23,6 +23,12 @@ tokenized with the version's bundle on the driver; then:
   with a note) when the interval holds the bar: the held-out set is too small to decide. Also
   skipped when the table, the task or enough users of both classes are missing.
 
+Then, for each path of ``gates.validate_paths`` (numeric paths besides the bundle's own:
+:mod:`pipelines.tokenizer.path_agreement`), the agreement of its codes with the bundle's path on
+a sample of held-out documents; it is recorded on the version, not a gate: a night on such a
+path runs when the agreement is >= ``gates.min_path_agreement``
+(:mod:`pipelines.night.numeric_path`). The gates themselves are computed on the bundle's path.
+
 The gates and their values are stored on the registry version (:func:`pipelines.tokenizer.registry.record_evaluation`).
 """
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pipelines.runtime.progress import spark_progress
 from pipelines.config.settings import PipelineSettings
 from pipelines.tokenizer.sample import sample_inputs
 from pipelines.tokenizer.train_job import heldout_dates
+from u2qt_core.numeric_path import NumericPath, parse_path, path_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,10 @@ def _gate(value: float | None, rule: str, passed: bool) -> dict:
     return {"value": value, "rule": rule, "passed": bool(passed)}
 
 
-def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[str], tabular: tuple[str, ...]):
+def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[str], tabular: tuple[str, ...],
+                   path: NumericPath | None):
     inputs = sample_inputs(spark, settings, start_date=dates[0], end_date=dates[-1], max_per_source=0)
-    embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular))
+    embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular, numeric_path=path))
     with spark_progress(spark, "embed the held-out days"):
         return (inputs.repartition(settings.inference.partitions, "user_id")
                 .select("user_id", "event_date", "source", embed("user_id", "event_date", "source", "document", "features").alias("x"))
@@ -109,10 +117,11 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
 
     started = time.monotonic()
     entry = registry.find(settings, tokenizer_version)
-    model, version, _ = load_bundle(entry.bundle)
+    model, version, contract = load_bundle(entry.bundle)
     cfg, gates = model.config, settings.gates
+    trained = path_from_dict(contract.get("numeric_path"))     # None: a bundle from before paths were recorded
     dates = heldout_dates(spark, settings)
-    rows = _embedded_rows(spark, settings, dates, tuple(cfg.tabular_sources))
+    rows = _embedded_rows(spark, settings, dates, tuple(cfg.tabular_sources), trained)
     by_source: dict[str, list] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
@@ -153,6 +162,30 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
     }
     passed = all(g["passed"] for g in result.values())
     registry.record_evaluation(settings, entry, result, passed)
+    paths = _validate_paths(spark, settings, model, version, trained, dates, entry)
     log.info("evaluated %s on %s: %s (%.0f s)", version, dates, "PASSED" if passed else "FAILED", time.monotonic() - started)
     return {"tokenizer_version": version, "registry_version": entry.registry_version, "heldout_dates": dates,
-            "rows": {s: len(rs) for s, rs in by_source.items()}, "passed": passed, "gates": result}
+            "rows": {s: len(rs) for s, rs in by_source.items()}, "passed": passed, "gates": result,
+            "numeric_path": trained.label if trained else None, "numeric_paths": paths}
+
+
+def _validate_paths(spark: SparkSession, settings: PipelineSettings, model, version: str, trained: NumericPath | None,
+                    dates: list[str], entry: registry.RegisteredVersion) -> dict[str, dict]:
+    """Measure and record the agreement of ``gates.validate_paths`` with the bundle's path, each
+    marked ``accepted`` against ``gates.min_path_agreement`` (the night compares it again with its
+    own setting)."""
+    from pipelines.tokenizer.path_agreement import measure_paths
+
+    wanted = [parse_path(p) for p in settings.gates.validate_paths]
+    if not wanted:
+        return {}
+    if trained is None:
+        log.warning("tokenizer %s records no numeric path: gates.validate_paths %s not measured", version,
+                    settings.gates.validate_paths)
+        return {}
+    measured = measure_paths(spark, settings, model, version, trained, wanted, dates)
+    bar = settings.gates.min_path_agreement
+    for figures in measured.values():
+        figures.update(min_path_agreement=bar, accepted=figures["agreement"] >= bar)
+    registry.record_path_agreement(settings, entry, measured)
+    return measured

@@ -31,6 +31,7 @@ VERSION_TAG = "tokenizer_version"
 GATES_TAG = "gates_json"
 PASSED_TAG = "gates_passed"
 FORCED_TAG = "forced_promotion"
+PATHS_TAG = "numeric_paths_json"   # measured agreement of other numeric paths, by path label
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,33 @@ def record_evaluation(settings: PipelineSettings, version: RegisteredVersion, ga
 
         stamp = int(time.time() * 1000)
         mlflow.log_batch(version.run_id, metrics=[Metric(f"eval.{k}", float(v), stamp, 0) for k, v in values.items()])
+
+
+def path_agreements(tags: dict[str, str]) -> dict[str, dict]:
+    """The numeric-path agreements ``u2qt evaluate`` recorded on a version (its ``tags``), by path
+    label (``device/precision/runtime``); empty when none was measured."""
+    try:
+        value = json.loads(tags.get(PATHS_TAG, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def record_path_agreement(settings: PipelineSettings, version: RegisteredVersion, measured: dict[str, dict]) -> None:
+    """Store the agreement of each measured numeric path on the version (tag :data:`PATHS_TAG`,
+    merged with paths measured before; the bundle itself is immutable) and on its run (metrics
+    ``eval.path_agreement.<label>``)."""
+    mlflow, name = client(settings), settings.registry.model_name
+    current = find(settings, version.tokenizer_version)
+    merged = {**path_agreements(current.tags), **measured}
+    mlflow.set_model_version_tag(name, version.registry_version, PATHS_TAG, json.dumps(merged, sort_keys=True, default=float))
+    if version.run_id and measured:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        mlflow.log_batch(version.run_id, metrics=[
+            Metric(f"eval.path_agreement.{label.replace('/', '_')}", float(m["agreement"]), stamp, 0)
+            for label, m in measured.items()])
 
 
 def promote(settings: PipelineSettings, tokenizer_version: str, *, force: bool = False, reason: str = "") -> RegisteredVersion:

@@ -4,6 +4,10 @@ save it as a new immutable bundle ``<model_dir>/bundles/<version>/`` (:mod:`u2qt
 and register it with its training metrics (:mod:`pipelines.tokenizer.registry`). Nothing goes live: a
 version is used by the nights only after ``u2qt evaluate`` and ``u2qt promote``.
 
+The bundle's contract records the numeric path the sample was embedded on (device, precision,
+runtime: :mod:`pipelines.night.numeric_path`); nights on another path are refused unless
+``u2qt evaluate`` validated it.
+
 The sample is drawn by a seeded hash, so the same lake and seed give the same training set;
 without an end date the last ``gates.heldout_days`` days are left out (``u2qt evaluate`` uses them).
 """
@@ -25,15 +29,18 @@ from pipelines.tokenizer.sample import sample_inputs
 from pipelines.config.settings import PipelineSettings
 from u2qt_core.config import ModelPreset, load_model_preset
 from u2qt_core.errors import U2QTError
+from u2qt_core.numeric_path import NumericPath
 
 TRAINING_FOLDER = "training"   # under model_dir, beside bundles/ and the registry
 
 log = logging.getLogger(__name__)
 
 
-def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Run the text encoder over ``inputs`` in Spark and collect ``{source: float32 [n, d]}``."""
-    embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular_sources))
+def embed_inputs(spark: SparkSession, settings: PipelineSettings, inputs: DataFrame, tabular_sources: tuple[str, ...],
+                 numeric_path: NumericPath | None = None) -> dict[str, np.ndarray]:
+    """Run the text encoder over ``inputs`` in Spark and collect ``{source: float32 [n, d]}``
+    (rows of a source ordered by user and date), on ``numeric_path`` (default: the settings')."""
+    embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular_sources, numeric_path=numeric_path))
     with spark_progress(spark, "embed the training sample"):
         rows = (inputs.repartition(settings.inference.partitions, "user_id")
                 .select("source", "user_id", "event_date", embed("user_id", "event_date", "source", "document", "features").alias("x"))
@@ -105,6 +112,7 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     ``tokenizer_version`` (not promoted: see :func:`pipelines.tokenizer.registry.promote`)."""
     from pipelines.tokenizer import registry
     from pipelines.night.day_run import night_contract
+    from pipelines.night.numeric_path import planned_path
     from u2qt_core.bundle import write_bundle
     from u2qt_core.encoders.text import get_text_encoder
     from u2qt_core.metrics import codebook_metrics
@@ -117,13 +125,14 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
         torch.set_num_threads(settings.training.torch_threads)
     encoder_dim = get_text_encoder(settings.encoder).dim
     preset = preset_for(settings, encoder_dim, preset_overrides)
-    contract = night_contract(settings)
+    path = planned_path(settings, spark)
+    contract = {**night_contract(settings), "numeric_path": path.as_dict()}
     if end_date is None:
         end_date = (date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)).isoformat()
     inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed).persist()
-    embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources))
+    embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources), path)
     counts = {source: int(len(x)) for source, x in embeddings.items()}
-    log.info("training sample: %s", counts)
+    log.info("training sample: %s, embedded on numeric path %s", counts, path)
     truncation = sample_truncation(settings, inputs)
     inputs.unpersist()
     embedded = time.monotonic()
@@ -142,6 +151,7 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     entry = registry.register(settings, version, bundle, flat, {
         "preset": settings.training.preset, "start_date": str(start_date), "end_date": str(end_date),
         "steps": str(result.steps), "encoder": contract["encoder"]["model"],
+        "numeric_path": path.label,
         **{f"rows.{s}": str(n) for s, n in counts.items()}})
     summary.update(tokenizer_version=version, bundle=str(bundle), registry_version=entry.registry_version)
     log.info("trained tokenizer %s in %.0f s -> %s (registry version %s, not promoted)", version,

@@ -88,7 +88,7 @@ def test_row_error_is_recovered_from_a_spark_traceback():
     from pipelines.night.inference import row_error_from
 
     wrapped = RuntimeError("[PYTHON_EXCEPTION] An exception was thrown from the Python worker:\nTraceback ...\n"
-                           "pipelines.night.inference.InferenceRowError: inference failed on user 7, source 'bill', "
+                           "pipelines.errors.InferenceRowError: inference failed on user 7, source 'bill', "
                            "date 2026-01-05: InputError: text at index 0 is empty\n\tat org.apache.spark...")
     err = row_error_from(wrapped)
     assert isinstance(err, InferenceRowError)

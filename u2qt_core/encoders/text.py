@@ -18,7 +18,8 @@ batches in padded tokens (rows x bucket length) instead of rows.
 
 Optional speed paths: ``int8_dynamic`` (CPU) quantizes the transformer's ``nn.Linear`` layers
 to int8 with ``torch.ao`` dynamic quantization; on CUDA ``dtype: auto`` runs fp32 weights under
-bf16 autocast.
+bf16 autocast (``dtype: bfloat16-autocast`` does so on any device). Each choice is a *numeric
+path* (:mod:`u2qt_core.numeric_path`, :attr:`TextEncoder.numeric_path`): its codes can differ.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from u2qt_core.errors import ConfigError, InputError
+from u2qt_core.numeric_path import NumericPath, resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +73,11 @@ class TextEncoderConfig(pydantic.BaseModel, extra="forbid"):
     int8_dynamic: bool = False
     """CPU only: int8 dynamic quantization of the transformer's Linear layers (torch.ao)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16-autocast", "bfloat16", "float16"] = "auto"
     """``auto``: float32 on CPU; on GPU float32 weights run under bf16 autocast (layer norms and
-    softmax stay fp32).  ``bfloat16`` / ``float16``: the weights themselves in that type."""
+    softmax stay fp32).  ``bfloat16-autocast``: float32 weights under bf16 autocast on any device
+    (on a CPU: the stand-in for the GPU path).  ``bfloat16`` / ``float16``: the weights
+    themselves in that type."""
     normalize: bool = True
     """L2-normalise the output vectors."""
 
@@ -144,8 +148,9 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Weight dtype: ``auto`` keeps float32 weights (bf16 autocast on CUDA, see ``_autocast``)."""
-    if name == "auto":
+    """Weight dtype: ``auto`` keeps float32 weights (bf16 autocast on CUDA, see ``_autocast``);
+    ``bfloat16-autocast`` keeps float32 weights under bf16 autocast."""
+    if name in ("auto", "bfloat16-autocast"):
         return torch.float32
     return getattr(torch, name)
 
@@ -162,6 +167,7 @@ class TextEncoder:
         config: the settings it was built with.
         dim: hidden size of the model (output width).
         device: where the model runs.
+        numeric_path: the :class:`~u2qt_core.numeric_path.NumericPath` it computes on.
     """
 
     def __init__(self, config: TextEncoderConfig) -> None:
@@ -195,7 +201,8 @@ class TextEncoder:
                 raise ConfigError("text encoder int8_dynamic is a CPU path; set device: cpu or turn it off")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
-        self._autocast = config.dtype == "auto" and self.device.type == "cuda"
+        self.numeric_path: NumericPath = resolve_path(config.dtype, config.int8_dynamic, self.device.type)
+        self._autocast = self.numeric_path.precision == "bf16-autocast"
         self.dim = int(self.model.config.hidden_size)
         self._accepts_position_ids = "position_ids" in inspect.signature(self.model.forward).parameters
 
@@ -215,7 +222,7 @@ class TextEncoder:
             self._append_eos, self.pooled_token_id = self._terminator()
 
         logger.info(
-            "text encoder loaded from %s: %s, dim=%d, pooling=%s (token %s%s), device=%s, dtype=%s, attn=%s",
+            "text encoder loaded from %s: %s, dim=%d, pooling=%s (token %s%s), device=%s, dtype=%s, attn=%s, path=%s",
             folder,
             type(self.model).__name__,
             self.dim,
@@ -225,6 +232,7 @@ class TextEncoder:
             self.device,
             self.dtype,
             getattr(self.model.config, "_attn_implementation", "?"),
+            self.numeric_path,
         )
 
     # ------------------------------------------------------------------ tokenisation
