@@ -118,7 +118,8 @@ def step_task(step: str, settings: PipelineSettings, *, task_id: str | None = No
         from airflow.providers.standard.operators.python import PythonOperator
 
         return PythonOperator(task_id=task_id, python_callable=run_in_process,
-                              op_kwargs={"step": step, "dates": dates, "run_id": RUN_ID, "args": args}, **operator_args)
+                              op_kwargs={"step": step, "dates": dates, "run_id": RUN_ID, **({"args": args} if args else {})},
+                              **operator_args)
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     from pipelines.runtime.spark_session import delta_jars, submit_conf
