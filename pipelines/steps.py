@@ -300,3 +300,11 @@ def _catalog(call: StepCall) -> dict:
     from pipelines.lake.catalog import register_catalog
 
     return {"registered": register_catalog(call.spark, call.settings)}
+
+
+@step("report", "one HTML page picturing the nights of START..END: a line per source, thresholds and events drawn",
+      dates="range", args=("out",), required_args=("out",))
+def _report(call: StepCall) -> dict:
+    from pipelines.ops.night_report import write_report
+
+    return write_report(call.spark, call.settings, call.dates[0], call.dates[1], call.arg("out"))

@@ -151,6 +151,17 @@ def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     _echo(launch_step("maintain", config, set_))
 
 
+@app.command()
+def report(start: Annotated[str, typer.Option("--from", help="first night, YYYY-MM-DD", callback=date_arg)],
+           end: Annotated[str, typer.Option("--to", help="last night, YYYY-MM-DD", callback=date_arg)],
+           out: Annotated[Path, typer.Option(help="the HTML page to write")] = Path("u2qt-report.html"),
+           config: ConfigOption = None, set_: SetOption = None) -> None:
+    """One self-contained HTML page of the nights FROM..TO: active users, quarantine, collisions,
+    utilization, drift and fidelity per source, thresholds and promotions / retokenizations /
+    retraining marks drawn in."""
+    _echo(launch_step("report", config, set_, [start, end], args={"out": str(out)}))
+
+
 def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Optional[Path], overrides: Optional[list[str]]) -> None:
     import os
 

@@ -91,3 +91,34 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     assert json.loads(version.tags[registry.RETRAIN_DUE_TAG])["event_date"] == d2
     assert version.tags[registry.RETRAIN_SINCE_TAG] == d2
 
+    # the picture of these nights, through the step registry (what `u2qt report` and the DAGs run)
+    from html.parser import HTMLParser
+
+    from pipelines import steps
+    from pipelines.ops.night_report import FIGURES
+
+    page = tmp_path / "report" / "nights.html"
+    result = steps.launch("report", settings, [d1, d2], args={"out": str(page)}, spark=spark)
+    assert result["nights"] == 2
+
+    class Ids(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids: dict[str, list[str]] = {}
+
+        def handle_starttag(self, tag, attrs):
+            if dict(attrs).get("id"):
+                self.ids.setdefault(tag, []).append(dict(attrs)["id"])
+
+    parser = Ids()
+    text = page.read_text()
+    parser.feed(text)
+    figures = parser.ids.get("figure", [])
+    assert figures == [f"fig-{m}" for m, *_ in FIGURES]
+    drawn = set(parser.ids.get("g", []))
+    for name in ("drift.warn_psi", "drift.fail_psi", "drift.warn_js", "drift.fail_js", "drift.warn_residual_ratio",
+                 "drift.fail_residual_ratio", "quality.max_quarantine_rate", "quality.max_collision_rate"):
+        assert f"threshold-{name}" in drawn, name
+    assert f"event-retrain_due-{d2}" in drawn
+    assert {f"series-{s}" for s in text_sources} <= drawn
+    assert "<img" not in text and "src=" not in text        # self-contained: nothing loaded from beside it
