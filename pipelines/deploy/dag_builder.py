@@ -72,6 +72,40 @@ def resolve_callback(spec: str | None) -> Callable[[dict], None]:
     return hook
 
 
+# ---- the retrain trigger --------------------------------------------------------------------------
+
+#: the Asset a night emits when its drift first marks the promoted tokenizer due for retraining
+RETRAIN_DUE_ASSET = "u2qt_tokenizer_retrain_due"
+
+
+def retrain_due_asset():
+    """The Airflow Asset ``u2qt_daily``'s ``retrain_if_due`` task emits and ``u2qt_retrain`` is
+    scheduled on (:data:`RETRAIN_DUE_ASSET`)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=RETRAIN_DUE_ASSET, uri=f"u2qt://tokenizer/{RETRAIN_DUE_ASSET}")
+
+
+def retrain_if_due_task():
+    """``retrain_if_due``: after the quality gates, emit :func:`retrain_due_asset` when this night
+    is the first to mark its tokenizer due for retraining (step ``retrain-due``, read in the worker
+    from ``run_metrics`` in both modes); skipped otherwise, and a skipped task emits no event."""
+    from airflow.sdk import task
+
+    @task(task_id="retrain_if_due", outlets=[retrain_due_asset()], retries=0)
+    def retrain_if_due(ds=None, run_id=None) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        result = run_in_process("retrain-due", [ds], run_id)
+        if not (result["retrain_due"] and result["first"]):
+            raise AirflowSkipException(f"no new retraining mark: {result}")
+        log.warning("night %s marked tokenizer %s due for retraining: emitting %s", ds, result["tokenizer_version"],
+                    RETRAIN_DUE_ASSET)
+        return result
+
+    return retrain_if_due()
+
+
 # ---- the DAG -------------------------------------------------------------------------------------
 
 def u2qt_dag(dag_id: str, *, description: str, schedule: Any, settings: PipelineSettings,

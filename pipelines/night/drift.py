@@ -228,3 +228,19 @@ def measure(runs: list[DayRun], staged: DataFrame) -> dict[str, dict]:
     write_token_quality(runs, rows)
     return summaries
 
+
+def newly_due(spark, settings, event_date: str, run_id: str | None) -> dict:
+    """Whether the night ``run_id`` of ``event_date`` marked its tokenizer due for retraining and
+    is the first night to mark that version (what emits the retrain Asset in ``u2qt_daily``):
+    ``{"retrain_due", "first", "tokenizer_version"}`` read from ``run_metrics``' ``drift`` rows."""
+    frame = tables.read_table(spark, settings, tables.RUN_METRICS.name).where(F.col("step") == "drift")
+    mine = frame.where(F.col("event_date") == F.lit(event_date).cast("date"))
+    if run_id:
+        mine = mine.where(F.col("run_id") == run_id)
+    last = mine.orderBy(F.col("recorded_at").desc()).limit(1).collect()
+    if not last or last[0]["status"] != RETRAIN:
+        return {"retrain_due": False, "first": False, "tokenizer_version": last[0]["tokenizer_version"] if last else None}
+    version = last[0]["tokenizer_version"]
+    earlier = (frame.where((F.col("tokenizer_version") == version) & (F.col("status") == RETRAIN)
+                           & (F.col("event_date") < F.lit(event_date).cast("date"))).limit(1).count())
+    return {"retrain_due": True, "first": earlier == 0, "tokenizer_version": version}

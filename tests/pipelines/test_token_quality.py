@@ -87,6 +87,12 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     assert [r["status"] for r in drift] == ["retrain_due"]
     assert json.loads(drift[0]["metrics_json"])["failures"]
     assert [a["severity"] for a in ALERTS] == ["retrain_due"] and ALERTS[0]["ds"] == d2
+    # what u2qt_daily's retrain_if_due reads: this night is the first to mark the version, the first was fine
+    from pipelines import steps
+
+    assert steps.launch("retrain-due", settings, [d2], "test-shifted", spark=spark) == {
+        "retrain_due": True, "first": True, "tokenizer_version": after[0]["tokenizer_version"]}
+    assert steps.launch("retrain-due", settings, [d1], f"test-{d1}", spark=spark)["retrain_due"] is False
     version = registry.find(settings, after[0]["tokenizer_version"])
     assert json.loads(version.tags[registry.RETRAIN_DUE_TAG])["event_date"] == d2
     assert version.tags[registry.RETRAIN_SINCE_TAG] == d2
@@ -94,7 +100,6 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     # the picture of these nights, through the step registry (what `u2qt report` and the DAGs run)
     from html.parser import HTMLParser
 
-    from pipelines import steps
     from pipelines.ops.night_report import FIGURES
 
     page = tmp_path / "report" / "nights.html"
