@@ -16,13 +16,19 @@ the file named by ``U2QT_PIPELINE_CONFIG``), see :mod:`pipelines.deploy.dag_buil
 (its own limit, the DAG's is not applied) or ``u2qt backfill``; ``publish`` runs in the one-slot
 pool ``u2qt_publish`` (``airflow pools set u2qt_publish 1 "u2qt publish"``), so dates that do
 run side by side still publish one at a time.
+
+``retrain_if_due`` runs beside ``publish`` once the gates pass: when this night's drift is the
+first to mark the promoted tokenizer due for retraining (:mod:`pipelines.night.drift`), it emits
+the Asset ``u2qt_tokenizer_retrain_due`` that ``u2qt_retrain`` is scheduled on; otherwise it is
+skipped (no event). Only the first marking night emits, so a retraining whose version fails its
+gates is not retried every night (re-trigger ``u2qt_retrain`` by hand).
 """
 from __future__ import annotations
 
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.lake.concurrency import PUBLISH_POOL
-from pipelines.deploy.dag_builder import dag_settings, raw_events_sensor, step_task, u2qt_dag
+from pipelines.deploy.dag_builder import dag_settings, raw_events_sensor, retrain_if_due_task, step_task, u2qt_dag
 
 settings = dag_settings()
 
@@ -33,8 +39,10 @@ with u2qt_dag(
     settings=settings,
     doc_md=__doc__,
 ):
+    gates = step_task("quality", settings, task_id="quality_gates", retries=0)
     (raw_events_sensor(settings)
      >> step_task("init", settings, task_id="init_tables", dated=False)
      >> step_task("stage", settings)
-     >> step_task("quality", settings, task_id="quality_gates", retries=0)
+     >> gates
      >> step_task("publish", settings, pool=PUBLISH_POOL))
+    gates >> retrain_if_due_task()

@@ -10,7 +10,10 @@
   fails (the version stays registered, nothing changes for the nights). Nights that started
   earlier keep the version they resolved.
 
-Manual by default; ``U2QT_RETRAIN_SCHEDULE`` (a cron string, e.g. ``0 14 * * 0``) schedules it.
+Scheduled on the Asset ``u2qt_tokenizer_retrain_due``, which the ``u2qt_daily`` night emits
+when its drift first marks the promoted version due for retraining (``drift.fail_*``,
+:mod:`pipelines.night.drift`); ``U2QT_RETRAIN_SCHEDULE`` (a cron string, e.g. ``0 14 * * 0``)
+adds a time schedule: the DAG then runs on either. Manual runs as before.
 A new version's codes reach analysts through ``u2qt_retokenize``. Configuration as for
 ``u2qt_daily`` (``U2QT_PIPELINE_CONFIG``).
 """
@@ -21,7 +24,7 @@ from datetime import timedelta
 
 from airflow.sdk import task
 
-from pipelines.deploy.dag_builder import dag_settings, u2qt_dag
+from pipelines.deploy.dag_builder import dag_settings, retrain_due_asset, u2qt_dag
 
 
 def _settings_and_spark(app_name: str):
@@ -34,10 +37,22 @@ def _settings_and_spark(app_name: str):
 
 settings = dag_settings()
 
+
+def _schedule():
+    """The retrain Asset, or it or a cron (``U2QT_RETRAIN_SCHEDULE``)."""
+    cron = os.environ.get("U2QT_RETRAIN_SCHEDULE")
+    if not cron:
+        return [retrain_due_asset()]
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=retrain_due_asset())
+
+
 with u2qt_dag(
     "u2qt_retrain",
     description="Train, evaluate and (if its gates pass) promote a new u2qt tokenizer version",
-    schedule=os.environ.get("U2QT_RETRAIN_SCHEDULE") or None,
+    schedule=_schedule(),
     settings=settings, max_active_runs=1, catchup=False, retries=0, doc_md=__doc__,
 ):
     @task

@@ -315,3 +315,19 @@ def _catalog(call: StepCall) -> dict:
     from pipelines.lake.catalog import register_catalog
 
     return {"registered": register_catalog(call.spark, call.settings)}
+
+
+@step("retrain-due", "did the night of DATE (this run id) mark its tokenizer due for retraining, first of its nights",
+      dates="day")
+def _retrain_due(call: StepCall) -> dict:
+    from pipelines.night.drift import newly_due
+
+    return newly_due(call.spark, call.settings, call.dates[0], call.run_id)
+
+
+@step("report", "one HTML page picturing the nights of START..END: a line per source, thresholds and events drawn",
+      dates="range", args=("out",), required_args=("out",))
+def _report(call: StepCall) -> dict:
+    from pipelines.ops.night_report import write_report
+
+    return write_report(call.spark, call.settings, call.dates[0], call.dates[1], call.arg("out"))

@@ -22,7 +22,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "night": {"config", "dates", "errors", "lake", "runtime", "tokenizer"},
     "tokenizer": {"config", "dates", "errors", "lake", "night", "runtime"},
     "features": {"config", "dates", "errors", "lake", "night", "runtime"},
-    "ops": {"config", "errors", "lake", "night", "runtime"},
+    "ops": {"config", "dates", "errors", "lake", "night", "runtime", "tokenizer"},
     "evaluation": {"config", "errors", "lake", "night", "runtime", "tokenizer", "world"},
     "steps": {"config", "dates", "errors", "features", "lake", "night", "ops", "runtime", "tokenizer"},
     "deploy": {"config", "dates", "errors", "lake", "runtime", "steps", "tokenizer", "world"},

@@ -13,7 +13,11 @@ encoder, its pooling or max_length, a source's instruction, the document format 
 transform gives another version even with the same MRQ-VAE weights.
 
 Layout: ``<model_dir>/bundles/<version>/`` (``model.safetensors``, ``config.json`` with the
-contract, ``training_summary.json``). :func:`write_bundle` writes a temporary folder and renames
+contract, ``training_summary.json``, ``code_stats.json``: the training code histograms per source
+and level, :mod:`u2qt_core.code_stats`, what a night's drift is measured against).  The files
+beside the model are written into the temporary folder before its one rename, so they are as
+immutable as the weights; the version hashes what decides the codes (config, tensors, contract),
+not these descriptions of the training sample. :func:`write_bundle` writes a temporary folder and renames
 it once, so a reader sees a whole bundle or none, and an existing version is never rewritten.
 :func:`check_contract` compares a night's contract with the bundle's and raises one line naming
 the first field that differs and both values. The numeric path (:mod:`u2qt_core.numeric_path`)
@@ -35,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from u2qt_core.checkpoint import load_tokenizer, save_tokenizer
+from u2qt_core.code_stats import STATS_FILE
 from u2qt_core.encoders.text import TextEncoderConfig, minilm_model_path
 from u2qt_core.errors import CheckpointError, U2QTError
 from u2qt_core.mrqvae import MRQVAE
 
 __all__ = ["BUNDLES_FOLDER", "ContractMismatch", "encoder_identity", "write_bundle", "load_bundle",
-           "read_contract", "check_contract", "bundle_path", "NUMERIC_FIELDS"]
+           "read_contract", "read_code_stats", "check_contract", "bundle_path", "NUMERIC_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,10 @@ def bundle_path(model_dir: str | Path, version: str) -> Path:
 
 
 def write_bundle(model: MRQVAE, model_dir: str | Path, contract: dict[str, Any], *,
-                 extra: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> tuple[str, Path]:
+                 extra: dict[str, Any] | None = None, summary: dict[str, Any] | None = None,
+                 code_stats: dict[str, Any] | None = None) -> tuple[str, Path]:
     """Save ``model`` with ``contract`` as a new bundle; returns ``(version, folder)``.
+    ``code_stats`` (:func:`u2qt_core.code_stats.training_code_stats`) goes to ``code_stats.json``.
 
     The files go to a temporary folder renamed once to ``bundles/<version>``; when that version
     exists already (same content), it is kept as it is and the new copy dropped."""
@@ -103,6 +110,8 @@ def write_bundle(model: MRQVAE, model_dir: str | Path, contract: dict[str, Any],
         if summary is not None:
             (tmp / SUMMARY_FILE).write_text(json.dumps({**summary, "tokenizer_version": version}, indent=2,
                                                        default=float) + "\n")
+        if code_stats is not None:
+            (tmp / STATS_FILE).write_text(json.dumps({**code_stats, "tokenizer_version": version}, sort_keys=True) + "\n")
         final = root / version
         if final.exists():
             log.info("bundle %s exists already at %s: kept", version, final)
@@ -116,6 +125,18 @@ def write_bundle(model: MRQVAE, model_dir: str | Path, contract: dict[str, Any],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return version, root / version
+
+
+def read_code_stats(folder: str | Path) -> dict[str, Any] | None:
+    """The training code statistics of a bundle (``code_stats.json``), or None for a bundle
+    written before they were kept (its nights then report no drift, only utilization and fidelity)."""
+    path = Path(folder) / STATS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable code statistics: {exc}") from exc
 
 
 def read_contract(folder: str | Path) -> dict[str, Any]:

@@ -240,9 +240,26 @@ class MRQVAE(nn.Module):
         about one code in 16,000 on near ties, so it is not used.  Cost per level:
         ``B x K_allowed x D`` multiply-adds plus ``O(B x K_allowed + (B + K_allowed) x D)``.
         """
+        return self._lean_quantize(x, source, measure=False)[0]
+
+    @torch.no_grad()
+    def quantize_measured(self, x: Tensor, source: str) -> tuple[Tensor, Tensor]:
+        """:meth:`quantize` plus its fidelity: ``(codes LongTensor [B, L], relative residual
+        float32 [B])`` where the relative residual is ``||r^{L+1}|| / ||z||``, the norm of the
+        latent ``z`` [B, code_dim] left after subtracting the chosen code vectors of every level,
+        over the latent's own norm (0: reconstructed exactly; ~1: the codes explain nothing; 0 for
+        a zero latent). Same codes as :meth:`quantize`, bit for bit; costs one more row lookup and
+        two norms per row on top of it."""
+        codes, relative = self._lean_quantize(x, source, measure=True)
+        assert relative is not None
+        return codes, relative
+
+    def _lean_quantize(self, x: Tensor, source: str, *, measure: bool) -> tuple[Tensor, Tensor | None]:
+        """The body of :meth:`quantize`: codes [B, L] and, with ``measure``, ||r^{L+1}|| / ||z|| [B]."""
         self._check_input(x, source)
         with torch.autocast(device_type=x.device.type, enabled=False):
             residual = self._encode(x.float(), source).float()
+            latent_norm = residual.norm(dim=1) if measure else None
             route = self.route(source)
             codes = torch.empty((residual.shape[0], len(route)), dtype=torch.long, device=residual.device)
             for level, codebook in enumerate(route):
@@ -254,9 +271,13 @@ class MRQVAE(nn.Module):
                 local = (dist[0] if len(dist) == 1 else torch.cat(dist, dim=1)).argmin(dim=1)
                 level_codes = self._local_to_global(local, codebook, source)
                 codes[:, level] = level_codes
-                if level + 1 < len(route):
+                if measure or level + 1 < len(route):
                     residual = residual - F.embedding(level_codes, table)
-            return codes
+            if latent_norm is None:
+                return codes, None
+            relative = torch.where(latent_norm > 0, residual.norm(dim=1) / latent_norm.clamp_min(1e-30),
+                                   torch.zeros_like(latent_norm))
+            return codes, relative
 
     @staticmethod
     def _local_to_global(local: Tensor, codebook: Codebook, source: str) -> Tensor:

@@ -19,10 +19,10 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines.cli import lifecycle as cli_lifecycle
+from pipelines.cli import reports as cli_reports
 from pipelines.cli.options import (MASTER, ArgOption, ConfigOption, SetOption, date_arg, date_range, launch_step,
                                    settings_from, spark_for)
 from pipelines.config.settings import PipelineSettings
-from u2qt_core.config_loader import parse_overrides
 from pipelines.errors import EXIT_ERROR, exit_code
 from u2qt_core.errors import U2QTError
 
@@ -286,45 +286,6 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
              lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo)
 
 
-@app.command("paper-eval")
-def benchmark_eval(world_config: Annotated[Optional[list[Path]], typer.Option(
-                       help="world YAML (repeatable; default conf/world/eval.yaml and conf/world/eval_b.yaml)")] = None,
-                   eval_config: Annotated[Path, typer.Option(help="evaluation YAML")] = Path("conf/eval.yaml"),
-                   out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/eval"),
-                   eval_set: Annotated[Optional[list[str]], typer.Option(
-                       "--eval-set", help="evaluation override: key.path=value (repeatable)")] = None,
-                   config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Benchmark worlds -> embeddings -> tokenizers -> probes, MaskNet, ablations, storage -> a
-    report per world (`OUT/<world>/report.md`, its world's tables under
-    `<tables_root>/_eval_worlds/<world>`) and `OUT/summary.md` comparing them.
-
-    ``--set`` overrides the pipeline settings (e.g. ``encoder.int8_dynamic=true``), ``--eval-set``
-    the evaluation YAML (e.g. ``masknet.enabled=false``)."""
-    from pipelines.evaluation.eval_job import run_eval
-    from pipelines.world import load_world_config
-    from u2qt_core.evaluation.summary import worlds_summary
-
-    worlds = world_config or [Path("conf/world/eval.yaml"), Path("conf/world/eval_b.yaml")]
-    names = [w.stem for w in worlds]
-    if len(set(names)) != len(names):
-        raise typer.BadParameter(f"world files need distinct names, got {names}")
-    for world in worlds:          # every world config is checked before Spark starts
-        load_world_config(world)
-    settings = settings_from(config, set_)
-    spark = spark_for(settings, "u2qt_eval")
-    results = {}
-    for name, world in zip(names, worlds):
-        world_settings = settings.model_copy(update={"tables_root": str(Path(settings.tables_root) / "_eval_worlds" / name)})
-        report = run_eval(spark, world_settings, world_config=world, eval_config=eval_config, out_dir=out / name,
-                          eval_overrides=parse_overrides(eval_set))
-        typer.echo(f"report written to {report}")
-        results[name] = json.loads((out / name / "results.json").read_text())
-    text, table = worlds_summary(results)
-    (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(table, indent=2))
-    typer.echo(text)
-
-
 @app.command("step")
 def run_registered_step(name: Annotated[Optional[str], typer.Argument(help="a registered step (see --list)")] = None,
                         dates: Annotated[Optional[list[str]], typer.Argument(help="DATE, or START [END]")] = None,
@@ -348,6 +309,7 @@ def _echo(result) -> None:
 
 
 cli_lifecycle.register(app)   # evaluate, promote, versions, retokenize, generations
+cli_reports.register(app)     # report, paper-eval
 
 
 def _jsonable(obj):

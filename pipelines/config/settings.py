@@ -139,6 +139,33 @@ class QualityGates(_Strict):
     warn_truncated_share: float = Field(0.05, ge=0, le=1)
 
 
+class DriftGates(_Strict):
+    """How far a night's codes may move from the tokenizer's training distribution
+    (:mod:`pipelines.night.drift`). Over a ``warn_*`` value: a warning, logged and sent through
+    ``airflow.alert_callback``. Over a ``fail_*`` value: the night still publishes (its tokens are
+    the promoted version's) but the version is marked due for retraining (a registry tag and a
+    ``drift`` row in ``run_metrics``)."""
+
+    warn_psi: float = Field(0.1, gt=0)        # population stability index, per source and level
+    fail_psi: float = Field(0.25, gt=0)
+    warn_js: float = Field(0.05, gt=0, le=1)  # Jensen-Shannon divergence (base 2, in [0, 1])
+    fail_js: float = Field(0.15, gt=0, le=1)
+    # mean relative residual norm of a source over its training mean (fidelity lost)
+    warn_residual_ratio: float = Field(1.25, gt=1)
+    fail_residual_ratio: float = Field(1.5, gt=1)
+    min_documents: int = Field(20, ge=1)      # a source with fewer documents that night is not judged
+    top_mass: float = Field(0.9, gt=0, le=1)  # "top codes": the most frequent covering this training mass
+    bin_floor: float = Field(1e-4, gt=0, lt=0.01)   # probability floor of an empty bin (PSI's log)
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> "DriftGates":
+        for name in ("psi", "js", "residual_ratio"):
+            warn, fail = getattr(self, f"warn_{name}"), getattr(self, f"fail_{name}")
+            if warn > fail:
+                raise KeyProblem(f"warn_{name}", f"{warn} is above fail_{name} {fail}")
+        return self
+
+
 class ConcurrencyConfig(_Strict):
     """How runs of several dates share the tables (see ``pipelines/lake/concurrency.py``)."""
 
@@ -266,7 +293,7 @@ class FeaturesConfig(_Strict):
 
 
 # tables holding codes: one copy per table generation (pipelines/lake/generations.py)
-GENERATION_TABLES = ("staging_day_tokens", "user_day_tokens", "user_token_history_base",
+GENERATION_TABLES = ("staging_day_tokens", "token_quality", "user_day_tokens", "user_token_history_base",
                      "user_token_history_periods", "user_tokens", "user_features")
 GENERATIONS_FOLDER = "_generations"
 
@@ -279,6 +306,7 @@ class PipelineSettings(_Strict):
     encoder: TextEncoderConfig = TextEncoderConfig()
     inference: InferenceConfig = InferenceConfig()
     quality: QualityGates = QualityGates()
+    drift: DriftGates = DriftGates()
     staging: StagingConfig = StagingConfig()
     validation: ValidationConfig = ValidationConfig()
     inputs: InputsConfig = InputsConfig()

@@ -4,7 +4,7 @@ One helper for all DAG files (``dags/u2qt_daily.py``, ``dags/u2qt_maintenance.py
 
 * :func:`u2qt_dag` - the DAG: ``start_date`` and ``catchup`` from config (unpausing never
   schedules a date before the first one with data), ``retries`` / ``retry_delay`` and the failure
-  callback (:func:`log_failure`, or ``airflow.alert_callback``) on every task, ``max_active_runs``;
+  callback (:func:`pipelines.runtime.alerts.log_failure`, or ``airflow.alert_callback``) on every task, ``max_active_runs``;
 * :func:`step_task` - one step of the registry :mod:`pipelines.steps` (``stage``, ``quality``, ``publish``,
   ``maintain`` ...): with ``airflow.mode: in_process`` a Python task that runs the step in the
   Airflow worker (local, demo, tests); with ``spark_submit`` a ``SparkSubmitOperator`` against
@@ -20,23 +20,21 @@ the same location, so parser, worker and spark-submit driver agree.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipelines.config.settings import PipelineSettings, load_settings
-from u2qt_core.errors import ConfigError
+from pipelines.runtime.alerts import resolve_callback
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "U2QT_PIPELINE_CONFIG"
 DAY = "{{ ds }}"              # the run's logical date = the day it tokenizes (data_interval_start)
 RUN_ID = "{{ run_id }}"
-DEFAULT_ALERT = "pipelines.deploy.dag_builder:log_failure"
 
 
 def config_location() -> str | None:
@@ -48,28 +46,38 @@ def dag_settings() -> PipelineSettings:
     return load_settings(config_location())
 
 
-# ---- failure callbacks ---------------------------------------------------------------------------
+# ---- the retrain trigger --------------------------------------------------------------------------
 
-def log_failure(context: dict) -> None:
-    """Default alert hook: one ERROR line naming the DAG, task, run, date and the exception."""
-    ti = context.get("task_instance") or context.get("ti")
-    log.error("u2qt alert: %s.%s failed (run %s, date %s, try %s): %s",
-              getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), context.get("run_id"),
-              context.get("ds"), getattr(ti, "try_number", "?"), context.get("exception"))
+#: the Asset a night emits when its drift first marks the promoted tokenizer due for retraining
+RETRAIN_DUE_ASSET = "u2qt_tokenizer_retrain_due"
 
 
-def resolve_callback(spec: str | None) -> Callable[[dict], None]:
-    """``"package.module:function"`` (``airflow.alert_callback``) or :func:`log_failure`; a bad
-    spec fails the DAG parse with the key named, not the first failure at night."""
-    spec = spec or DEFAULT_ALERT
-    module, _, name = spec.partition(":")
-    try:
-        hook = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"airflow.alert_callback: cannot import {spec!r} (want 'package.module:function'): {exc}") from exc
-    if not callable(hook):
-        raise ConfigError(f"airflow.alert_callback: {spec!r} is not callable")
-    return hook
+def retrain_due_asset():
+    """The Airflow Asset ``u2qt_daily``'s ``retrain_if_due`` task emits and ``u2qt_retrain`` is
+    scheduled on (:data:`RETRAIN_DUE_ASSET`)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=RETRAIN_DUE_ASSET, uri=f"u2qt://tokenizer/{RETRAIN_DUE_ASSET}")
+
+
+def retrain_if_due_task():
+    """``retrain_if_due``: after the quality gates, emit :func:`retrain_due_asset` when this night
+    is the first to mark its tokenizer due for retraining (step ``retrain-due``, read in the worker
+    from ``run_metrics`` in both modes); skipped otherwise, and a skipped task emits no event."""
+    from airflow.sdk import task
+
+    @task(task_id="retrain_if_due", outlets=[retrain_due_asset()], retries=0)
+    def retrain_if_due(ds=None, run_id=None) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        result = run_in_process("retrain-due", [ds], run_id)
+        if not (result["retrain_due"] and result["first"]):
+            raise AirflowSkipException(f"no new retraining mark: {result}")
+        log.warning("night %s marked tokenizer %s due for retraining: emitting %s", ds, result["tokenizer_version"],
+                    RETRAIN_DUE_ASSET)
+        return result
+
+    return retrain_if_due()
 
 
 # ---- the DAG -------------------------------------------------------------------------------------

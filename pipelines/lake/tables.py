@@ -64,6 +64,8 @@ STAGING_DAY_TOKENS = TableSpec(
         # a text row's document in encoder tokens, and those encoder.max_length cut (null: tabular)
         T.StructField("tokens", T.IntegerType()),
         T.StructField("tokens_cut", T.IntegerType()),
+        # quantization fidelity: ||r^{L+1}|| / ||z||, the latent's share the codes leave unexplained
+        T.StructField("residual", T.FloatType()),
     ]),
     ("event_date",),
     versioned=True,
@@ -203,7 +205,39 @@ USER_FEATURES = TableSpec(
                 "encoder's fused embedding, as features.representations chooses (pipelines/features/user_features.py)",
 )
 
-OUTPUT_TABLES = (STAGING_DAY_TOKENS, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, USER_FEATURES,
+TOKEN_QUALITY = TableSpec(
+    "token_quality",
+    T.StructType([
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("level", T.IntegerType(), False),
+        T.StructField("documents", T.LongType(), False),
+        T.StructField("codes_used", T.IntegerType(), False),
+        T.StructField("codes_allowed", T.IntegerType()),
+        T.StructField("utilization", T.DoubleType()),
+        T.StructField("perplexity", T.DoubleType()),
+        T.StructField("train_perplexity", T.DoubleType()),
+        T.StructField("psi", T.DoubleType()),
+        T.StructField("js", T.DoubleType()),
+        # per source (the same on each of its level rows): documents whose every code is among the
+        # training top codes of its level, the training share alike, and the relative residual norm
+        T.StructField("top_code_share", T.DoubleType()),
+        T.StructField("train_top_code_share", T.DoubleType()),
+        T.StructField("residual_mean", T.DoubleType()),
+        T.StructField("residual_p95", T.DoubleType()),
+        T.StructField("train_residual_mean", T.DoubleType()),
+        T.StructField("drift_status", T.StringType(), False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+    ]),
+    ("event_date",),
+    versioned=True,
+    description="per night, source and codebook level: drift of the codes from the tokenizer's training "
+                "distribution (PSI, Jensen-Shannon), utilization, perplexity, top-code share and quantization "
+                "fidelity (relative residual norm); rewritten per date by the quality step",
+)
+
+OUTPUT_TABLES = (STAGING_DAY_TOKENS, TOKEN_QUALITY, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, USER_FEATURES,
                  QUARANTINE, RUN_METRICS)
 ALL_TABLES = (RAW_EVENTS, USER_PROFILE, *OUTPUT_TABLES)
 

@@ -4,8 +4,9 @@ models once and keeps them for every later batch and task it runs.
 Rows are ``(user_id, event_date, source, document, features)``: text sources carry a document
 that the LLM text encoder embeds (with that source's instruction when the encoder uses last-token
 pooling), the tabular source carries a feature vector for the MRQ-VAE's tabular MLP. The UDF
-returns the ``L`` codes of each row (``array<smallint>``) and, for a text row, its tokens and the
-tokens truncation to ``encoder.max_length`` cut (what the gates step counts per source).
+returns the ``L`` codes of each row (``array<smallint>``), for a text row its tokens and the
+tokens truncation to ``encoder.max_length`` cut (what the gates step counts per source), and the
+row's relative residual norm ``||r^{L+1}|| / ||z||`` (the quality step's fidelity).
 
 Batching: Spark hands the UDF Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch``
 rows (cut further into chunks of ``inference.batch_rows``).  All text rows of a chunk that share
@@ -184,14 +185,22 @@ class TokenizerRuntime:
                          features: np.ndarray) -> list[tuple[np.ndarray, int | None, int | None]]:
         """``(codes int16 [L], tokens, tokens cut)`` for every row, in input order (the counts are
         None for a tabular row)."""
+        return [row[:3] for row in self.tokenize_rows(sources, documents, features)]
+
+    def tokenize_rows(self, sources: np.ndarray, documents: np.ndarray,
+                      features: np.ndarray) -> list[tuple[np.ndarray, int | None, int | None, float]]:
+        """``(codes int16 [L], tokens, tokens cut, residual)`` for every row, in input order:
+        :meth:`tokenize_counted` plus the row's quantization fidelity, ``||r^{L+1}|| / ||z||``
+        from :meth:`MRQVAE.quantize_measured` (the quantizer's own last residual)."""
         import torch
 
         out: list = [None] * len(sources)
         for source, rows in self.embedder.embed_counted(sources, documents, features).items():
             tensor = torch.from_numpy(np.ascontiguousarray(rows.inputs, dtype=np.float32)).to(self.device)
-            codes = self.model.quantize(tensor, source).cpu().numpy().astype(np.int16)
-            for position, row_codes, tokens, cut in zip(rows.positions, codes, rows.tokens, rows.tokens_cut):
-                out[position] = (row_codes, None if tokens < 0 else int(tokens), None if cut < 0 else int(cut))
+            codes, residual = self.model.quantize_measured(tensor, source)
+            codes, residual = codes.cpu().numpy().astype(np.int16), residual.cpu().numpy()
+            for position, row_codes, tokens, cut, rel in zip(rows.positions, codes, rows.tokens, rows.tokens_cut, residual):
+                out[position] = (row_codes, None if tokens < 0 else int(tokens), None if cut < 0 else int(cut), float(rel))
         return out
 
 
@@ -286,14 +295,15 @@ def _frame_columns(frame: tuple[pd.Series, ...]) -> tuple[np.ndarray, np.ndarray
     return user_ids, event_dates, (sources, documents, features)
 
 
-TOKENIZED = "codes array<smallint>, tokens int, tokens_cut int"
+#: the UDF's output struct; ``residual`` is the row's ||r^{L+1}|| / ||z|| (quantization fidelity)
+TOKENIZED = "codes array<smallint>, tokens int, tokens_cut int, residual float"
 
 
 def make_tokenize_udf(spec: InferenceSpec):
     """``tokenize(user_id, event_date, source, document, features) -> struct<codes, tokens,
-    tokens_cut>`` (:data:`TOKENIZED`: the row's codes, and for a text row its tokens before
-    truncation and those ``encoder.max_length`` cut) as an iterator pandas UDF (``user_id`` /
-    ``event_date`` only name a failing row). It is marked non-deterministic so that Spark never
+    tokens_cut, residual>`` (:data:`TOKENIZED`: the row's codes, for a text row its tokens before
+    truncation and those ``encoder.max_length`` cut, and the row's relative residual norm) as an
+    iterator pandas UDF (``user_id`` / ``event_date`` only name a failing row). It is marked non-deterministic so that Spark never
     runs it twice to read two fields of its result."""
     from pyspark.sql.functions import pandas_udf
 
@@ -302,8 +312,9 @@ def make_tokenize_udf(spec: InferenceSpec):
         runtime = get_runtime(spec)
         for frame in batches:
             user_ids, event_dates, columns = _frame_columns(frame)
-            rows = run_chunks(spec, user_ids, event_dates, columns, runtime.tokenize_counted)
-            yield pd.DataFrame(rows, columns=["codes", "tokens", "tokens_cut"]).astype({"tokens": "Int32", "tokens_cut": "Int32"})
+            rows = run_chunks(spec, user_ids, event_dates, columns, runtime.tokenize_rows)
+            yield (pd.DataFrame(rows, columns=["codes", "tokens", "tokens_cut", "residual"])
+                   .astype({"tokens": "Int32", "tokens_cut": "Int32", "residual": "float32"}))
 
     return tokenize.asNondeterministic()
 

@@ -2,6 +2,11 @@
 their codebook's range, quarantine rate, collision rate, codebook utilization). Failing gates raise before anything is published; the
 metrics are recorded in ``run_metrics`` either way.
 
+On the same cached staged rows it watches the tokenizer age (:mod:`pipelines.night.drift`): the
+codes' drift from the training distribution and the quantization fidelity go to ``token_quality``
+and a ``drift`` row of ``run_metrics``; drift warns and marks the version due for retraining, it
+never stops the night.
+
 :func:`check_quality_dates` computes the metrics of many dates at once (``u2qt backfill``): every
 aggregation is grouped by ``event_date``, so N dates cost the same handful of Spark jobs as one,
 and their rows are recorded in one ``run_metrics`` commit; :func:`check_quality` is its one-date case."""
@@ -13,6 +18,7 @@ import time
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.night import drift
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, day_tuples, record_steps
 from pipelines.errors import QualityGateFailed
 
@@ -75,7 +81,8 @@ def level_utilization(run: DayRun, day_tokens: DataFrame) -> dict[str, dict[str,
 
 def quality_metrics(runs: list[DayRun]) -> dict[str, dict]:
     """The gate metrics of the staged dates of ``runs`` (same settings and tokenizer), in four
-    Spark jobs whatever the number of dates: ``{event_date: metrics}``."""
+    Spark jobs whatever the number of dates, plus the two of :func:`pipelines.night.drift.measure`
+    (which writes ``token_quality``): ``{event_date: metrics}``."""
     run = runs[0]
     dates = [r.event_date for r in runs]
     predicate = dates_predicate(dates)
@@ -100,6 +107,7 @@ def quality_metrics(runs: list[DayRun]) -> dict[str, dict]:
     valid_codes = staged.where(well_formed & ~out_of_range_codes(run))
     collisions = collision_rates(day_tuples(run, valid_codes))
     utilization = level_utilization(run, valid_codes)
+    watched = drift.measure(runs, valid_codes)
     staged.unpersist()
     raw = {str(r["event_date"]): (int(r["raw"]), int(r["q"])) for r in inputs}
     out = {}
@@ -123,6 +131,7 @@ def quality_metrics(runs: list[DayRun]) -> dict[str, dict]:
             "min_level_utilization": min(used.values()) if used else 0.0,
             "rows_per_source": {r["source"]: r["rows"] for r in rows},
             "truncation": truncation(rows),
+            "drift": watched.get(d, {"status": drift.OK}),
         }
     return out
 
@@ -189,6 +198,8 @@ def check_quality_dates(runs: list[DayRun]) -> tuple[dict[str, dict], QualityGat
             log.warning(line)
         records.append(StepRecord(run, "quality", "failed" if failures else "ok", seconds,
                                   {**metrics[run.event_date], "failures": failures}))
+        watched = metrics[run.event_date]["drift"]
+        records.append(StepRecord(run, "drift", watched["status"], 0.0, watched))
         if failures:
             failure = QualityGateFailed(f"{run.event_date}: quality gates failed, nothing published: " + "; ".join(failures))
             break

@@ -116,6 +116,7 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         run_ids[F.col("event_date")].alias("run_id"),
         F.col("_out.tokens").alias("tokens"),
         F.col("_out.tokens_cut").alias("tokens_cut"),
+        F.col("_out.residual").alias("residual"),
     )
     try:
         with spark_progress(run.spark, f"stage {event_dates[0]}" + (f"..{event_dates[-1]}" if len(event_dates) > 1 else "")):

@@ -32,6 +32,8 @@ GATES_TAG = "gates_json"
 PASSED_TAG = "gates_passed"
 FORCED_TAG = "forced_promotion"
 PATHS_TAG = "numeric_paths_json"   # measured agreement of other numeric paths, by path label
+RETRAIN_DUE_TAG = "retrain_due"          # set by a night whose drift crossed a fail threshold
+RETRAIN_SINCE_TAG = "retrain_due_since"  # the first such night's date
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,22 @@ def record_path_agreement(settings: PipelineSettings, version: RegisteredVersion
         mlflow.log_batch(version.run_id, metrics=[
             Metric(f"eval.path_agreement.{label.replace('/', '_')}", float(m["agreement"]), stamp, 0)
             for label, m in measured.items()])
+
+
+def mark_retrain_due(settings: PipelineSettings, tokenizer_version: str, event_date: str, reasons: list[str]) -> RegisteredVersion:
+    """Tag ``tokenizer_version`` as due for retraining (``RETRAIN_DUE_TAG``: the night's date and
+    the drift thresholds it crossed, JSON); the first date that marked it is kept in
+    ``RETRAIN_SINCE_TAG``. The version stays promoted: the nights keep using it."""
+    version = find(settings, tokenizer_version)
+    mlflow, name = client(settings), settings.registry.model_name
+    note = json.dumps({"event_date": event_date, "reasons": reasons[:20],
+                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sort_keys=True)
+    mlflow.set_model_version_tag(name, version.registry_version, RETRAIN_DUE_TAG, note)
+    if RETRAIN_SINCE_TAG not in version.tags:
+        mlflow.set_model_version_tag(name, version.registry_version, RETRAIN_SINCE_TAG, event_date)
+    log.warning("tokenizer %s (registry version %s) marked due for retraining on %s", tokenizer_version,
+                version.registry_version, event_date)
+    return version
 
 
 def promote(settings: PipelineSettings, tokenizer_version: str, *, force: bool = False, reason: str = "") -> RegisteredVersion:

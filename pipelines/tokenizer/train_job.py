@@ -114,6 +114,7 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     from pipelines.night.day_run import night_contract
     from pipelines.night.numeric_path import planned_path
     from u2qt_core.bundle import write_bundle
+    from u2qt_core.code_stats import training_code_stats
     from u2qt_core.encoders.text import get_text_encoder
     from u2qt_core.metrics import codebook_metrics
     from u2qt_core.training import train_mrqvae
@@ -140,13 +141,15 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     # checkpoints (and a resume after a crash) inside model_dir: <model_dir>/training/checkpoints/
     result = train_mrqvae(embeddings, preset, out_dir=model_dir / TRAINING_FOLDER, progress=True)
     metrics = codebook_metrics(result.model, embeddings)
+    # the codes of the training sample per source and level: what the nights' drift is measured against
+    code_stats = training_code_stats(result.model.eval(), embeddings, settings.drift.top_mass)
     flat = training_metrics(metrics, result.history)
     summary = {
         "model_dir": str(model_dir), "training_rows": counts, "start_date": start_date, "end_date": end_date,
         "steps": result.steps, "embed_seconds": embedded - started, "truncation": truncation,
         "train_seconds": time.monotonic() - embedded, "metrics": metrics, "training_metrics": flat,
     }
-    version, bundle = write_bundle(result.model, model_dir, contract, summary=summary,
+    version, bundle = write_bundle(result.model, model_dir, contract, summary=summary, code_stats=code_stats,
                                    extra={"training_rows": counts, "preset": settings.training.preset})
     entry = registry.register(settings, version, bundle, flat, {
         "preset": settings.training.preset, "start_date": str(start_date), "end_date": str(end_date),

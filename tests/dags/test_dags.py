@@ -23,6 +23,11 @@ from u2qt_core.errors import InputError
 DAILY = ["wait_for_raw_events", "init_tables", "stage", "quality_gates", "publish"]
 
 
+def daily_chain(dag) -> list[str]:
+    """The night's chain of ``u2qt_daily`` (its tasks but ``retrain_if_due``, which runs beside ``publish``)."""
+    return [t.task_id for t in dag.topological_sort() if t.task_id != "retrain_if_due"]
+
+
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory):
     from pipelines.deploy.airflow_runner import prepare_airflow_home
@@ -48,12 +53,12 @@ def test_in_process_dags_follow_the_config(airflow_home, monkeypatch, tmp_path):
     from airflow.models.pool import Pool
     from airflow.providers.standard.operators.python import PythonOperator
 
-    from pipelines.deploy.dag_builder import log_failure
+    from pipelines.runtime.alerts import log_failure
 
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
     monkeypatch.setenv("U2QT_PIPELINE_CONFIG", write_config(tmp_path / "p.yaml", settings, start_date="2026-01-03"))
     dag = parse("u2qt_daily")
-    assert [t.task_id for t in dag.topological_sort()] == DAILY
+    assert daily_chain(dag) == DAILY
     assert str(dag.start_date.date()) == "2026-01-03" and dag.catchup is False
     assert dag.max_active_runs == 2       # today's run in its sensor + one more; backfills: --max-active-runs 1
     steps = [dag.get_task(t) for t in DAILY[1:]]
@@ -83,7 +88,7 @@ def test_spark_submit_mode_submits_each_step(airflow_home, monkeypatch, tmp_path
                           alert_callback="tests.dags.alerts:record")
     monkeypatch.setenv("U2QT_PIPELINE_CONFIG", config)
     dag = parse("u2qt_daily")
-    assert [t.task_id for t in dag.topological_sort()] == DAILY
+    assert daily_chain(dag) == DAILY
     stage = dag.get_task("stage")
     assert isinstance(stage, SparkSubmitOperator) and stage._conn_id == "spark_test"
     assert stage.application.endswith("pipelines/deploy/submit.py")
@@ -115,7 +120,7 @@ def test_a_date_without_raw_events_is_skipped_not_failed(airflow_home, monkeypat
         tmp_path / "p.yaml", settings, sensor_poke_seconds=1, sensor_timeout_hours=2 / 3600))
     run = load_dag("u2qt_daily").test(logical_date=datetime(2030, 1, 1, tzinfo=timezone.utc))
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert states == {task: "skipped" for task in DAILY}, states
+    assert states == {task: "skipped" for task in [*DAILY, "retrain_if_due"]}, states
 
 
 def test_lifecycle_dags_parse(airflow_home):
@@ -124,6 +129,12 @@ def test_lifecycle_dags_parse(airflow_home):
     retrain = load_dag("u2qt_retrain")
     assert [t.task_id for t in retrain.topological_sort()] == ["sample", "train", "evaluate", "promote"]
     assert retrain.max_active_runs == 1
+    # the night's drift triggers the retraining: u2qt_daily emits the Asset u2qt_retrain is scheduled on
+    from pipelines.deploy.dag_builder import RETRAIN_DUE_ASSET
+
+    assert [a.name for a in retrain.timetable.asset_condition.objects] == [RETRAIN_DUE_ASSET]
+    watch = load_dag("u2qt_daily").get_task("retrain_if_due")
+    assert [o.name for o in watch.outlets] == [RETRAIN_DUE_ASSET] and watch.upstream_task_ids == {"quality_gates"}
     retokenize = load_dag("u2qt_retokenize")
     assert [t.task_id for t in retokenize.topological_sort()] == ["retokenize"]
     assert set(retokenize.params) == {"version", "start", "end"}

@@ -29,7 +29,7 @@ def _staged_run(spark, tmp_path, info: TokenizerInfo, rows: list[tuple[int, str,
         tables.ensure_table(spark, settings, spec)
     day = dt.date.fromisoformat(DATE)
     frame = spark.createDataFrame(
-        [(uid, day, source, codes, info.version, "test-run", None, None) for uid, source, codes in rows],
+        [(uid, day, source, codes, info.version, "test-run", None, None, 0.5) for uid, source, codes in rows],
         tables.STAGING_DAY_TOKENS.schema)
     run.replace_partition(frame, tables.STAGING_DAY_TOKENS)
     return run

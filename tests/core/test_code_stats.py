@@ -1,0 +1,30 @@
+"""Drift statistics of code histograms (no Spark): PSI / JS are 0 for the same distribution,
+grow with a shift, stay finite with empty bins; top codes cover the asked mass."""
+from __future__ import annotations
+
+import math
+
+from u2qt_core.code_stats import js_divergence, perplexity, psi, top_codes
+
+
+def test_same_distribution_is_zero_and_scale_free():
+    train = {0: 50, 1: 30, 2: 20}
+    assert psi(train, {0: 5, 1: 3, 2: 2}) < 1e-12
+    assert js_divergence(train, {0: 500, 1: 300, 2: 200}) < 1e-12
+
+
+def test_shift_raises_both_and_empty_bins_stay_finite():
+    train = {0: 50, 1: 30, 2: 20}
+    mild, strong = {0: 40, 1: 35, 2: 25}, {7: 90, 8: 10}         # codes training never used
+    assert 0 < psi(train, mild) < psi(train, strong) and math.isfinite(psi(train, strong))
+    assert 0 < js_divergence(train, mild) < js_divergence(train, strong) <= 1
+    assert js_divergence(train, strong) > 0.99                   # disjoint supports: ~1 bit
+    assert psi(train, strong) > 0.25
+
+
+def test_perplexity_and_top_codes():
+    assert abs(perplexity({0: 10, 1: 10, 2: 10, 3: 10}) - 4) < 1e-9
+    assert perplexity({}) == 0.0 and abs(perplexity({5: 3}) - 1.0) < 1e-12
+    assert top_codes({0: 50, 1: 30, 2: 15, 3: 5}, 0.8) == [0, 1]
+    assert top_codes({0: 50, 1: 30, 2: 15, 3: 5}, 0.81) == [0, 1, 2]
+    assert top_codes({0: 1, 1: 1}, 1.0) == [0, 1]
