@@ -96,5 +96,10 @@ def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[
          f"registry (registry.db) under {Path(settings.model_dir).absolute()}. "
          "Query them with: u2qt sql \"SELECT ... FROM user_token_history\"; list versions with: u2qt versions")
     echo("Gates: " + json.dumps({v: {k: g["value"] for k, g in gs.items()} for v, gs in gates.items()}, default=str))
+    from pipelines.ops.night_report import write_report
+
+    page = Path(settings.tables_root).absolute().parent / "report.html"
+    write_report(spark, settings, dates[0], dates[-1], page)
+    echo(f"The nights as one page (u2qt report --from {dates[0]} --to {dates[-1]}): {page}")
     echo(f"demo finished in {time.monotonic() - started:.0f} s")
     return {"versions": [v1, v2], "gates": gates}
