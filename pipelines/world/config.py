@@ -70,6 +70,16 @@ class WorldConfig(BaseModel):
         default_factory=dict,
         description="Name written to raw_events.source per generated source (default: its own name), "
                     "e.g. {bill: payments}: a world for a sources config of your own.")
+    repeat_document_share: float | None = Field(
+        default=None, ge=0, le=0.95,
+        description="Share of each day's (user, source) documents that are exact repeats of other users' "
+                    "documents (for the inference dedup benchmark). None: the world as generated (the demo "
+                    "world repeats ~10% by chance). A value p: with probability p a (user, day, source) gets "
+                    "the events of one of repeat_document_pool shared templates of that source and day; every "
+                    "other document gets a line naming its user, so nothing repeats by chance (0.0: no repeats).")
+    repeat_document_pool: int = Field(
+        default=8, ge=1, le=10000,
+        description="Shared template documents per (source, day) that repeat_document_share draws from.")
     num_partitions: int | None = Field(
         default=None, ge=1,
         description="Spark partitions for generation (does not change the content; None: default parallelism).")

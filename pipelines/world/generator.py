@@ -354,6 +354,10 @@ def day_events(config: WorldConfig, t: UserTraits, day: dt.date) -> list[Event]:
     if t.launderer and rng.random() < 0.6 * t.launder_intensity:
         for _ in range(1 + int(rng.poisson(1.5))):
             events.append(_transfer_event(rng, t, day, suspicious=True))
+    if config.repeat_document_share is not None:
+        from .repeats import repeat_documents
+
+        events = repeat_documents(config, t.user_id, day, events)
     events.sort(key=lambda e: (e.ts, e.source, e.text))
     return events
 
