@@ -99,6 +99,9 @@ class InferenceConfig(_Strict):
     partitions: int = Field(4, ge=1)
     batch_rows: int = Field(4096, ge=1)   # most rows under one length sort inside the UDF
     torch_threads: int = Field(1, ge=0)   # per Python worker; 0 = torch's default
+    # one encoder+quantizer row per distinct (source, document) of the pass, codes joined back to
+    # every (user, source, date) holding that document (pipelines/night/dedup.py)
+    dedup_documents: bool = True
 
 
 class ValidationConfig(_Strict):

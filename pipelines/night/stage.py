@@ -1,7 +1,8 @@
 """Step 1 of the night: validate the day's ``raw_events`` (bad rows -> ``quarantine`` with a
 reason), build one document per active (user, source) and one tabular vector per active user,
-spread them over Spark partitions, run encoder + MRQ-VAE in a pandas UDF and write the codes to
-``staging_day_tokens`` (the date's partition is replaced).
+spread them over Spark partitions, run encoder + MRQ-VAE in a pandas UDF -- once per distinct
+(source, document) of the pass with ``inference.dedup_documents`` (:mod:`pipelines.night.dedup`)
+-- and write the codes to ``staging_day_tokens`` (the date's partition is replaced).
 
 :func:`stage_dates` does the same for several dates in one pass (one inference job over every
 date, the model loaded once per worker): what ``u2qt backfill`` runs; :func:`stage` is its
@@ -25,6 +26,7 @@ from pyspark.sql import functions as F
 from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_failure, record_steps
 from pipelines.night.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
+from pipelines.night.dedup import tokenize_inputs
 from pipelines.night.inference import inference_spec, make_tokenize_udf, worker_error_from
 from u2qt_core.numeric_path import parse_path
 from pipelines.runtime.progress import spark_progress
@@ -44,6 +46,9 @@ class StageResult:
     documents_cut: int = 0     # documents over document.max_lines distinct lines
     lines_cut: int = 0         # the distinct lines those documents left out
     cuts_by_source: dict = field(default_factory=dict)   # {source: {documents_cut, lines_cut}}
+    documents: int = 0           # text (user, source) documents staged for the date
+    documents_embedded: int = 0  # of them, rows the encoder embedded (inference.dedup_documents folds
+                                 # repeats; a folded document counts on the earliest date holding it)
 
 
 def stage(run: DayRun) -> StageResult:
@@ -94,20 +99,16 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     )
     run.replace_partition(quarantine, tables.QUARANTINE, predicate)
 
-    inputs = (
-        build_documents(valid, sources)
-        .unionByName(build_tabular_inputs(profile_check.valid, sources))
-        .repartition(run.settings.inference.partitions, "user_id")
-    )
     tokenize = make_tokenize_udf(inference_spec(
         run.settings, tabular_sources=run.tokenizer.tabular_sources,
         model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
         # the path load_tokenizer_info accepted for this version (planned again when absent)
         numeric_path=parse_path(run.tokenizer.numeric_path) if run.tokenizer.numeric_path else None,
     ))
-    tokenized = inputs.select("user_id", "event_date", "source",
-                              tokenize("user_id", "event_date", "source", "document", "features").alias("_out"))
-    staged = tokenized.select(
+    tokenized = tokenize_inputs(build_documents(valid, sources), build_tabular_inputs(profile_check.valid, sources),
+                                tokenize, partitions=run.settings.inference.partitions,
+                                dedup=run.settings.inference.dedup_documents)
+    staged = tokenized.rows.select(
         "user_id",
         "event_date",
         "source",
@@ -121,11 +122,14 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     try:
         with spark_progress(run.spark, f"stage {event_dates[0]}" + (f"..{event_dates[-1]}" if len(event_dates) > 1 else "")):
             run.replace_partition(staged, tables.STAGING_DAY_TOKENS, predicate)
+        model_counts = tokenized.counts()   # reads the UDF output the write cached
     except Exception as exc:  # a failing row inside the UDF (one line naming user, source, date) or a refused path
         row_error = worker_error_from(exc)
         if row_error is None:
             raise
         raise row_error from None
+    finally:
+        tokenized.release()
 
     token_rows = rows_written(run, tables.STAGING_DAY_TOKENS, event_dates)
     raw_rows = {d: c["raw_rows"] for d, c in counts.items()}
@@ -140,14 +144,25 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
         d = r.event_date
         results[d] = StageResult(raw_rows=raw_rows.get(d, 0), quarantined_rows=quarantined.get(d, 0),
                                  active_users=active_users.get(d, 0), token_rows=token_rows.get(d, 0), seconds=seconds,
-                                 duplicate_rows=duplicates.get(d, 0), **cuts.get(d, {}))
+                                 duplicate_rows=duplicates.get(d, 0), **_document_counts(d, token_rows, model_counts),
+                                 **cuts.get(d, {}))
         log.info("staged %s: %s", d, results[d])
+        log.info("%s: %d documents, %d embedded (inference.dedup_documents=%s)", d, results[d].documents,
+                 results[d].documents_embedded, run.settings.inference.dedup_documents)
         if d in cuts:
             log.warning("%s: %d documents had more than document.max_lines=%d distinct lines; %d lines were left out "
                         "(the rarest of each document), by source: %s", d, cuts[d]["documents_cut"],
                         sources.document.max_lines, cuts[d]["lines_cut"], cuts[d]["cuts_by_source"])
     record_steps([StepRecord(r, "stage", "ok", seconds, asdict(results[r.event_date])) for r in runs])
     return results
+
+
+def _document_counts(event_date: str, token_rows: dict[str, int],
+                     model_counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """``documents`` (staged rows less the tabular ones) and ``documents_embedded`` of a date."""
+    counts = model_counts.get(event_date, {})
+    return {"documents": token_rows.get(event_date, 0) - counts.get("tabular_rows", 0),
+            "documents_embedded": counts.get("documents_embedded", 0)}
 
 
 NIGHT = "_night"   # the date a raw row is validated and counted on (see night_events)
