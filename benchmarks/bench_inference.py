@@ -2,7 +2,7 @@
 between them; the lean quantizer; the optional int8 encoder.
 
     python -m benchmarks.bench_inference --out bench_results [--config conf/bench.yaml] [--quick]
-        [--only main] [--only stage_sizes]
+        [--only main] [--only stage_sizes] [--only dedup]
 
 Set-up (untimed): the bench world (``inference.world`` with size overrides) written to a temporary
 lake, a tokenizer trained on it by the training job, the date's documents built by the
@@ -28,6 +28,9 @@ workers -- since wall time on a shared machine is noisy):
 * ``stage_sizes`` (when configured): the ``stage`` at several multiples of the world's users, with
   the bare encoder on each size's documents, and a fit of stage CPU-s = fixed + per document: how
   the fixed costs of a night (Spark jobs, model loads, Delta commits) amortise as users grow.
+* ``dedup`` (when configured): the ``stage`` with ``inference.dedup_documents`` off and on,
+  interleaved, at several repeat shares of the world (:mod:`benchmarks.bench_dedup`);
+  ``--only dedup`` runs it alone.
 
 Writes ``<out>/bench_inference.json``; ratios are against the bare encoder of the same run.
 """
@@ -42,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.bench_dedup import bench_dedup
+from benchmarks.bench_dedup import summary_lines as dedup_summary_lines
 from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.common import (
     bench_arguments,
@@ -336,19 +341,24 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
 
 
 # --------------------------------------------------------------------------- driver
-SECTIONS = ("main", "stage_sizes")
+SECTIONS = ("main", "stage_sizes", "dedup")
 
 
 def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
                     only: list[str] | None = None) -> dict[str, Any]:
-    """``main`` (every side-by-side ratio on one date's documents) and ``stage_sizes``."""
+    """``main`` (every side-by-side ratio on one date's documents), ``stage_sizes`` and ``dedup``."""
     own_tmp = tmp_root is None
     tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-inference-")) if own_tmp else Path(tmp_root)
-    sections = only or [name for name in SECTIONS if name != "stage_sizes" or params.get("stage_sizes")]
+    sections = only or [name for name in SECTIONS if name == "main" or params.get(name)]
     try:
         spark = spark_session(tmp_root)
         if "main" not in sections:
-            return {"stage_sizes": bench_stage_sizes(spark, params, tmp_root)}
+            out = {"parameters": params}
+            if "stage_sizes" in sections:
+                out["stage_sizes"] = bench_stage_sizes(spark, params, tmp_root)
+            if "dedup" in sections:
+                out["dedup"] = bench_dedup(spark, params, tmp_root)
+            return out
         world, settings, info = _prepare(spark, params, tmp_root)
         event_date = world.history_dates()[-1].isoformat()
         docs_frame, docs = _documents(spark, settings, event_date)
@@ -372,6 +382,8 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
         }
         if "stage_sizes" in sections:
             out["stage_sizes"] = bench_stage_sizes(spark, params, tmp_root)
+        if "dedup" in sections:
+            out["dedup"] = bench_dedup(spark, params, tmp_root)
         return out
     finally:
         if own_tmp:
@@ -387,6 +399,8 @@ def summary_lines(payload: dict) -> list[str]:
         lines += [f"  stage at {x['documents']} docs: {x['stage_over_bare']:.2f}x the bare encoder"
                   for x in r["stage_sizes"]["runs"]]
         lines.append(f"  stage CPU fit: {fit['fixed_cpu_s']:.1f} CPU-s fixed + {fit['cpu_s_per_doc'] * 1000:.1f} ms per doc")
+    if "dedup" in r:
+        lines += dedup_summary_lines(r["dedup"])
     if "ratios_vs_bare_encoder" not in r:
         return lines
     lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items()]
