@@ -357,7 +357,7 @@ def day_events(config: WorldConfig, t: UserTraits, day: dt.date) -> list[Event]:
     if config.repeat_document_share is not None:
         from .repeats import repeat_documents
 
-        events = repeat_documents(config, t.user_id, day, events)
+        events = repeat_documents(config, t.user_id, day, events, traits=user_traits, category_event=_category_event)
     events.sort(key=lambda e: (e.ts, e.source, e.text))
     return events
 
