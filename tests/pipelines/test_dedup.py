@@ -2,7 +2,7 @@
 
 On a world where half the documents repeat other users' (``repeat_document_share``), a stage
 of two dates with ``inference.dedup_documents`` on and one with it off write the same staged
-rows -- codes and token counts -- for every (user, source, date), and the encoder sees exactly
+rows -- codes, token counts and the #26 residual, every field the UDF returns -- for every (user, source, date), and the encoder sees exactly
 one row per distinct (source, document) of the pass (``documents_embedded`` in ``run_metrics``)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipelines.night.stage import stage_dates
 from pipelines.night.validation import check_raw_events
 from pipelines.world import write_world
 
-STAGED = ["user_id", "event_date", "source", "codes", "tokens", "tokens_cut"]
+STAGED = ["user_id", "event_date", "source", "codes", "tokens", "tokens_cut", "residual"]
 
 
 @pytest.fixture
@@ -34,8 +34,8 @@ def _stage(spark, settings, dates: list[str], dedup: bool, run_id: str):
     info = load_tokenizer_info(settings)
     results = stage_dates([DayRun(spark, settings, d, f"{run_id}-{d}", info) for d in dates])
     staged = tables.read_table(spark, settings, "staging_day_tokens").select(*STAGED).collect()
-    return results, {(r["user_id"], str(r["event_date"]), r["source"]): (tuple(r["codes"]), r["tokens"], r["tokens_cut"])
-                     for r in staged}
+    return results, {(r["user_id"], str(r["event_date"]), r["source"]):
+                     (tuple(r["codes"]), r["tokens"], r["tokens_cut"], round(r["residual"], 5)) for r in staged}
 
 
 def test_dedup_on_and_off_stage_the_same_codes_and_embed_each_document_once(spark, repeats_lake):
@@ -44,7 +44,7 @@ def test_dedup_on_and_off_stage_the_same_codes_and_embed_each_document_once(spar
     on_results, on = _stage(spark, settings, dates, dedup=True, run_id="on")
 
     assert len(off) == sum(r.token_rows for r in off_results.values()) > 50
-    assert on == off                       # every (user, source, date): codes, tokens, tokens_cut
+    assert on == off                       # every (user, source, date): codes, tokens, tokens_cut, residual
 
     events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date").isin(dates))
     documents = build_documents(check_raw_events(events, settings.sources_config(), settings.validation).valid,
