@@ -25,7 +25,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ops": {"config", "dates", "errors", "lake", "night", "runtime", "tokenizer"},
     "evaluation": {"config", "errors", "lake", "night", "runtime", "tokenizer", "world"},
     "steps": {"config", "dates", "errors", "features", "lake", "night", "ops", "runtime", "tokenizer"},
-    "deploy": {"config", "dates", "errors", "lake", "runtime", "steps", "tokenizer", "world"},
+    "deploy": {"config", "dates", "errors", "lake", "ops", "runtime", "steps", "tokenizer", "world"},
     "cli": {"config", "dates", "deploy", "errors", "evaluation", "lake", "night", "ops", "runtime", "steps",
             "tokenizer", "world"},
 }
