@@ -16,7 +16,11 @@ Exit codes, shared by ``u2qt``, ``u2qt-submit`` and the DAG tasks (:func:`exit_c
 """
 from __future__ import annotations
 
+import re
+
 from u2qt_core.errors import U2QTError
+
+_CONDITION_TAG = re.compile(r"^\[([A-Z][A-Z0-9_]*)\]")
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -91,7 +95,8 @@ def error_condition(exc: BaseException) -> str | None:
         if callable(condition) and condition():
             return str(condition())
         seen = seen.__cause__ or seen.__context__
-    return None
+    tagged = _CONDITION_TAG.match(str(exc))     # an untyped error (e.g. through py4j): Spark's "[CONDITION] ..."
+    return tagged.group(1) if tagged else None
 
 
 def exit_code(exc: BaseException) -> int | None:

@@ -166,8 +166,9 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
     history = read_view(spark, settings, "user_token_history")
     assert history.count() == day.count()
     steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
-    # resolve (the tokenizer, once per run, by its first dated step), stage, quality, publish
-    assert sorted(r["step"] for r in steps.select("step").collect()) == ["publish", "quality", "resolve", "stage"]
+    # resolve (the tokenizer, once per run, by its first dated step), stage, quality (and its drift
+    # check), publish
+    assert sorted(r["step"] for r in steps.select("step").collect()) == ["drift", "publish", "quality", "resolve", "stage"]
     # the run id recorded is Airflow's (by Airflow's run types), never one the pipeline made itself
     recorded = {r["run_id"] for r in day.select("run_id").distinct().collect()}
     assert recorded and {run_origin(run_id) for run_id in recorded} == {"airflow"}

@@ -187,7 +187,8 @@ def test_scheduler_runs_a_triggered_date_then_the_readme_backfill(airflow_servic
     airflow.cli("dags", "trigger", DAG_ID, "--logical-date", f"{d1}T00:00:00+00:00")
     (manual,) = airflow.wait_until_done([d1], timeout_s=RUN_TIMEOUT_S)
     assert manual["run_type"] == "manual"
-    assert airflow.task_states(manual["dag_run_id"]) == {task: "success" for task in DAILY}
+    # retrain_if_due: skipped unless the night's drift first marked its tokenizer due (it did not)
+    assert airflow.task_states(manual["dag_run_id"]) == {**{task: "success" for task in DAILY}, "retrain_if_due": "skipped"}
 
     # the README's backfill command: one run at a time; by default D1 (done) is not re-run
     airflow.cli("backfill", "create", "--dag-id", DAG_ID, "--from-date", d1, "--to-date", d2, "--max-active-runs", "1")
@@ -220,5 +221,6 @@ def test_scheduler_runs_a_triggered_date_then_the_readme_backfill(airflow_servic
     recorded = {(str(r["event_date"]), r["run_id"]) for r in steps.select("event_date", "run_id").distinct().collect()}
     assert recorded == {(d, run_ids[d]) for d in (d1, d2)}, recorded
     # each date staged, gated and published once; the tokenizer resolved once per run id
-    counts = {(str(r["event_date"]), r["step"]): r["count"] for r in steps.groupBy("event_date", "step").count().collect()}
+    counts = {(str(r["event_date"]), r["step"]): r["count"] for r in steps.where("step != 'drift'")
+              .groupBy("event_date", "step").count().collect()}
     assert counts == {(d, s): 1 for d in (d1, d2) for s in ("resolve", "stage", "quality", "publish")}, counts

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from pipelines.night import commit_points
 
 from pipelines.lake import tables
+from pipelines.lake.views import read_view
 from pipelines.night.backfill import backfill
 from pipelines.cli.main import app
 from pipelines.night.daily_job import run_day
@@ -29,8 +30,8 @@ def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, worl
     one_by_one = two_days["settings"]
     for name, drop in (("user_day_tokens", ["run_id"]), ("user_tokens", ["run_id"]),
                        ("user_token_history", ["updated_at"])):
-        got = tables.read_table(spark, fresh_lake, name).drop(*drop)
-        want = tables.read_table(spark, one_by_one, name).drop(*drop)
+        got = read_view(spark, fresh_lake, name).drop(*drop)
+        want = read_view(spark, one_by_one, name).drop(*drop)
         assert want.count() > 0
         assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
     metrics = tables.read_table(spark, fresh_lake, "run_metrics")
@@ -58,8 +59,8 @@ TABLES_COMPARED = (("user_day_tokens", ["run_id"]), ("user_tokens", ["run_id"]),
 
 def _assert_same_tables(spark, got_settings, want_settings) -> None:
     for name, drop in TABLES_COMPARED:
-        got = tables.read_table(spark, got_settings, name).drop(*drop)
-        want = tables.read_table(spark, want_settings, name).drop(*drop)
+        got = read_view(spark, got_settings, name).drop(*drop)
+        want = read_view(spark, want_settings, name).drop(*drop)
         assert want.count() > 0
         assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
 

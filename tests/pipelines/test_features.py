@@ -232,7 +232,7 @@ def test_readme_pytorch_snippet_runs_as_written(spark, featured, monkeypatch):
     expected = feature_tensors(tables.read_table(spark, settings, "user_features")
                                .where(F.col("as_of") == as_of).orderBy("user_id").toPandas())
     assert features.user_ids.tolist() == expected.user_ids.tolist() and len(features.user_ids) > 0
-    np.testing.assert_array_equal(features.vectors.numpy(), expected.vectors.numpy())
+    np.testing.assert_array_equal(features.bags.to_dense().numpy(), expected.bags.to_dense().numpy())
 
 
 def test_readme_sql_examples_run_against_the_views(spark, featured):

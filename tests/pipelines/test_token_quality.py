@@ -9,7 +9,7 @@ import shutil
 
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
+from pipelines.lake import tables, views
 from tests.conftest import make_settings
 
 ALERTS: list[dict] = []
@@ -21,7 +21,7 @@ def record_alert(context: dict) -> None:
 
 
 def _quality(spark, settings, event_date: str) -> list:
-    tables.register_views(spark, settings)
+    views.register_views(spark, settings)
     return spark.sql(f"SELECT * FROM token_quality WHERE event_date = DATE'{event_date}' "
                      "ORDER BY source, level").collect()
 
