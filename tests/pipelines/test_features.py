@@ -232,7 +232,12 @@ def test_readme_pytorch_snippet_runs_as_written(spark, featured, monkeypatch):
     expected = feature_tensors(tables.read_table(spark, settings, "user_features")
                                .where(F.col("as_of") == as_of).orderBy("user_id").toPandas())
     assert features.user_ids.tolist() == expected.user_ids.tolist() and len(features.user_ids) > 0
-    np.testing.assert_array_equal(features.bags.to_dense().numpy(), expected.bags.to_dense().numpy())
+    # the module's earlier tests may have rewritten the date with fewer representations: compare what is there
+    for got, want in ((features.vectors, expected.vectors), (features.bags, expected.bags)):
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_array_equal(got.to_dense().numpy() if got.is_sparse else got.numpy(),
+                                          want.to_dense().numpy() if want.is_sparse else want.numpy())
 
 
 def test_readme_sql_examples_run_against_the_views(spark, featured):
