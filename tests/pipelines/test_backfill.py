@@ -39,7 +39,8 @@ def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, worl
     assert metrics.where((F.col("event_date") == empty) & (F.col("step") != "backfill")).count() == 0
     ok = metrics.where(F.col("status") == "ok").groupBy("step").count().collect()
     # the tokenizer is resolved once for the whole backfill (recorded on its first date with events)
-    assert {r["step"]: r["count"] for r in ok} == {"resolve": 1, "stage": 2, "quality": 2, "publish": 2}
+    # (drift: the gates step's tokenizer-age row, one per date)
+    assert {r["step"]: r["count"] for r in ok} == {"resolve": 1, "stage": 2, "quality": 2, "drift": 2, "publish": 2}
     # both dates were staged by the one pass, then cleared as each was published (staging.keep_days 0)
     assert tables.read_table(spark, fresh_lake, "staging_day_tokens").count() == 0
     publishes = metrics.where(F.col("step") == "publish").select("metrics_json").collect()
