@@ -13,7 +13,8 @@ encoder, its pooling or max_length, a source's instruction, the document format 
 transform gives another version even with the same MRQ-VAE weights.
 
 Layout: ``<model_dir>/bundles/<version>/`` (``model.safetensors``, ``config.json`` with the
-contract, ``training_summary.json``, ``code_stats.json``: the training code histograms per source
+contract, for a U²QT-AAAI tokenizer ``frontend.safetensors`` with its front end and decoder, whose
+config and tensor hash the contract's ``architecture`` records, ``training_summary.json``, ``code_stats.json``: the training code histograms per source
 and level, :mod:`u2qt_core.code_stats`, what a night's drift is measured against).  The files
 beside the model are written into the temporary folder before its one rename, so they are as
 immutable as the weights; the version hashes what decides the codes (config, tensors, contract),
@@ -45,7 +46,8 @@ from u2qt_core.errors import CheckpointError, U2QTError
 from u2qt_core.mrqvae import MRQVAE
 
 __all__ = ["BUNDLES_FOLDER", "ContractMismatch", "encoder_identity", "write_bundle", "load_bundle",
-           "read_contract", "read_code_stats", "check_contract", "bundle_path", "NUMERIC_FIELDS"]
+           "read_contract", "read_code_stats", "check_contract", "bundle_path", "NUMERIC_FIELDS",
+           "architecture_of"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ _HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")   # confi
 #: contract fields compared by the numeric-path check, not by :func:`check_contract` (the last
 #: two: the dtype policy older bundles recorded in their encoder identity)
 NUMERIC_FIELDS = ("numeric_path", "encoder.dtype", "encoder.int8_dynamic")
+#: contract fields describing the bundle's own model (a U²QT front end), not a night's settings
+MODEL_FIELDS = ("architecture",)
 
 
 class ContractMismatch(U2QTError):
@@ -106,7 +110,12 @@ def write_bundle(model: MRQVAE, model_dir: str | Path, contract: dict[str, Any],
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     try:
-        version = save_tokenizer(model, tmp, extra=extra, contract=contract)
+        quantizer = getattr(model, "mrqvae", model)     # a U2QTTokenizer keeps its MRQ-VAE there
+        if quantizer is not model:                      # its front end goes into the contract, hence the version
+            contract = {**contract, "architecture": model.architecture_contract()}
+        version = save_tokenizer(quantizer, tmp, extra=extra, contract=contract)
+        if quantizer is not model:
+            model.save_frontend(tmp)
         if summary is not None:
             (tmp / SUMMARY_FILE).write_text(json.dumps({**summary, "tokenizer_version": version}, indent=2,
                                                        default=float) + "\n")
@@ -152,14 +161,26 @@ def read_contract(folder: str | Path) -> dict[str, Any]:
 
 
 def load_bundle(folder: str | Path, map_location: str = "cpu") -> tuple[MRQVAE, str, dict[str, Any]]:
-    """``(model, version, contract)`` of a bundle; the version is checked against the content."""
+    """``(model, version, contract)`` of a bundle; the version is checked against the content.
+    ``model`` is an :class:`MRQVAE` (FOUNDv2) or a :class:`~u2qt_core.u2qt_model.U2QTTokenizer`
+    (contract ``architecture.name: u2qt_aaai``), whose ``config`` is its MRQ-VAE's."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"tokenizer bundle {folder} does not exist")
     model, version = load_tokenizer(folder, map_location=map_location)
     if folder.name != version:
         raise CheckpointError(f"bundle folder {folder} holds tokenizer {version}: the folder was renamed or mixed")
-    return model, version, read_contract(folder)
+    contract = read_contract(folder)
+    if architecture_of(contract) == "u2qt_aaai":
+        from u2qt_core.u2qt_model import U2QTTokenizer
+
+        model = U2QTTokenizer.from_bundle(folder, model, contract["architecture"], map_location)
+    return model, version, contract
+
+
+def architecture_of(contract: dict[str, Any]) -> str:
+    """The tokenizer architecture a bundle's contract records (``foundv2`` when it names none)."""
+    return str((contract.get("architecture") or {}).get("name", "foundv2"))
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -177,7 +198,7 @@ def check_contract(bundle: dict[str, Any], night: dict[str, Any], version: str) 
     :data:`NUMERIC_FIELDS` are left to the numeric-path check."""
     theirs, ours = _flatten(bundle), _flatten(night)
     for field in sorted(set(theirs) | set(ours)):
-        if any(field == f or field.startswith(f + ".") for f in NUMERIC_FIELDS):
+        if any(field == f or field.startswith(f + ".") for f in (*NUMERIC_FIELDS, *MODEL_FIELDS)):
             continue
         if theirs.get(field, "<absent>") != ours.get(field, "<absent>"):
             raise ContractMismatch(

@@ -1,7 +1,8 @@
 """Configuration of the MRQ-VAE tokenizer and of its training (pydantic v2).
 
-A model preset is a YAML file with two top-level keys, ``mrqvae:`` (:class:`MRQVAEConfig`) and
-``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``. The shipped presets hold the
+A model preset is a YAML file with the keys ``architecture:`` (``foundv2``, the default, or
+``u2qt_aaai``), ``mrqvae:`` (:class:`MRQVAEConfig`), for U²QT-AAAI ``u2qt:``
+(:class:`QFormerEncoderConfig`), and ``train:`` (:class:`TrainConfig`); see ``conf/model/*.yaml``. The shipped presets hold the
 architecture only: which sources there are and how wide each input is (a :class:`SourceLayout`)
 come from the data's sources config (the pipeline's ``conf/sources.yaml`` plus the text encoder's
 width), passed as ``load_model_preset(path, layout=...)``, so a source is added or renamed in
@@ -28,7 +29,14 @@ __all__ = [
     "load_model_preset",
     "SourceLayout",
     "RESERVED_SOURCE_NAMES",
+    "QFormerEncoderConfig",
+    "ARCHITECTURES",
 ]
+
+#: The tokenizer architectures a preset names: FOUNDv2 (one text-encoder embedding per document
+#: straight into the MRQ-VAE) or U²QT-AAAI (the lines of a document as a sequence through a shared
+#: Transformer + causal Q-Former, then the MRQ-VAE, reverse decoder in training).
+ARCHITECTURES = ("foundv2", "u2qt_aaai")
 
 #: Source names must read unambiguously inside token strings such as ``<bill3_0087>``:
 #: lowercase letters and inner underscores, no digits (a trailing digit would merge with the level).
@@ -188,28 +196,108 @@ class TrainConfig(BaseModel):
         return device
 
 
-class ModelPreset(BaseModel):
-    """A model preset file: architecture plus training settings."""
+class QFormerEncoderConfig(BaseModel):
+    """Sizes of the U²QT-AAAI front end: shared Transformer encoder, causal Q-Former, reverse
+    decoder (defaults: the paper's implementation details). A preset's ``u2qt:`` section;
+    ``input_dims``, ``tabular_sources`` and ``context_sources`` come from the sources config."""
 
     model_config = ConfigDict(extra="forbid")
 
+    input_dims: dict[str, int]
+    """Feature width ``d_in`` of each source's input sequence (a text source: the encoder's width,
+    one element per event line; a tabular source: 1, one element per feature)."""
+    tabular_sources: list[str] = []
+    """Sources whose input is a feature vector, read as a sequence of ``[F, 1]`` scalars."""
+    context_sources: dict[str, list[str]] = Field(default_factory=dict)
+    """Which sources' queries also cross-attend to which others (eq. 4: behaviour V reads search R);
+    a source not listed reads only itself."""
+    num_queries: int = Field(4, gt=0)
+    qformer_layers: int = Field(4, gt=0)
+    hidden: int = Field(512, gt=0)
+    """Q-Former width (query vectors)."""
+    num_heads: int = Field(8, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    d_model: int = Field(512, gt=0)
+    """Width of the shared Transformer encoder / decoder."""
+    encoder_layers: int = Field(6, gt=0)
+    decoder_layers: int = Field(6, gt=0)
+    ffn_mult: int = Field(4, gt=0)
+    max_len: int = Field(512, gt=0)
+    """Longest input sequence (learned position tables); longer sequences keep their first ``max_len``."""
+    out_dim: int | None = None
+    """Width of ``pooled`` (the shared MLP M's output, the MRQ-VAE input); None -> ``hidden``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "QFormerEncoderConfig":
+        if self.hidden % self.num_heads or self.d_model % self.num_heads:
+            raise ValueError("hidden and d_model must be divisible by num_heads")
+        if not self.input_dims:
+            raise ValueError("input_dims must name at least one source")
+        for name in self.tabular_sources:
+            if name not in self.input_dims:
+                raise KeyProblem("tabular_sources", f"{name!r} is not a source ({sorted(self.input_dims)})")
+        for source, context in self.context_sources.items():
+            for name in [source, *context]:
+                if name not in self.input_dims:
+                    raise KeyProblem(f"context_sources.{source}", f"{name!r} is not a source ({sorted(self.input_dims)})")
+            if source in context:
+                raise KeyProblem(f"context_sources.{source}", "a source reads itself already; list only others")
+        return self
+
+    @property
+    def pooled_dim(self) -> int:
+        return self.out_dim or self.hidden
+
+
+class ModelPreset(BaseModel):
+    """A model preset file: the architecture, its sizes and the training settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["foundv2", "u2qt_aaai"] = "foundv2"
     mrqvae: MRQVAEConfig
+    u2qt: QFormerEncoderConfig | None = None
+    """The U²QT-AAAI front end's sizes (``architecture: u2qt_aaai`` only)."""
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_architecture(self) -> "ModelPreset":
+        if (self.architecture == "u2qt_aaai") != (self.u2qt is not None):
+            raise KeyProblem("u2qt", "a u2qt: section is required by architecture u2qt_aaai and allowed only there")
+        if self.u2qt is not None:
+            if sorted(self.u2qt.input_dims) != sorted(self.mrqvae.sources):
+                raise KeyProblem("u2qt.input_dims", f"must name the MRQ-VAE's sources {self.mrqvae.sources}")
+            if self.mrqvae.tabular_sources or self.mrqvae.embed_dim != self.u2qt.pooled_dim:
+                raise KeyProblem("mrqvae.embed_dim", f"the MRQ-VAE of a u2qt_aaai preset quantizes the pooled "
+                                 f"front-end output: embed_dim {self.u2qt.pooled_dim}, no tabular_sources")
+        return self
 
 
 class SourceLayout(NamedTuple):
-    """The data side of an MRQ-VAE: its sources in token order, the input width of each, which
-    of them are tabular (through the MLP of eq. 3) and the text-encoder width (``embed_dim``)."""
+    """The data side of a tokenizer: its sources in token order, the input width of each, which
+    of them are tabular (through the MLP of eq. 3), the text-encoder width (``embed_dim``) and,
+    for U²QT-AAAI, which sources each source's queries also read (``context_sources``)."""
 
     sources: list[str]
     input_dims: dict[str, int]
     tabular_sources: list[str]
     embed_dim: int
+    context_sources: dict[str, list[str]] = {}
 
     def as_mrqvae_keys(self) -> dict[str, Any]:
-        """The layout as ``mrqvae:`` keys of a preset."""
+        """The layout as ``mrqvae:`` keys of a FOUNDv2 preset."""
         return {"sources": list(self.sources), "input_dims": dict(self.input_dims),
                 "tabular_sources": list(self.tabular_sources), "embed_dim": self.embed_dim}
+
+    def as_u2qt_keys(self, pooled_dim: int) -> dict[str, Any]:
+        """The layout as ``mrqvae:`` and ``u2qt:`` keys of a U²QT-AAAI preset: the front end reads
+        a text source's lines (``embed_dim`` wide) and a tabular source's features one by one
+        (width 1); the MRQ-VAE quantizes every source's ``pooled_dim``-wide pooled output."""
+        return {"mrqvae": {"sources": list(self.sources), "input_dims": {s: pooled_dim for s in self.sources},
+                           "tabular_sources": [], "embed_dim": pooled_dim},
+                "u2qt": {"input_dims": {s: 1 if s in self.tabular_sources else self.embed_dim for s in self.sources},
+                         "tabular_sources": list(self.tabular_sources),
+                         "context_sources": {s: list(c) for s, c in self.context_sources.items()}}}
 
 
 def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None, *,
@@ -231,5 +319,11 @@ def load_model_preset(path: str | Path, overrides: dict[str, Any] | None = None,
             raise ConfigError(f"{path}: mrqvae.{named[0]}: a preset holds the architecture only; the sources and "
                               "their input widths come from the sources config (conf/sources.yaml): delete "
                               f"{', '.join('mrqvae.' + k for k in named)}")
-        raw = deep_merge(raw, {"mrqvae": layout.as_mrqvae_keys()})
+        merged = deep_merge(raw, overrides) or {}
+        if merged.get("architecture") == "u2qt_aaai":
+            sizes = merged.get("u2qt") or {}
+            pooled = sizes.get("out_dim") or sizes.get("hidden") or QFormerEncoderConfig.model_fields["hidden"].default
+            raw = deep_merge(raw, layout.as_u2qt_keys(int(pooled)))
+        else:
+            raw = deep_merge(raw, {"mrqvae": layout.as_mrqvae_keys()})
     return validate_model(ModelPreset, deep_merge(raw, overrides), str(path))

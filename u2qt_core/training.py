@@ -255,7 +255,7 @@ def _sample_batch(
     return batch
 
 
-def _finish_initialisation(model: MRQVAE, data: dict[str, torch.Tensor], batch_size: int, device: torch.device) -> None:
+def finish_initialisation(model: MRQVAE, data: dict[str, torch.Tensor], batch_size: int, device: torch.device) -> None:
     """Feed the training rows (no gradients) until every codebook a present source uses is initialised.
 
     Only needed when training stopped before some k-means buffers filled; the buffer rule
@@ -367,7 +367,7 @@ def train_mrqvae(
     if out_dir is not None and (not train_cfg.checkpoint_every or final_step % train_cfg.checkpoint_every):
         _save_checkpoint(out_dir, final_step, model, optimizer, sampler, history)
 
-    _finish_initialisation(model, data, train_cfg.batch_size, device)
+    finish_initialisation(model, data, train_cfg.batch_size, device)
     model.eval()
     metrics = codebook_metrics(model, {s: x.numpy() for s, x in data.items()})
     if out_dir is not None:

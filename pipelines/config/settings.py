@@ -82,6 +82,20 @@ class SourcesConfig(_Strict):
     text_sources: dict[str, TextSource]
     document: DocumentConfig = DocumentConfig()
     tabular: TabularConfig
+    # U²QT-AAAI only: the sources whose sequences each source's Q-Former queries also read (the
+    # paper's behaviour stream V reads search R); a source not listed reads only itself
+    context_sources: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _context_names_sources(self) -> "SourcesConfig":
+        known = self.all_sources
+        for source, context in self.context_sources.items():
+            for name in [source, *context]:
+                if name not in known:
+                    raise ValueError(f"context_sources.{source}: {name!r} is not a source ({known})")
+            if source in context:
+                raise ValueError(f"context_sources.{source}: a source reads itself already; list only others")
+        return self
 
     @property
     def all_sources(self) -> list[str]:
@@ -92,7 +106,8 @@ class SourcesConfig(_Strict):
         """The tokenizer's sources and input widths (text: the encoder's width; tabular: the
         feature vector's), what :func:`u2qt_core.config.load_model_preset` adds to a preset."""
         dims = {name: encoder_dim for name in self.text_sources} | {self.tabular.name: self.tabular.width}
-        return SourceLayout(self.all_sources, dims, [self.tabular.name], encoder_dim)
+        return SourceLayout(self.all_sources, dims, [self.tabular.name], encoder_dim,
+                            {s: list(c) for s, c in self.context_sources.items()})
 
 
 class InferenceConfig(_Strict):

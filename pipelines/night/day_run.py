@@ -40,6 +40,7 @@ class TokenizerInfo:
     num_codes: int
     variant: str
     numeric_path: str = ""         # the encoder's path this run computes on (checked against the bundle's)
+    architecture: str = "foundv2"  # or "u2qt_aaai" (u2qt_core.u2qt_model): how the night feeds the model
 
 
 def night_contract(settings: PipelineSettings) -> dict:
@@ -49,8 +50,11 @@ def night_contract(settings: PipelineSettings) -> dict:
     from u2qt_core.bundle import encoder_identity
 
     sources = settings.sources_config()
-    return {"encoder": encoder_identity(settings.encoder),
-            "inputs": {"sources": sources.all_sources, **sources.model_dump(mode="json")}}
+    inputs = sources.model_dump(mode="json")
+    # which sources a U²QT front end reads is part of its model (the bundle's architecture.frontend,
+    # compared by check_context); FOUNDv2 ignores it, so it is not an input setting of the contract
+    inputs.pop("context_sources", None)
+    return {"encoder": encoder_identity(settings.encoder), "inputs": {"sources": sources.all_sources, **inputs}}
 
 
 def load_tokenizer_info(settings: PipelineSettings, tokenizer_version: str | None = None, *,
@@ -70,17 +74,36 @@ def load_tokenizer_info(settings: PipelineSettings, tokenizer_version: str | Non
     entry = registry.find(settings, tokenizer_version) if tokenizer_version else registry.resolve(settings)
     model, version, contract = load_bundle(entry.bundle)
     check_contract(contract, night_contract(settings), version)
+    check_context(contract, settings, version)
     path = check_night_path(settings, version, contract, entry.tags, planned_path(settings, spark))
     return replace(tokenizer_info(entry.bundle, model, version), numeric_path=path.label)
 
 
+def check_context(contract: dict, settings: PipelineSettings, version: str) -> None:
+    """A U²QT-AAAI bundle's front end was trained reading the sources config's ``context_sources``;
+    a night whose sources config says otherwise is refused (its codes would mean something else)."""
+    from u2qt_core.bundle import ContractMismatch
+
+    frontend = (contract.get("architecture") or {}).get("frontend")
+    if frontend is None:
+        return
+    ours = {s: list(c) for s, c in settings.sources_config().context_sources.items()}
+    if frontend.get("context_sources", {}) != ours:
+        raise ContractMismatch(
+            f"tokenizer {version} was trained with context_sources = {frontend.get('context_sources', {})!r} but this "
+            f"run's sources config has {ours!r}: restore it, or train, evaluate and promote a tokenizer for the new one")
+
+
 def tokenizer_info(folder: str | Path, model, version: str) -> TokenizerInfo:
-    """The :class:`TokenizerInfo` of a loaded tokenizer (an MRQVAE) saved in ``folder``."""
+    """The :class:`TokenizerInfo` of a loaded tokenizer saved in ``folder``: an MRQVAE (FOUNDv2)
+    or a U2QTTokenizer, whose ``config`` is its MRQ-VAE's and whose tabular sources its front end's."""
     cfg = model.config
+    frontend = getattr(model, "frontend_config", None)
     return TokenizerInfo(
         model_dir=str(folder), version=version, sources=tuple(cfg.sources),
-        tabular_sources=tuple(cfg.tabular_sources), num_levels=cfg.num_levels,
-        shared_prefix_levels=cfg.token_shared_levels, num_codes=cfg.num_codes, variant=cfg.variant,
+        tabular_sources=tuple(frontend.tabular_sources if frontend is not None else cfg.tabular_sources),
+        num_levels=cfg.num_levels, shared_prefix_levels=cfg.token_shared_levels, num_codes=cfg.num_codes,
+        variant=cfg.variant, architecture="u2qt_aaai" if frontend is not None else "foundv2",
     )
 
 

@@ -45,6 +45,16 @@ def build_documents(events: DataFrame, sources: SourcesConfig) -> DataFrame:
     )
 
 
+def split_document(document: str, label: str, separator: str) -> list[str]:
+    """Pure-Python inverse of :func:`build_documents`' text: ``"<label>: <line><sep><line>..."`` ->
+    its lines, in document order (the U²QT-AAAI path embeds each line on its own). A line whose
+    own text holds the separator would split in two; the separator is chosen not to occur in
+    event texts (``document.line_separator``)."""
+    prefix = f"{label}: "
+    body = document[len(prefix):] if document.startswith(prefix) else document
+    return [line for line in body.split(separator) if line] or [body]
+
+
 def document_cuts(events: DataFrame, sources: SourcesConfig, night: str = "event_date") -> dict[str, dict]:
     """Per night (column ``night``): documents with more than ``document.max_lines`` distinct
     lines (``documents_cut``), the distinct lines left out of them (``lines_cut``), and both per

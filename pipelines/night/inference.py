@@ -59,6 +59,8 @@ class InferenceSpec:
     batch_rows: int = 4096
     torch_threads: int = 1                # intra-op threads per Python worker (match spark.task.cpus)
     numeric_path: str = ""                # the path the driver planned (device/precision/runtime)
+    labels: tuple[tuple[str, str], ...] = ()   # text source -> document label (U²QT-AAAI splits documents into lines)
+    line_separator: str = " [*] "
 
 
 def inference_spec(settings: "PipelineSettings", *, tabular_sources: tuple[str, ...],
@@ -77,6 +79,8 @@ def inference_spec(settings: "PipelineSettings", *, tabular_sources: tuple[str, 
         encoder=pinned_encoder(settings.encoder, path),
         numeric_path=path.label,
         instructions={name: src.instruction for name, src in sources.text_sources.items()},
+        labels=tuple((name, src.label) for name, src in sources.text_sources.items()),
+        line_separator=sources.document.line_separator,
         tabular_sources=tabular_sources,
         batch_rows=settings.inference.batch_rows,
         torch_threads=settings.inference.torch_threads,
@@ -208,7 +212,8 @@ _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.RLock()  # re-entrant: the runtime builds the embedder under it
 
 
-def _cached(kind: str, spec: InferenceSpec, build):
+def worker_cached(kind: str, spec: InferenceSpec, build):
+    """``build(spec)``, built once per Python worker and kind, reused by every later task."""
     key = (kind, _spec_key(spec))
     with _LOCK:
         if key not in _CACHE:
@@ -218,12 +223,12 @@ def _cached(kind: str, spec: InferenceSpec, build):
 
 def get_embedder(spec: InferenceSpec) -> InputEmbedder:
     """The worker-wide input embedder for ``spec`` (built once, reused by later tasks)."""
-    return _cached("embedder", spec, InputEmbedder)
+    return worker_cached("embedder", spec, InputEmbedder)
 
 
 def get_runtime(spec: InferenceSpec) -> TokenizerRuntime:
     """The worker-wide tokenizer runtime for ``spec`` (built once, reused by later tasks)."""
-    return _cached("runtime", spec, TokenizerRuntime)
+    return worker_cached("runtime", spec, TokenizerRuntime)
 
 
 def _failing_row(work, columns: tuple[np.ndarray, ...], rows: np.ndarray) -> int | None:

@@ -1,7 +1,8 @@
 """Step 1 of the night: validate the day's ``raw_events`` (bad rows -> ``quarantine`` with a
 reason), build one document per active (user, source) and one tabular vector per active user,
 spread them over Spark partitions, run encoder + MRQ-VAE in a pandas UDF -- once per distinct
-(source, document) of the pass with ``inference.dedup_documents`` (:mod:`pipelines.night.dedup`)
+(source, document) of the pass with ``inference.dedup_documents`` (:mod:`pipelines.night.dedup`);
+for a U²QT-AAAI tokenizer once per user-day, its sources together (:mod:`pipelines.night.u2qt_inference`)
 -- and write the codes to ``staging_day_tokens`` (the date's partition is replaced).
 
 :func:`stage_dates` does the same for several dates in one pass (one inference job over every
@@ -28,6 +29,7 @@ from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_
 from pipelines.night.documents import build_documents, build_tabular_inputs, document_cuts, profiles_as_of
 from pipelines.night.dedup import tokenize_inputs
 from pipelines.night.inference import inference_spec, make_tokenize_udf, worker_error_from
+from pipelines.night.u2qt_inference import make_user_day_udf, tokenize_user_days
 from u2qt_core.numeric_path import parse_path
 from pipelines.runtime.progress import spark_progress
 from pipelines.night.validation import check_profiles, check_raw_events, to_quarantine
@@ -99,15 +101,20 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     )
     run.replace_partition(quarantine, tables.QUARANTINE, predicate)
 
-    tokenize = make_tokenize_udf(inference_spec(
+    spec = inference_spec(
         run.settings, tabular_sources=run.tokenizer.tabular_sources,
         model_dir=run.tokenizer.model_dir, tokenizer_version=run.tokenizer.version,
         # the path load_tokenizer_info accepted for this version (planned again when absent)
         numeric_path=parse_path(run.tokenizer.numeric_path) if run.tokenizer.numeric_path else None,
-    ))
-    tokenized = tokenize_inputs(build_documents(valid, sources), build_tabular_inputs(profile_check.valid, sources),
-                                tokenize, partitions=run.settings.inference.partitions,
-                                dedup=run.settings.inference.dedup_documents)
+    )
+    documents, tabular = build_documents(valid, sources), build_tabular_inputs(profile_check.valid, sources)
+    if run.tokenizer.architecture == "u2qt_aaai":   # a user-day's sources together: the Q-Former reads across them
+        tokenized = tokenize_user_days(documents, tabular, make_user_day_udf(spec),
+                                       partitions=run.settings.inference.partitions)
+    else:
+        tokenized = tokenize_inputs(documents, tabular, make_tokenize_udf(spec),
+                                    partitions=run.settings.inference.partitions,
+                                    dedup=run.settings.inference.dedup_documents)
     staged = tokenized.rows.select(
         "user_id",
         "event_date",

@@ -58,9 +58,16 @@ def _gate(value: float | None, rule: str, passed: bool) -> dict:
     return {"value": value, "rule": rule, "passed": bool(passed)}
 
 
-def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[str], tabular: tuple[str, ...],
+def _embedded_rows(spark: SparkSession, settings: PipelineSettings, dates: list[str], model,
                    path: NumericPath | None):
+    """The MRQ-VAE inputs of every held-out (user, source, day): ``user_id, event_date, source, x``
+    rows ordered by source, date and user (a U²QT-AAAI tokenizer's: its front end's pooled vectors)."""
     inputs = sample_inputs(spark, settings, start_date=dates[0], end_date=dates[-1], max_per_source=0)
+    if hasattr(model, "frontend"):
+        from pipelines.tokenizer.u2qt_sample import pooled_rows
+
+        return pooled_rows(spark, settings, inputs, model, path)
+    tabular = tuple(model.config.tabular_sources)
     embed = make_embed_udf(inference_spec(settings, tabular_sources=tabular, numeric_path=path))
     with spark_progress(spark, "embed the held-out days"):
         return (inputs.repartition(settings.inference.partitions, "user_id")
@@ -118,15 +125,16 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
     started = time.monotonic()
     entry = registry.find(settings, tokenizer_version)
     model, version, contract = load_bundle(entry.bundle)
-    cfg, gates = model.config, settings.gates
+    quantizer = getattr(model, "mrqvae", model)   # a U²QT-AAAI tokenizer: the gates read its MRQ-VAE
+    cfg, gates = quantizer.config, settings.gates
     trained = path_from_dict(contract.get("numeric_path"))     # None: a bundle from before paths were recorded
     dates = heldout_dates(spark, settings)
-    rows = _embedded_rows(spark, settings, dates, tuple(cfg.tabular_sources), trained)
+    rows = _embedded_rows(spark, settings, dates, model, trained)
     by_source: dict[str, list] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
     inputs = {s: np.asarray([r["x"] for r in rs], dtype=np.float32) for s, rs in by_source.items()}
-    health = codebook_metrics(model, inputs)
+    health = codebook_metrics(quantizer, inputs)
     text = [s for s in inputs if s not in cfg.tabular_sources]
     sq_err = sum(health["per_source"][s]["recon_mse"] * inputs[s].size for s in text)
     energy = sum(float((inputs[s].astype(np.float64) ** 2).sum()) for s in text)
@@ -137,7 +145,7 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
     bags: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for source, source_rows in by_source.items():
-            codes = model.quantize(torch.from_numpy(inputs[source]), source).cpu().numpy().astype(np.int64)
+            codes = quantizer.quantize(torch.from_numpy(inputs[source]), source).cpu().numpy().astype(np.int64)
             k = order.index(source)
             for row, code in zip(source_rows, codes):
                 key = (str(row["event_date"]), int(row["user_id"]))
@@ -178,6 +186,10 @@ def _validate_paths(spark: SparkSession, settings: PipelineSettings, model, vers
 
     wanted = [parse_path(p) for p in settings.gates.validate_paths]
     if not wanted:
+        return {}
+    if hasattr(model, "frontend"):
+        log.warning("tokenizer %s is a U²QT-AAAI tokenizer: gates.validate_paths %s not measured (FOUNDv2 only); "
+                    "its nights run on its training path only", version, settings.gates.validate_paths)
         return {}
     if trained is None:
         log.warning("tokenizer %s records no numeric path: gates.validate_paths %s not measured", version,

@@ -131,18 +131,27 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     if end_date is None:
         end_date = (date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)).isoformat()
     inputs = sample_inputs(spark, settings, start_date=start_date, end_date=end_date, seed=preset.train.seed).persist()
-    embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources), path)
+    truncation = sample_truncation(settings, inputs)
+    model_dir = Path(settings.model_dir).expanduser().absolute()
+    if preset.architecture == "u2qt_aaai":
+        from pipelines.tokenizer.u2qt_sample import train_on_sample
+
+        # the lines embedded in Spark, the whole model trained end to end; `embeddings` are then
+        # the front end's pooled outputs, what the MRQ-VAE quantizes
+        result, embeddings = train_on_sample(spark, settings, inputs, preset, path)
+        embedded = time.monotonic()   # embedding and training interleave less cleanly here: counted as training
+    else:
+        embeddings = embed_inputs(spark, settings, inputs, tuple(preset.mrqvae.tabular_sources), path)
+        embedded = time.monotonic()
+        # checkpoints (and a resume after a crash) inside model_dir: <model_dir>/training/checkpoints/
+        result = train_mrqvae(embeddings, preset, out_dir=model_dir / TRAINING_FOLDER, progress=True)
+    inputs.unpersist()
     counts = {source: int(len(x)) for source, x in embeddings.items()}
     log.info("training sample: %s, embedded on numeric path %s", counts, path)
-    truncation = sample_truncation(settings, inputs)
-    inputs.unpersist()
-    embedded = time.monotonic()
-    model_dir = Path(settings.model_dir).expanduser().absolute()
-    # checkpoints (and a resume after a crash) inside model_dir: <model_dir>/training/checkpoints/
-    result = train_mrqvae(embeddings, preset, out_dir=model_dir / TRAINING_FOLDER, progress=True)
-    metrics = codebook_metrics(result.model, embeddings)
+    quantizer = getattr(result.model, "mrqvae", result.model)   # a U²QT tokenizer's MRQ-VAE
+    metrics = codebook_metrics(quantizer, embeddings)
     # the codes of the training sample per source and level: what the nights' drift is measured against
-    code_stats = training_code_stats(result.model.eval(), embeddings, settings.drift.top_mass)
+    code_stats = training_code_stats(quantizer.eval(), embeddings, settings.drift.top_mass)
     flat = training_metrics(metrics, result.history)
     summary = {
         "model_dir": str(model_dir), "training_rows": counts, "start_date": start_date, "end_date": end_date,
@@ -152,7 +161,8 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
     version, bundle = write_bundle(result.model, model_dir, contract, summary=summary, code_stats=code_stats,
                                    extra={"training_rows": counts, "preset": settings.training.preset})
     entry = registry.register(settings, version, bundle, flat, {
-        "preset": settings.training.preset, "start_date": str(start_date), "end_date": str(end_date),
+        "preset": settings.training.preset, "architecture": preset.architecture,
+        "start_date": str(start_date), "end_date": str(end_date),
         "steps": str(result.steps), "encoder": contract["encoder"]["model"],
         "numeric_path": path.label,
         **{f"rows.{s}": str(n) for s, n in counts.items()}})

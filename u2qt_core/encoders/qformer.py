@@ -27,53 +27,16 @@ from __future__ import annotations
 
 import logging
 
-import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from u2qt_core.config import QFormerEncoderConfig
 from u2qt_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-
-
-class QFormerEncoderConfig(pydantic.BaseModel, extra="forbid"):
-    """Sizes of the AAAI encoder/decoder (defaults: the paper's implementation details)."""
-
-    input_dims: dict[str, int]
-    """Feature width ``d_in`` of each source's input sequence."""
-    context_sources: dict[str, list[str]] = pydantic.Field(default_factory=dict)
-    """Which sources' queries also cross-attend to which others (eq. 4: behaviour V reads search R),
-    from the sources config; names absent from a call's inputs are ignored, a source not listed
-    reads only itself."""
-    num_queries: int = pydantic.Field(4, gt=0)
-    qformer_layers: int = pydantic.Field(4, gt=0)
-    hidden: int = pydantic.Field(512, gt=0)
-    """Q-Former width (query vectors)."""
-    num_heads: int = pydantic.Field(8, gt=0)
-    dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    d_model: int = pydantic.Field(512, gt=0)
-    """Width of the shared Transformer encoder / decoder."""
-    encoder_layers: int = pydantic.Field(6, gt=0)
-    decoder_layers: int = pydantic.Field(6, gt=0)
-    ffn_mult: int = pydantic.Field(4, gt=0)
-    max_len: int = pydantic.Field(512, gt=0)
-    """Longest input sequence (learned position tables)."""
-    out_dim: int | None = None
-    """Width of ``pooled`` (the shared MLP M's output, the MRQ-VAE input); None -> ``hidden``."""
-
-    @pydantic.model_validator(mode="after")
-    def _check(self) -> "QFormerEncoderConfig":
-        if self.hidden % self.num_heads or self.d_model % self.num_heads:
-            raise ValueError("hidden and d_model must be divisible by num_heads")
-        if not self.input_dims:
-            raise ValueError("input_dims must name at least one source")
-        return self
-
-    @property
-    def pooled_dim(self) -> int:
-        return self.out_dim or self.hidden
+__all__ = ["QFormerEncoderConfig", "CausalQFormerEncoder", "ReverseQFormerDecoder", "masked_reconstruction_loss"]
 
 
 def _safe_key_padding(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
