@@ -2,7 +2,8 @@
 
 world -> train v1 -> evaluate -> promote -> one ``u2qt_daily`` DAG run per date -> Spark SQL;
 then a second training (another seed) -> evaluate -> promote -> ``retokenize`` of every date
-into a new table generation, switched atomically -> both generations queried in Spark SQL.
+into a new table generation, switched atomically -> both generations queried in Spark SQL; with
+the world's ``vocabulary_shift``, one more night on which the world has moved (drift flagged).
 A version that fails a gate is promoted with ``--force`` (recorded on the version) so the demo
 runs through on its small world; the gates are printed either way.
 """
@@ -44,6 +45,29 @@ def _gated_promotion(spark, settings: PipelineSettings, version: str, echo: Call
         echo(f"  promote refused, a gate failed: {exc}\n  -> demo promotes it with --force (recorded on the version)")
         registry.promote(settings, version, force=True, reason=f"make demo: {exc}")
     return result
+
+
+def _a_night_after_the_world_moved(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[list[str]], None],
+                                   register: Callable[[object, PipelineSettings], list[str]],
+                                   echo: Callable[[str], None]) -> list[str]:
+    """One more night, the world's next day, on which ``vocabulary_shift`` moves some sources to a
+    new product line: the drift check flags them, alerts and marks the champion due for retraining
+    (the night still publishes). Returns the new date."""
+    from pipelines.world import write_next_days
+
+    shift = world_cfg.vocabulary_shift
+    moved = write_next_days(spark, world_cfg, settings.tables_root)
+    echo(f"\nNight {moved[0]}: from {shift.from_date} {int(100 * shift.share)} % of the events of {shift.sources} speak of a "
+         "new product line the tokenizer never saw:")
+    run_dates(moved)
+    register(spark, settings)
+    spark.sql(f"SELECT source, level, round(psi, 3) AS psi, round(js, 3) AS js, round(residual_mean, 3) AS residual_mean, "
+              f"drift_status FROM token_quality WHERE event_date = DATE'{moved[0]}' AND level = 1 ORDER BY psi DESC").show(truncate=False)
+    spark.sql(f"SELECT step, status, tokenizer_version FROM run_metrics WHERE event_date = DATE'{moved[0]}' "
+              "AND step = 'drift'").show(truncate=False)
+    echo("A failing drift threshold marks the version due for retraining (registry tag); under a scheduler the night's "
+         "retrain_if_due task then emits the Asset u2qt_tokenizer_retrain_due and u2qt_retrain runs.")
+    return moved
 
 
 def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[list[str]], None],
@@ -96,6 +120,8 @@ def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[
          f"registry (registry.db) under {Path(settings.model_dir).absolute()}. "
          "Query them with: u2qt sql \"SELECT ... FROM user_token_history\"; list versions with: u2qt versions")
     echo("Gates: " + json.dumps({v: {k: g["value"] for k, g in gs.items()} for v, gs in gates.items()}, default=str))
+    if world_cfg.vocabulary_shift is not None:
+        dates += _a_night_after_the_world_moved(spark, settings, world_cfg, run_dates, register, echo)
     from pipelines.ops.night_report import write_report
 
     page = Path(settings.tables_root).absolute().parent / "report.html"

@@ -32,6 +32,23 @@ def _check_known_sources(keys) -> None:
         raise ValueError(f"unknown sources {unknown}; allowed: {list(SOURCES)}")
 
 
+class VocabularyShift(BaseModel):
+    """From ``from_date`` on, each event of ``sources`` speaks of a new product line with
+    probability ``share`` (:mod:`pipelines.world.shift`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_date: dt.date
+    sources: list[str] = Field(min_length=1)
+    share: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_known(cls, v: list[str]) -> list[str]:
+        _check_known_sources(v)
+        return v
+
+
 class WorldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +97,10 @@ class WorldConfig(BaseModel):
     repeat_document_pool: int = Field(
         default=8, ge=1, le=10000,
         description="Shared template documents per (source, day) that repeat_document_share draws from.")
+    vocabulary_shift: VocabularyShift | None = Field(
+        default=None,
+        description="From a date on, a share of the chosen sources' events speak of a new product line "
+                    "(pipelines/world/shift.py): the drift the nightly check must see. None: no shift.")
     num_partitions: int | None = Field(
         default=None, ge=1,
         description="Spark partitions for generation (does not change the content; None: default parallelism).")

@@ -358,6 +358,10 @@ def day_events(config: WorldConfig, t: UserTraits, day: dt.date) -> list[Event]:
         from .repeats import repeat_documents
 
         events = repeat_documents(config, t.user_id, day, events, traits=user_traits, category_event=_category_event)
+    if config.vocabulary_shift is not None:
+        from .shift import shift_vocabulary
+
+        events = shift_vocabulary(config, t.user_id, day, events)
     events.sort(key=lambda e: (e.ts, e.source, e.text))
     return events
 

@@ -192,3 +192,20 @@ def write_world(spark: SparkSession, config: WorldConfig, tables_root: str, *,
     summary.seconds = round(time.monotonic() - t0, 3)
     log.info("world: done in %.1fs: %s", summary.seconds, summary.rows)
     return summary
+
+
+def write_next_days(spark: SparkSession, config: WorldConfig, tables_root: str, days: int = 1) -> list[str]:
+    """The ``days`` dates after ``config``'s last, as the same world extended would generate them
+    (the same users, seeds and ``vocabulary_shift``), written into ``raw_events`` (those dates'
+    partitions replaced): a world that keeps going, for a night after the others (the demo's).
+    Returns the new dates."""
+    from datetime import timedelta
+
+    longer = WorldConfig.model_validate({**config.model_dump(), "n_days": config.n_days + days})
+    new = [config.start_date + timedelta(days=config.n_days + i) for i in range(days)]
+    events = build_frames(spark, longer)["raw_events"].where(F.col("event_date").isin(new)).drop("bad_kind")
+    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in new)
+    (events.write.format("delta").mode("overwrite").option("replaceWhere", f"event_date IN ({listed})")
+     .save(f"{tables_root.rstrip('/')}/raw_events"))
+    log.info("world: raw_events of %s written (the world extended by %d day(s))", [d.isoformat() for d in new], days)
+    return [d.isoformat() for d in new]

@@ -48,9 +48,11 @@ def test_every_night_has_token_quality_per_source_and_level(spark, two_days, tra
     assert [r["status"] for r in steps] == ["ok"]
 
 
-def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, published_lake, tmp_path):
+def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, published_lake, trained_lake, tmp_path):
     from pipelines.night.daily_job import run_day
     from pipelines.tokenizer import registry
+    from pipelines.world import write_world
+    from pipelines.world.config import WorldConfig
 
     d1, d2 = two_days["dates"]
     model_dir = tmp_path / "model"     # the registry is tagged: a private copy of it
@@ -59,13 +61,17 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
                              drift={"min_documents": 1},
                              airflow={"alert_callback": "tests.pipelines.test_token_quality:record_alert"})
     text_sources = list(settings.sources_config().text_sources)
-    raw = settings.table_path("raw_events")
-    shifted = (tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == F.lit(d2).cast("date"))
-               .withColumn("text", F.when(F.col("source").isin(text_sources), F.concat(
-                   F.lit("quantum chromodynamics lecture notes on gluon confinement, part "),
-                   (F.col("user_id") % 3).cast("string"))).otherwise(F.col("text")))
-               .localCheckpoint())
-    (shifted.write.format("delta").mode("overwrite").option("replaceWhere", f"event_date = DATE'{d2}'").save(raw))
+    # the same world with every text source moving to a new product line from d2 on (world option
+    # vocabulary_shift); d2's raw_events are replaced by the shifted world's d2
+    world = trained_lake["world"]
+    shifted_world = WorldConfig.model_validate({**world.model_dump(), "vocabulary_shift": {
+        "from_date": d2, "sources": text_sources, "share": 1.0}})
+    write_world(spark, shifted_world, str(tmp_path / "shifted"))
+    shifted_raw = spark.read.format("delta").load(str(tmp_path / "shifted" / "raw_events"))
+    assert shifted_raw.where(F.col("event_date") == F.lit(d1).cast("date")).exceptAll(
+        tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == F.lit(d1).cast("date"))).count() == 0
+    (shifted_raw.where(F.col("event_date") == F.lit(d2).cast("date")).write.format("delta").mode("overwrite")
+     .option("replaceWhere", f"event_date = DATE'{d2}'").save(settings.table_path("raw_events")))
 
     ALERTS.clear()
     metrics = run_day(spark, settings, d2, run_id="test-shifted")
