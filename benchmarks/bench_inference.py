@@ -48,6 +48,7 @@ import numpy as np
 from benchmarks.bench_dedup import bench_dedup
 from benchmarks.bench_dedup import summary_lines as dedup_summary_lines
 from benchmarks.cpu_meter import TreeCpuMeter
+from benchmarks.matmul_anchor import anchor
 from benchmarks.common import (
     bench_arguments,
     repo_path,
@@ -136,6 +137,8 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
     real = sum(len(s) for s in bare._tokenize(texts, None)[0])
     out["padding"] = {"real_tokens": real, "processed_tokens": sum(len(r) * w for r, w in plan),
                       "forward_passes": len(plan)}
+    # the physical-limit anchor: the bare encoder's FLOP rate against the machine's fp32 matmul rate
+    out["matmul_anchor"] = anchor(bare, plan, min(meters["encoder_bare"]))
 
     frame = docs_frame.repartition(settings.inference.partitions, "user_id").cache()
     frame.count()
@@ -401,6 +404,10 @@ def summary_lines(payload: dict) -> list[str]:
         lines.append(f"  stage CPU fit: {fit['fixed_cpu_s']:.1f} CPU-s fixed + {fit['cpu_s_per_doc'] * 1000:.1f} ms per doc")
     if "dedup" in r:
         lines += dedup_summary_lines(r["dedup"])
+    if "matmul_anchor" in r:
+        a = r["matmul_anchor"]
+        lines.append(f"  encoder: {a['encoder_gflop_per_cpu_s']:.1f} GFLOP/CPU-s = {a['fraction_of_matmul_peak']:.2f} of this "
+                     f"machine's fp32 matmul rate ({a['matmul']['gflop_per_cpu_s']:.1f} GFLOP/CPU-s, same run)")
     if "ratios_vs_bare_encoder" not in r:
         return lines
     lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items()]
