@@ -59,8 +59,9 @@ def world(world_config: Annotated[Path, typer.Argument(help="world YAML, e.g. co
 def train(config: ConfigOption = None, set_: SetOption = None,
           start_date: Annotated[Optional[str], typer.Option(help="first day sampled", callback=date_arg)] = None,
           end_date: Annotated[Optional[str], typer.Option(help="last day sampled", callback=date_arg)] = None) -> None:
-    """Sample inputs from the lake, train the MRQ-VAE tokenizer, write it as a new bundle under
-    model_dir/bundles and register it (not promoted: `u2qt evaluate`, then `u2qt promote`)."""
+    """Sample inputs from the lake, train the tokenizer of training.preset (FOUNDv2's MRQ-VAE, or
+    U²QT-AAAI's Q-Former + MRQ-VAE with conf/model/u2qt_aaai_small.yaml), write it as a new bundle
+    under model_dir/bundles and register it (not promoted: `u2qt evaluate`, then `u2qt promote`)."""
     if (start_date is None) != (end_date is None):
         raise typer.BadParameter("give both --start-date and --end-date, or neither")
     _echo(launch_step("train", config, set_, [d for d in (start_date, end_date) if d]))
