@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.cpu_meter import TreeCpuMeter
+from pipelines.lake.lake import Lake
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
                     quality.check_quality(run)
                 seconds[way].append((meter.cpu_s, meter.wall_s))
         drift.measure = measured
-        rows = spark.read.format("delta").load(settings.table_path("staging_day_tokens")).count()
+        rows = spark.read.format("delta").load(Lake(spark, settings).path("staging_day_tokens")).count()
         out = {"date": args.date, "staged_rows": rows, "reps": args.reps,
                **{f"{way}_cpu_s": statistics.median(c for c, _ in v) for way, v in seconds.items()},
                **{f"{way}_wall_s": statistics.median(w for _, w in v) for way, v in seconds.items()},

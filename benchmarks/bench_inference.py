@@ -56,6 +56,7 @@ from benchmarks.common import (
     spark_session,
     time_interleaved,
 )
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger("benchmarks.inference")
 
@@ -83,12 +84,11 @@ def _documents(spark, settings, event_date: str):
     """The date's (user_id, event_date, source, document) rows as the pipeline builds them."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import tables
     from pipelines.night.documents import build_documents
     from pipelines.night.validation import check_raw_events
 
     sources = settings.sources_config()
-    events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
+    events = Lake(spark, settings).read("raw_events").where(F.col("event_date") == event_date)
     valid = check_raw_events(events, sources, settings.validation).valid
     frame = build_documents(valid, sources).cache()
     return frame, frame.toPandas()
@@ -280,7 +280,6 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
     """int8 dynamic quantization of the encoder against fp32: speed, changed codes, probe AUC."""
     import torch
 
-    from pipelines.lake import tables
     from u2qt_core.checkpoint import load_tokenizer
     from u2qt_core.encoders.text import TextEncoder
     from u2qt_core.evaluation.probes import probe_tasks, split_users
@@ -315,7 +314,7 @@ def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str,
     }
     out["int8_over_fp32"] = out["docs_per_cpu_s"]["int8"] / out["docs_per_cpu_s"]["fp32"]
 
-    labels = tables.read_table(spark, settings, "user_labels").toPandas()
+    labels = Lake(spark, settings).read("user_labels").toPandas()
     user_ids = np.array(sorted(docs["user_id"].unique()))
     index = {u: i for i, u in enumerate(user_ids)}
     labels = labels[labels["user_id"].isin(index)]

@@ -34,6 +34,7 @@ from benchmarks.common import (
     run_benchmark,
     spark_session,
 )
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger("benchmarks.pipeline")
 
@@ -97,7 +98,7 @@ def history_shape(spark, settings) -> dict[str, Any]:
 
     from pipelines.lake.views import read_view
 
-    row = read_view(spark, settings, "user_token_history").agg(
+    row = read_view(Lake(spark, settings), "user_token_history").agg(
         F.count(F.lit(1)).alias("rows"), F.avg("n_days").alias("mean_days"), F.max("n_days").alias("max_days"),
         F.sum("n_days").alias("day_tokens")).first()
     return {"rows": int(row["rows"]), "mean_days": float(row["mean_days"] or 0), "max_days": int(row["max_days"] or 0),
@@ -133,7 +134,7 @@ def run_date(spark, settings, info, event_date: str, steps=("stage", "quality", 
         for part in ("user_day_tokens_seconds", "user_tokens_seconds"):
             if part in published:
                 out[part] = published[part]
-        out["day_tokens_commit"] = last_commit(spark, settings.table_path(tables.USER_DAY_TOKENS.name))
+        out["day_tokens_commit"] = last_commit(spark, Lake(spark, settings).path(tables.USER_DAY_TOKENS.name))
         out["history_before"] = history_before
         out["history_after"] = history_shape(spark, settings)
     if "quality" in steps:

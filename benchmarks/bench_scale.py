@@ -38,6 +38,7 @@ from benchmarks.common import (
     run_benchmark,
     spark_session,
 )
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger("benchmarks.scale")
 
@@ -55,7 +56,7 @@ def table_versions(spark, settings) -> dict[str, int]:
 
     out = {}
     for spec in tables.OUTPUT_TABLES:
-        path = settings.table_path(spec.name)
+        path = Lake(spark, settings).path(spec.name)
         if tables.table_exists(spark, path):
             out[spec.name] = int(DeltaTable.forPath(spark, path).history(1).first()["version"])
     return out
@@ -70,7 +71,7 @@ def bytes_written_since(spark, settings, before: dict[str, int]) -> dict[str, An
     per_table: dict[str, int] = {}
     commits: list[dict] = []
     for spec in tables.OUTPUT_TABLES:
-        path = settings.table_path(spec.name)
+        path = Lake(spark, settings).path(spec.name)
         if not tables.table_exists(spark, path):
             continue
         for row in DeltaTable.forPath(spark, path).history().collect():
@@ -119,13 +120,13 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
 
     past = [new_day - timedelta(days=history_days - i) for i in range(history_days)]
     for spec in (tables.USER_DAY_TOKENS, tables.STAGING_DAY_TOKENS, tables.USER_TOKENS):
-        tables.ensure_table(spark, settings, spec, info.version)
+        Lake(spark, settings).ensure(spec, info.version)
     codes_frame(spark, info, active_users, past, "bench-history", 0).repartition(
         max(1, history_days // 8), "event_date").write.format("delta").mode("append").save(
-        settings.table_path(tables.USER_DAY_TOKENS.name))
-    compact_history(spark, settings)
+        Lake(spark, settings).path(tables.USER_DAY_TOKENS.name))
+    compact_history(Lake(spark, settings))
     codes_frame(spark, info, active_users, [new_day], "bench-new-day", 1).write.format("delta").mode("append").save(
-        settings.table_path(tables.STAGING_DAY_TOKENS.name))
+        Lake(spark, settings).path(tables.STAGING_DAY_TOKENS.name))
     users = spark.range(total_users).withColumnRenamed("id", "user_id")
     h = lambda salt: F.abs(F.xxhash64("user_id", F.lit(salt)))  # noqa: E731
     profiles = users.select(
@@ -135,14 +136,14 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
         (h(6) % 100000 / 10.0).alias("avg_balance"), (300 + h(7) % 550).cast("int").alias("credit_score"),
         F.when(h(8) % 2 == 0, "ios").otherwise("android").alias("device_os"), (h(9) % 20 == 0).alias("is_merchant"),
         (h(10) % 1000 / 1000.0).alias("engagement"))
-    profiles.write.format("delta").mode("overwrite").save(settings.table_path(tables.USER_PROFILE.name))
+    profiles.write.format("delta").mode("overwrite").save(Lake(spark, settings).path(tables.USER_PROFILE.name))
     L = info.num_levels * len(info.sources)
     identity = users.select(
         "user_id", F.lit(new_day - timedelta(days=1)).alias("as_of"),
         F.array(*[(h(20 + i) % info.num_codes).cast("smallint") for i in range(L)]).alias("token_tuple"),
         F.array(*[F.lit(s) for s in info.sources]).alias("sources_present"), (h(10) % 1000 / 1000.0).alias("engagement"),
         F.lit(0).alias("collision_suffix"), F.lit(info.version).alias("tokenizer_version"), F.lit("bench-identity").alias("run_id"))
-    identity.write.format("delta").mode("append").save(settings.table_path(tables.USER_TOKENS.name))
+    identity.write.format("delta").mode("append").save(Lake(spark, settings).path(tables.USER_TOKENS.name))
     if with_raw_events:
         text_sources = [s for s in info.sources if s not in info.tabular_sources]
         events = (spark.range(active_users * 4).select(
@@ -153,7 +154,7 @@ def write_synthetic_lake(spark, settings, info, *, active_users: int, total_user
                 F.element_at(F.array(*[F.lit(s) for s in text_sources]), (F.col("n") % len(text_sources) + 1).cast("int")).alias("source"),
                 F.concat(F.lit("event "), (F.col("n") % 97).cast("string")).alias("text"),
                 (F.col("n") % 50).cast("double").alias("amount"), F.lit("ok").alias("status")))
-        events.write.format("delta").partitionBy("event_date").mode("overwrite").save(settings.table_path(tables.RAW_EVENTS.name))
+        events.write.format("delta").partitionBy("event_date").mode("overwrite").save(Lake(spark, settings).path(tables.RAW_EVENTS.name))
 
 
 def stage_inputs(run) -> int:
@@ -249,7 +250,7 @@ def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
             runs = [_cli(["run-day", d], config) for d in dates]
             out[name] = {"wall_s": sum(r["wall_s"] for r in runs), "cpu_s": sum(r["cpu_s"] for r in runs),
                          "per_date_wall_s": [round(r["wall_s"], 2) for r in runs]}
-        days = spark.read.format("delta").load(s.table_path("user_day_tokens")).count()
+        days = spark.read.format("delta").load(Lake(spark, s).path("user_day_tokens")).count()
         out[name]["user_day_tokens_rows"] = days
         log.info("scale: %d dates %s: %s", n_dates, name, {k: v for k, v in out[name].items() if k != "per_date_wall_s"})
     out["speedup_wall"] = round(out["one_by_one"]["wall_s"] / out["one_job"]["wall_s"], 3)

@@ -60,11 +60,11 @@ with u2qt_dag(
         """The training window: raw_events dates before the held-out days."""
         from datetime import date
 
-        from pipelines.lake import tables
+        from pipelines.lake.lake import Lake
         from pipelines.tokenizer.train_job import heldout_dates
 
         settings, spark = _settings_and_spark("u2qt_retrain_sample")
-        first = tables.read_table(spark, settings, "raw_events").agg({"event_date": "min"}).first()[0]
+        first = Lake(spark, settings).read("raw_events").agg({"event_date": "min"}).first()[0]
         end = date.fromisoformat(heldout_dates(spark, settings)[0]) - timedelta(days=1)
         return {"start_date": str(first), "end_date": end.isoformat()}
 

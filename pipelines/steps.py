@@ -54,6 +54,14 @@ class StepCall:
         return get_spark(self.settings.spark_profile, app_name=f"u2qt_{self.step.name.replace('-', '_')}",
                          extra_conf=extra, master=self.master)
 
+    @cached_property
+    def lake(self):
+        """The :class:`~pipelines.lake.lake.Lake` at the current table generation, resolved once
+        (a dated night step resolves its own: :meth:`day_run`)."""
+        from pipelines.lake.lake import Lake
+
+        return Lake.open(self.spark, self.settings)
+
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.args.get(name, default)
 
@@ -168,13 +176,11 @@ def _catalog_conf(settings: PipelineSettings) -> dict[str, str]:
 
 @step("init", "create every missing output table, pinned to the promoted tokenizer, in the generation its nights write")
 def _init(call: StepCall) -> dict:
-    from pipelines.lake.generations import generation_for, with_generation
-    from pipelines.lake.tables import ensure_all
+    from pipelines.lake.lake import Lake
     from pipelines.night.day_run import load_tokenizer_info
 
     version = load_tokenizer_info(call.settings).version   # the alias now; the first dated step records its own
-    target = with_generation(call.settings, generation_for(call.spark, call.settings, version))
-    return {"tables": ensure_all(call.spark, target, version)}
+    return {"tables": Lake.for_version(call.spark, call.settings, version).create_all(version)}
 
 
 @step("stage", "night step 1: validate, quarantine, infer the day's tokens into staging", dates="day")
@@ -284,11 +290,12 @@ def _retokenize_conf(settings: PipelineSettings) -> dict[str, str] | None:
       dates="range", args=("version",), required_args=("version",), session_conf=_retokenize_conf)
 def _retokenize(call: StepCall) -> dict:
     from pipelines.lake.catalog import register_catalog
+    from pipelines.night.day_run import analyst_lake
     from pipelines.tokenizer.retokenize import retokenize
 
     result = retokenize(call.spark, call.settings, call.arg("version"), *call.dates)
     if _retokenize_conf(call.settings):
-        result["catalog"] = register_catalog(call.spark, call.settings)
+        result["catalog"] = register_catalog(*analyst_lake(call.spark, call.settings))
     return result
 
 
@@ -296,7 +303,7 @@ def _retokenize(call: StepCall) -> dict:
 def _maintain(call: StepCall) -> dict:
     from pipelines.ops.maintenance import maintain
 
-    return maintain(call.spark, call.settings)
+    return maintain(call.lake)
 
 
 @step("forget", "erase the users of a file (one user_id per line) from every table",
@@ -313,8 +320,9 @@ def _forget(call: StepCall) -> dict:
 @step("catalog", "register the tables and views in the persistent metastore for spark-sql", session_conf=_catalog_conf)
 def _catalog(call: StepCall) -> dict:
     from pipelines.lake.catalog import register_catalog
+    from pipelines.night.day_run import analyst_lake
 
-    return {"registered": register_catalog(call.spark, call.settings)}
+    return {"registered": register_catalog(*analyst_lake(call.spark, call.settings))}
 
 
 @step("retrain-due", "did the night of DATE (this run id) mark its tokenizer due for retraining, first of its nights",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,15 +68,14 @@ def retokenize(version: Annotated[str, typer.Option("--version", help="tokenizer
 
 def list_generations(config: ConfigOption = None, set_: SetOption = None) -> None:
     """The table generations switched to (newest last) and the current one's folder."""
-    from pipelines.lake.generations import current, history, with_generation
+    from pipelines.lake.lake import Lake
 
     settings = settings_from(config, set_)
-    spark = spark_for(settings, "u2qt_generations")
-    for row in history(spark, settings):
+    lake = Lake(spark_for(settings, "u2qt_generations"), settings)
+    for row in lake.switches():
         typer.echo(json.dumps(row, default=str))
-    now = current(spark, settings)
-    typer.echo(f"current: {now.generation!r} ({now.tokenizer_version}) at "
-               f"{Path(with_generation(settings, now.generation).table_path('user_day_tokens')).parent}")
+    now = lake.current()
+    typer.echo(f"current: {now.generation!r} ({now.tokenizer_version}) at {lake.at(now.generation).folder}")
 
 
 def register(app: typer.Typer) -> None:

@@ -204,28 +204,27 @@ def sql(query: Annotated[str, typer.Argument(help="Spark SQL over the tables (re
 
 
 def _register(spark, settings: PipelineSettings) -> list[str]:
-    """Temp views over the current table generation (the pointer of pipelines/lake/generations.py)."""
-    from pipelines.lake.generations import current, with_generation
-    from pipelines.lake.views import register_views, tokenizer_token_format
+    """Temp views over the current table generation (the pointer of pipelines/lake/lake.py)."""
+    from pipelines.lake.views import register_views
+    from pipelines.night.day_run import analyst_lake
 
-    now = current(spark, settings)
-    return register_views(spark, with_generation(settings, now.generation), tokenizer_token_format(settings, now.tokenizer_version))
+    return register_views(*analyst_lake(spark, settings))
 
 
 @app.command()
 def tables(config: ConfigOption = None, set_: SetOption = None) -> None:
     """List the Delta tables of the current table generation with their location and row count."""
-    from pipelines.lake.generations import current, with_generation
-    from pipelines.lake.tables import ALL_TABLES, table_exists
+    from pipelines.lake.lake import Lake
+    from pipelines.lake.tables import ALL_TABLES
 
     settings = settings_from(config, set_)
     spark = spark_for(settings, "u2qt_tables")
-    now = current(spark, settings)
-    settings = with_generation(settings, now.generation)
+    now = Lake(spark, settings).current()
+    lake = Lake(spark, settings, now.generation)
     typer.echo(f"generation {now.generation or '(first)'}: tokenizer {now.tokenizer_version or '-'}")
     for spec in ALL_TABLES:
-        path = settings.table_path(spec.name)
-        rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else None
+        path = lake.path(spec.name)
+        rows = lake.read(spec.name).count() if lake.exists(spec.name) else None
         typer.echo(f"{spec.name:<22} {'-' if rows is None else rows:>10}  {path}")
 
 

@@ -284,12 +284,11 @@ class HistoryConfig(_Strict):
 
 
 class MaintenanceConfig(_Strict):
-    """``u2qt maintain``: OPTIMIZE (Z-order on user_id), VACUUM and Delta log retention."""
+    """``u2qt maintain``: OPTIMIZE (Z-order on user_id), VACUUM and Delta log retention (which
+    tables, and how: the catalogue's ``maintenance`` of each, :mod:`pipelines.lake.tables`)."""
 
     vacuum_retain_hours: float = Field(168.0, ge=0)     # below 168 h readers of old snapshots may fail
     log_retention_days: int = Field(30, ge=1)           # delta.logRetentionDuration
-    zorder_tables: list[str] = ["user_token_history_base", "user_tokens", "user_profile"]
-    optimize_tables: list[str] = ["user_day_tokens", "staging_day_tokens", "quarantine", "run_metrics"]
 
 
 class FeaturesConfig(_Strict):
@@ -308,12 +307,6 @@ class FeaturesConfig(_Strict):
         if len(set(self.representations)) != len(self.representations):
             raise KeyProblem("representations", f"listed twice: {self.representations}")
         return self
-
-
-# tables holding codes: one copy per table generation (pipelines/lake/generations.py)
-GENERATION_TABLES = ("staging_day_tokens", "token_quality", "user_day_tokens", "user_token_history_base",
-                     "user_token_history_periods", "user_tokens", "user_features")
-GENERATIONS_FOLDER = "_generations"
 
 
 class PipelineSettings(_Strict):
@@ -338,17 +331,6 @@ class PipelineSettings(_Strict):
     gates: EvaluationGates = EvaluationGates()
     features: FeaturesConfig = FeaturesConfig()
     sequence_encoder: SequenceEncoderSettings = SequenceEncoderSettings()
-    # the table generation runs read and write (set by pipelines.lake.generations, not in YAML):
-    # None = not resolved yet (the first generation's folder), "" = the first generation, else its id
-    generation: str | None = None
-
-    def table_path(self, name: str) -> str:
-        """Location of the path-based Delta table ``name`` (a code table: in this settings'
-        generation, ``<tables_root>/_generations/<id>/<name>``; the first one is ``<tables_root>/<name>``)."""
-        root = Path(self.tables_root).expanduser().absolute()
-        if self.generation and name in GENERATION_TABLES:
-            root = root / GENERATIONS_FOLDER / self.generation
-        return str(root / name)
 
     def sources_config(self) -> SourcesConfig:
         return load_sources(_resolve(self.sources))

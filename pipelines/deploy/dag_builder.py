@@ -149,8 +149,9 @@ def step_task(step: str, settings: PipelineSettings, *, task_id: str | None = No
 
 def raw_partition_ready(event_date: str) -> bool:
     """True when the Delta log of ``raw_events`` has a live file in partition ``event_date``."""
-    settings = dag_settings()
-    ready = event_date in live_partitions(Path(settings.table_path("raw_events")), "event_date")
+    from pipelines.lake.lake import Lake
+
+    ready = event_date in live_partitions(Path(Lake(None, dag_settings()).path("raw_events")), "event_date")
     log.info("raw_events partition event_date=%s %s", event_date, "is there" if ready else "not there yet")
     return ready
 

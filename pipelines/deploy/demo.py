@@ -73,7 +73,7 @@ def _a_night_after_the_world_moved(spark, settings: PipelineSettings, world_cfg,
 def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[list[str]], None],
              register: Callable[[object, PipelineSettings], list[str]], echo: Callable[[str], None]) -> dict:
     """The demo; ``run_dates`` runs the u2qt_daily DAG per date, ``register`` the temp views."""
-    from pipelines.lake import generations
+    from pipelines.lake.lake import Lake
     from pipelines.tokenizer.retokenize import retokenize
     from pipelines.tokenizer.train_job import train as train_tokenizer
     from pipelines.world import write_world
@@ -96,12 +96,12 @@ def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[
     second = train_tokenizer(spark, settings, preset_overrides={"train": {"seed": 1}})
     v2 = second["tokenizer_version"]
     gates[v2] = _gated_promotion(spark, settings, v2, echo)["gates"]
-    old = generations.current(spark, settings)
+    old = Lake(spark, settings).current()
     moved = retokenize(spark, settings, v2, dates[0], dates[-1])
     echo(f"\nRe-tokenized {dates[0]}..{dates[-1]} with {v2}: generation {moved['generation']!r} is current; "
          f"generation {old.generation!r} ({old.tokenizer_version}) stays readable")
     register(spark, settings)
-    old_days = generations.with_generation(settings, old.generation).table_path("user_day_tokens")
+    old_days = Lake(spark, settings, old.generation).path("user_day_tokens")
     echo("Both generations in Spark SQL (the views read the current one; the old one by path):")
     spark.sql(f"""
         SELECT 'current' AS generation, tokenizer_version, count(*) AS token_rows, count(DISTINCT event_date) AS days

@@ -20,7 +20,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.lake.schemas import INPUT_SCHEMAS
 from pipelines.config.settings import PipelineSettings
 from pipelines.tokenizer.sample import sample_inputs
@@ -44,7 +44,7 @@ def ensure_world(spark: SparkSession, settings: PipelineSettings, world_cfg, *, 
     root = Path(settings.tables_root).expanduser().absolute()
     marker = root / "_eval_world.json"
     fingerprint = world_fingerprint(world_cfg)
-    present = all(tables.table_exists(spark, str(root / name)) for name in INPUT_SCHEMAS)
+    present = all(Lake(spark, settings).exists(name) for name in INPUT_SCHEMAS)
     if not rewrite and present and marker.exists() and marker.read_text() == fingerprint:
         log.info("eval world already at %s (same config): not rewritten", root)
         return False
@@ -138,7 +138,7 @@ def read_labels(spark: SparkSession, settings: PipelineSettings, tasks: list[str
 
 def tables_frame(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
     """The Delta table ``name`` under ``settings.tables_root``."""
-    return spark.read.format("delta").load(settings.table_path(name))
+    return Lake(spark, settings).read(name)
 
 
 def read_rec_inputs(spark: SparkSession, settings: PipelineSettings) -> tuple[pd.DataFrame, pd.DataFrame]:

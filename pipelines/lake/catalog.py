@@ -26,8 +26,10 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines.lake import tables, views
 from pipelines.config.settings import PipelineSettings
+from pipelines.lake import tables, views
+from pipelines.lake.lake import Lake
+from u2qt_core.token_strings import TokenFormat
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +57,21 @@ def _location(spark: SparkSession, name: str) -> str:
     return location.removeprefix("file:").rstrip("/")
 
 
-def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[str]:
-    """Create the schema, register each existing table of the current table generation by
-    location (re-pointed if it moved, e.g. after `u2qt retokenize`) and (re)create the
-    permanent views; returns the qualified names registered. Idempotent."""
-    from pipelines.lake.generations import current, with_generation
+def register_catalog(lake: Lake, token_format: TokenFormat | None) -> list[str]:
+    """Create the schema, register each existing table of ``lake`` (the current table generation:
+    :func:`pipelines.night.day_run.analyst_lake`) by location (re-pointed if it moved, e.g. after
+    `u2qt retokenize`) and (re)create the permanent views; returns the qualified names registered.
+    Idempotent."""
     from pipelines.runtime.spark_session import delta_jars
 
-    now = current(spark, settings)
-    settings = with_generation(settings, now.generation)
-
+    spark, settings = lake.spark, lake.settings
     database = settings.catalog.database
     if spark.conf.get("spark.sql.catalogImplementation", "in-memory") != "hive":
         log.warning("catalog: this session's catalog is in-memory: the registration lasts as long as the session")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {database} COMMENT 'u2qt token tables (Delta, by location)'")
     registered = []
     for spec in tables.ALL_TABLES:
-        path = settings.table_path(spec.name)
+        path = lake.path(spec.name)
         if not tables.table_exists(spark, path):
             continue
         name = f"{database}.{spec.name}"
@@ -81,8 +81,7 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
         registered.append(name)
     if f"{database}.{tables.USER_DAY_TOKENS.name}" in registered:
-        registered.append(_register_history_view(spark, settings, registered))
-    token_format = views.tokenizer_token_format(settings, now.tokenizer_version)
+        registered.append(_register_history_view(lake, registered))
     for view, (source_table, select) in views.view_definitions(token_format, table=lambda n: f"{database}.{n}").items():
         if f"{database}.{source_table}" in registered:
             spark.sql(f"CREATE OR REPLACE VIEW {database}.{view} AS {select}")
@@ -93,17 +92,18 @@ def register_catalog(spark: SparkSession, settings: PipelineSettings) -> list[st
     return registered
 
 
-def _register_history_view(spark: SparkSession, settings: PipelineSettings, registered: list[str]) -> str:
+def _register_history_view(lake: Lake, registered: list[str]) -> str:
     """``user_token_history`` as a permanent view (:func:`pipelines.lake.history.history_select`): its
     compacted base and control table are created empty if ``u2qt maintain`` has not run yet, so
     the view already reads them; its cutoff follows the newest date at query time."""
     from pipelines.lake.history import history_select
 
+    spark, settings = lake.spark, lake.settings
     database = settings.catalog.database
     for spec in (tables.HISTORY_BASE, tables.HISTORY_PERIODS):
         name = f"{database}.{spec.name}"
         if name not in registered:
-            path = tables.ensure_table(spark, settings, spec)
+            path = lake.ensure(spec)
             spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
             registered.append(name)
     view = f"{database}.{tables.USER_TOKEN_HISTORY.name}"

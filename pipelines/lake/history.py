@@ -28,11 +28,11 @@ import logging
 from datetime import date, timedelta
 from typing import Callable
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.config.settings import PipelineSettings
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,11 @@ def period_start(day: date, period_days: int) -> date:
     return day - timedelta(days=(day - EPOCH).days % period_days)
 
 
-def covered_periods(spark: SparkSession, settings: PipelineSettings) -> dict[date, date]:
+def covered_periods(lake: Lake) -> dict[date, date]:
     """``{period_start: covered_through}`` of the compacted periods (a small control table)."""
-    path = settings.table_path(tables.HISTORY_PERIODS.name)
-    if not tables.table_exists(spark, path):
+    if not lake.exists(tables.HISTORY_PERIODS.name):
         return {}
-    rows = spark.read.format("delta").load(path).collect()
+    rows = lake.read(tables.HISTORY_PERIODS.name).collect()
     return {r["period_start"]: r["covered_through"] for r in rows}
 
 
@@ -106,23 +105,21 @@ def history_select(max_days: int, table: Callable[[str], str], cutoff: date | No
         FROM counted WHERE size(all_dates) > expired"""
 
 
-def read_history(spark: SparkSession, settings: PipelineSettings) -> DataFrame:
+def read_history(lake: Lake) -> DataFrame:
     """The ``user_token_history`` view (columns of :data:`tables.USER_TOKEN_HISTORY`):
-    :func:`history_select` over the path-based tables, with the cutoff as a literal."""
-    spec = tables.USER_TOKEN_HISTORY
-    days_path = settings.table_path(tables.USER_DAY_TOKENS.name)
-    if not tables.table_exists(spark, days_path):
+    :func:`history_select` over the path-based tables of ``lake``, with the cutoff as a literal."""
+    spark, spec, max_days = lake.spark, tables.USER_TOKEN_HISTORY, lake.settings.history.max_days
+    if not lake.exists(tables.USER_DAY_TOKENS.name):
         return spark.createDataFrame([], spec.schema)
-    newest = _newest_date(spark.read.format("delta").load(days_path))
+    newest = _newest_date(lake.read(tables.USER_DAY_TOKENS.name))
     if newest is None:
         return spark.createDataFrame([], spec.schema)
-    with_base = all(tables.table_exists(spark, settings.table_path(s.name)) for s in (tables.HISTORY_BASE, tables.HISTORY_PERIODS))
-    cutoff = newest - timedelta(days=settings.history.max_days - 1)
-    return spark.sql(history_select(settings.history.max_days, lambda name: f"delta.`{settings.table_path(name)}`",
-                                    cutoff, with_base))
+    with_base = all(lake.exists(s.name) for s in (tables.HISTORY_BASE, tables.HISTORY_PERIODS))
+    cutoff = newest - timedelta(days=max_days - 1)
+    return spark.sql(history_select(max_days, lambda name: f"delta.`{lake.path(name)}`", cutoff, with_base))
 
 
-def compact_history(spark: SparkSession, settings: PipelineSettings) -> dict:
+def compact_history(lake: Lake) -> dict:
     """Write every closed period that the base does not cover exactly, drop expired periods.
 
     A period is closed once the newest published date reaches its last day; it is written once
@@ -131,23 +128,23 @@ def compact_history(spark: SparkSession, settings: PipelineSettings) -> dict:
     from delta.tables import DeltaTable
     from tqdm import tqdm
 
-    days_path = settings.table_path(tables.USER_DAY_TOKENS.name)
+    spark, history = lake.spark, lake.settings.history
     out: dict = {"compacted": [], "expired": [], "newest_date": None}
-    if not tables.table_exists(spark, days_path):
+    if not lake.exists(tables.USER_DAY_TOKENS.name):
         return out
-    days = spark.read.format("delta").load(days_path)
+    days = lake.read(tables.USER_DAY_TOKENS.name)
     dates = sorted(r["event_date"] for r in days.select("event_date").distinct().collect())
     if not dates:
         return out
-    version = tables.table_properties(spark, days_path).get(tables.TOKENIZER_VERSION_PROPERTY)
-    base_path = tables.ensure_table(spark, settings, tables.HISTORY_BASE, version)
-    periods_path = tables.ensure_table(spark, settings, tables.HISTORY_PERIODS)
-    P, newest = settings.history.period_days, dates[-1]
-    cutoff = newest - timedelta(days=settings.history.max_days - 1)
+    version = lake.properties(tables.USER_DAY_TOKENS.name).get(tables.TOKENIZER_VERSION_PROPERTY)
+    base_path = lake.ensure(tables.HISTORY_BASE, version)
+    periods_path = lake.ensure(tables.HISTORY_PERIODS)
+    P, newest = history.period_days, dates[-1]
+    cutoff = newest - timedelta(days=history.max_days - 1)
     last_in_period: dict[date, date] = {}
     for day in dates:
         last_in_period[period_start(day, P)] = day
-    covered = covered_periods(spark, settings)
+    covered = covered_periods(lake)
     todo = [start for start, last in sorted(last_in_period.items())
             if start + timedelta(days=P - 1) <= newest and start + timedelta(days=P - 1) >= cutoff
             and covered.get(start) != last]

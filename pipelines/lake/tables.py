@@ -1,6 +1,9 @@
-"""Delta table catalogue of u2qt: names, schemas, partitioning, and the tokenizer-version guard.
+"""The catalogue: every Delta table of u2qt declared once (name, schema, partitioning, whether it
+holds codes, whether it exists once per table generation, how ``u2qt maintain`` treats it), and
+the tokenizer-version guard of the tables that hold codes.
 
-Every table is a path-based Delta table under ``settings.tables_root``; the views over them are
+Where a table lives and reading or creating it belong to :class:`pipelines.lake.lake.Lake` (one
+per run, with the table generation resolved); the views over the tables are
 :mod:`pipelines.lake.views` (one Spark session's temp views) and :mod:`pipelines.lake.catalog`
 (the persistent catalog).
 """
@@ -9,13 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from typing import Literal
+
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
-from pipelines.config.settings import PipelineSettings
-from u2qt_core.errors import U2QTError
 from pipelines.errors import TableCreateRace, TokenizerVersionMismatch, error_condition
+from pipelines.lake.schemas import (RAW_EVENTS_SCHEMA, REC_IMPRESSIONS_SCHEMA, USER_LABELS_SCHEMA,
+                                    USER_PROFILE_SCHEMA)
+from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,11 @@ class TableSpec:
     versioned: bool = False     # holds codes: pinned to one tokenizer version per table generation
     description: str = ""
     properties: tuple[tuple[str, str], ...] = ()
+    # one copy per table generation (<tables_root>/_generations/<id>/<name>; the first at
+    # <tables_root>/<name>), else one table shared by every generation
+    per_generation: bool = False
+    # u2qt maintain (pipelines/ops/maintenance.py): OPTIMIZE ZORDER BY (user_id), plain OPTIMIZE, or left alone
+    maintenance: Literal["zorder", "optimize"] | None = None
 
 
 CODES = T.ArrayType(T.ShortType())
@@ -50,6 +60,7 @@ USER_PROFILE = TableSpec(
     "user_profile",
     USER_PROFILE_SCHEMA,
     description="tabular attributes and engagement score, one snapshot row per user and as_of date",
+    maintenance="zorder",
 )
 
 STAGING_DAY_TOKENS = TableSpec(
@@ -70,6 +81,8 @@ STAGING_DAY_TOKENS = TableSpec(
     ("event_date",),
     versioned=True,
     description="the night's inference output before its quality gates pass (not for analysts)",
+    per_generation=True,
+    maintenance="optimize",
 )
 
 USER_DAY_TOKENS = TableSpec(
@@ -85,6 +98,8 @@ USER_DAY_TOKENS = TableSpec(
     ("event_date",),
     versioned=True,
     description="fact table: one row per active (user, source, day); a date is rewritten whole",
+    per_generation=True,
+    maintenance="optimize",
 )
 
 # user_token_history is a VIEW (pipelines/lake/history.py): this spec is its column contract, not a table.
@@ -119,6 +134,8 @@ HISTORY_BASE = TableSpec(
     versioned=True,
     description="compacted history: per period of history.period_days and (user, source) the days' tokens in "
                 "date order; written by u2qt maintain, one partition per period, never by the nightly job",
+    per_generation=True,
+    maintenance="zorder",
 )
 
 HISTORY_PERIODS = TableSpec(
@@ -130,6 +147,7 @@ HISTORY_PERIODS = TableSpec(
     ]),
     description="which days user_token_history_base holds: [period_start, covered_through] per period; a "
                 "re-published date inside a range removes its period (the view then reads user_day_tokens)",
+    per_generation=True,
 )
 
 USER_TOKENS = TableSpec(
@@ -148,6 +166,8 @@ USER_TOKENS = TableSpec(
     description="collision-resolved identity: each user's latest full token tuple (-1 for a source "
                 "not active that day) and its suffix among users with the same tuple",
     properties=MERGE_TARGET_PROPERTIES,
+    per_generation=True,
+    maintenance="zorder",
 )
 
 QUARANTINE = TableSpec(
@@ -161,6 +181,7 @@ QUARANTINE = TableSpec(
     ]),
     ("event_date",),
     description="input rows the night could not use, with the reason; rewritten per date",
+    maintenance="optimize",
 )
 
 RUN_METRICS = TableSpec(
@@ -181,6 +202,7 @@ RUN_METRICS = TableSpec(
         T.StructField("recorded_at", T.TimestampType(), False),
     ]),
     description="one row per run step: counts, utilization, collision rate, timings (append-only log)",
+    maintenance="optimize",
 )
 
 USER_FEATURES = TableSpec(
@@ -203,6 +225,7 @@ USER_FEATURES = TableSpec(
     description="tokens as user features: per user active within features.window_days of as_of, the "
                 "recency-weighted mean codebook vector per source, a TF-IDF bag of codes and the sequence "
                 "encoder's fused embedding, as features.representations chooses (pipelines/features/user_features.py)",
+    per_generation=True,
 )
 
 TOKEN_QUALITY = TableSpec(
@@ -235,11 +258,43 @@ TOKEN_QUALITY = TableSpec(
     description="per night, source and codebook level: drift of the codes from the tokenizer's training "
                 "distribution (PSI, Jensen-Shannon), utilization, perplexity, top-code share and quantization "
                 "fidelity (relative residual norm); rewritten per date by the quality step",
+    per_generation=True,
 )
 
+GENERATIONS = TableSpec(
+    "table_generations",
+    T.StructType([
+        T.StructField("generation", T.StringType(), False),
+        T.StructField("tokenizer_version", T.StringType(), False),
+        T.StructField("dates_from", T.DateType()),
+        T.StructField("dates_to", T.DateType()),
+        T.StructField("switched_at", T.TimestampType(), False),
+    ]),
+    description="pointer log: the newest row names the table generation analysts read (one row = one atomic switch)",
+)
+
+# the evaluation's inputs (written by the synthetic world, read by `u2qt evaluate` and `u2qt paper-eval`)
+USER_LABELS = TableSpec("user_labels", USER_LABELS_SCHEMA, description="outcome labels per user and task")
+REC_IMPRESSIONS = TableSpec("rec_impressions", REC_IMPRESSIONS_SCHEMA,
+                            description="recommendation impressions and clicks per user and day")
+
+#: what the nights write (``u2qt init-tables`` creates them)
 OUTPUT_TABLES = (STAGING_DAY_TOKENS, TOKEN_QUALITY, USER_DAY_TOKENS, HISTORY_BASE, HISTORY_PERIODS, USER_TOKENS, USER_FEATURES,
                  QUARANTINE, RUN_METRICS)
+#: the night's inputs and outputs: what ``u2qt sql``, ``u2qt tables`` and ``u2qt catalog`` show
 ALL_TABLES = (RAW_EVENTS, USER_PROFILE, *OUTPUT_TABLES)
+#: every table of the lake, by name
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (*ALL_TABLES, GENERATIONS, USER_LABELS, REC_IMPRESSIONS)}
+
+
+def spec(name: str) -> TableSpec:
+    """The catalogue's entry of table ``name`` (a :class:`U2QTError` for a view or an unknown name)."""
+    if name == USER_TOKEN_HISTORY.name:
+        raise U2QTError(f"{name} is a view over user_day_tokens: read it with pipelines.lake.views.read_view")
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise U2QTError(f"no table {name!r} in the catalogue (pipelines/lake/tables.py): {sorted(TABLES)}") from None
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -248,43 +303,9 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def ensure_table(spark: SparkSession, settings: PipelineSettings, spec: TableSpec, tokenizer_version: str | None = None) -> str:
-    """Create ``spec`` if missing; for versioned tables check (or pin) the tokenizer version.
-
-    Returns the table path. Raises :class:`TokenizerVersionMismatch` when the table was
-    created for another tokenizer version.
-    """
-    from pipelines.lake.concurrency import retry_on_conflict
-
-    path = settings.table_path(spec.name)
-    if not table_exists(spark, path):
-        # two runs may race to create it: the loser's conflict is retried and then finds the table
-        retry_on_conflict(lambda: _create_table(spark, path, spec, tokenizer_version), f"create {spec.name}")
-    elif spec.versioned and tokenizer_version:
-        check_tokenizer_version(spark, spec.name, path, tokenizer_version)
-    return path
-
-
-def check_versioned_tables(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> list[str]:
-    """Check every existing output table that holds codes against ``tokenizer_version`` (the stage
-    step calls it before inference, so a tokenizer of another version is refused in seconds,
-    not at publish after the night's inference). Returns the names checked."""
-    checked = []
-    for spec in OUTPUT_TABLES:
-        path = settings.table_path(spec.name)
-        if spec.versioned and table_exists(spark, path):
-            check_tokenizer_version(spark, spec.name, path, tokenizer_version)
-            checked.append(spec.name)
-    return checked
-
-
-def ensure_all(spark: SparkSession, settings: PipelineSettings, tokenizer_version: str) -> list[str]:
-    """Create every output table that is missing (``u2qt init-tables``, the DAG's first task), so
-    runs of several dates started afterwards never race to create them. Returns their paths."""
-    return [ensure_table(spark, settings, spec, tokenizer_version) for spec in OUTPUT_TABLES]
-
-
-def _create_table(spark: SparkSession, path: str, spec: TableSpec, tokenizer_version: str | None) -> None:
+def create_table(spark: SparkSession, path: str, spec: TableSpec, tokenizer_version: str | None) -> None:
+    """Create ``spec`` at ``path`` unless it exists (then only the version check of a table that
+    holds codes); a create that loses a race raises :class:`TableCreateRace` (retried by the caller)."""
     from delta.tables import DeltaTable
 
     if table_exists(spark, path):
@@ -324,13 +345,3 @@ def check_tokenizer_version(spark: SparkSession, name: str, path: str, tokenizer
             "codes of two versions are never mixed. Re-tokenize the history into a new table generation "
             f"(`u2qt retokenize --version {tokenizer_version} --from D1 --to D2`) or promote tokenizer {pinned} again."
         )
-
-
-def read_table(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
-    """The Delta table ``name`` (the ``user_token_history`` view: :func:`pipelines.lake.views.read_view`)."""
-    if name == USER_TOKEN_HISTORY.name:
-        raise U2QTError(f"{name} is a view over user_day_tokens: read it with pipelines.lake.views.read_view")
-    path = settings.table_path(name)
-    if not table_exists(spark, path):
-        raise U2QTError(f"Delta table {name} does not exist at {path}")
-    return spark.read.format("delta").load(path)

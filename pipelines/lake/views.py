@@ -1,40 +1,27 @@
 """The views over the lake's tables: ``user_token_history`` (:mod:`pipelines.lake.history`),
 ``user_day_token_strings`` and ``user_identity``, as one session's temp views
 (:func:`register_views`, what ``u2qt sql`` reads) or as the SELECTs the persistent catalog
-(:mod:`pipelines.lake.catalog`) creates views from."""
+(:mod:`pipelines.lake.catalog`) creates views from. The token format of the token-string view is
+the caller's (:func:`pipelines.night.day_run.analyst_lake` resolves it with the current generation)."""
 from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
-from pipelines.config.settings import PipelineSettings
 from pipelines.lake.history import read_history
-from pipelines.lake.tables import ALL_TABLES, USER_TOKEN_HISTORY, read_table, table_exists
-from u2qt_core.errors import U2QTError
+from pipelines.lake.lake import Lake
+from pipelines.lake.tables import ALL_TABLES, USER_TOKEN_HISTORY
 from u2qt_core.token_strings import TokenFormat, sql_collision_token
 
 log = logging.getLogger(__name__)
 
 
-def read_view(spark: SparkSession, settings: PipelineSettings, name: str) -> DataFrame:
-    """A table or the ``user_token_history`` view, by name."""
+def read_view(lake: Lake, name: str) -> DataFrame:
+    """A table of ``lake`` or the ``user_token_history`` view, by name."""
     if name == USER_TOKEN_HISTORY.name:
-        return read_history(spark, settings)
-    return read_table(spark, settings, name)
-
-
-def tokenizer_token_format(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenFormat | None:
-    """The token format of ``tokenizer_version`` (default: the registry alias's; None, logged,
-    when there is none)."""
-    try:
-        from pipelines.night.day_run import load_tokenizer_info
-
-        info = load_tokenizer_info(settings, tokenizer_version)
-    except U2QTError as exc:
-        log.warning("token-string view skipped: %s", exc)
-        return None
-    return TokenFormat(info.shared_prefix_levels, info.variant, info.num_codes, info.sources)
+        return read_history(lake)
+    return lake.read(name)
 
 
 def view_definitions(token_format: TokenFormat | None, table=lambda name: name) -> dict[str, tuple[str, str]]:
@@ -63,17 +50,16 @@ def view_definitions(token_format: TokenFormat | None, table=lambda name: name) 
     return views
 
 
-def register_views(spark: SparkSession, settings: PipelineSettings, token_format: TokenFormat | None = None) -> list[str]:
-    """Expose every existing table as a temp view of the same name, plus the analyst views
-    (:func:`view_definitions`); the persistent catalog is :mod:`pipelines.lake.catalog`."""
-    registered = []
+def register_views(lake: Lake, token_format: TokenFormat | None = None) -> list[str]:
+    """Expose every existing table of ``lake`` as a temp view of the same name, plus the analyst
+    views (:func:`view_definitions`); the persistent catalog is :mod:`pipelines.lake.catalog`."""
+    spark, registered = lake.spark, []
     for spec in ALL_TABLES:
-        path = settings.table_path(spec.name)
-        if table_exists(spark, path):
-            spark.read.format("delta").load(path).createOrReplaceTempView(spec.name)
+        if lake.exists(spec.name):
+            lake.read(spec.name).createOrReplaceTempView(spec.name)
             registered.append(spec.name)
     if "user_day_tokens" in registered:   # the history view (pipelines/lake/history.py), built from the tables
-        read_history(spark, settings).createOrReplaceTempView(USER_TOKEN_HISTORY.name)
+        read_history(lake).createOrReplaceTempView(USER_TOKEN_HISTORY.name)
         registered.append(USER_TOKEN_HISTORY.name)
     for view, (source_table, select) in view_definitions(token_format).items():
         if source_table in registered:

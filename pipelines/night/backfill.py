@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, open_run, record_steps
 from pipelines.night.publish import publish_dates
 from pipelines.night.quality import check_quality_dates
@@ -42,7 +43,7 @@ def dates_with_events(spark: SparkSession, settings: PipelineSettings, dates: li
     """The ``dates`` that hold ``raw_events`` rows: in their ``event_date`` partition, or with a null
     ``event_date`` and an ``event_ts`` on that date (the night quarantines those, so such a date is
     run, not skipped as empty). Reads the dates' partitions and the null one."""
-    raw = tables.read_table(spark, settings, tables.RAW_EVENTS.name)
+    raw = Lake(spark, settings).read(tables.RAW_EVENTS.name)
     night = F.coalesce(F.col("event_date"), F.to_date("event_ts"))
     rows = (raw.where(dates_predicate(dates) + " OR event_date IS NULL")
             .where(night.isin([F.lit(d).cast("date") for d in dates])).select(night.alias("night")).distinct().collect())
@@ -50,9 +51,11 @@ def dates_with_events(spark: SparkSession, settings: PipelineSettings, dates: li
 
 
 def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[str],
-             run_prefix: str = "backfill", tokenizer_version: str | None = None) -> dict[str, dict]:
+             run_prefix: str = "backfill", tokenizer_version: str | None = None,
+             generation: str | None = None) -> dict[str, dict]:
     """Stage ``event_dates`` in one pass, then gate and publish them in date order, all with
-    one tokenizer: ``tokenizer_version``, or the registry alias's resolved once at the start.
+    one tokenizer: ``tokenizer_version``, or the registry alias's resolved once at the start, into
+    ``generation`` (default: the one of that version, :func:`pipelines.night.day_run.open_run`).
 
     Returns ``{event_date: {"status": "ok" | "empty", ...metrics}}`` in date order."""
     if not event_dates:
@@ -63,8 +66,9 @@ def backfill(spark: SparkSession, settings: PipelineSettings, event_dates: list[
     present = dates_with_events(spark, settings, dates)
     # the tokenizer (and table generation) is resolved once, recorded on the first date with events
     anchor = next((d for d in dates if d in present), dates[0])
-    first = open_run(spark, settings, anchor, f"{run_prefix}__{anchor}__{stamp}", tokenizer_version)
-    runs = [first if d == anchor else DayRun(spark, first.settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer)
+    first = open_run(spark, settings, anchor, f"{run_prefix}__{anchor}__{stamp}", tokenizer_version, generation)
+    runs = [first if d == anchor else DayRun(spark, settings, d, f"{run_prefix}__{d}__{stamp}", first.tokenizer,
+                                             first.generation)
             for d in dates]
     results: dict[str, dict] = {}
     empty = [run for run in runs if run.event_date not in present]

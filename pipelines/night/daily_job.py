@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def run_day(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None,
-            tokenizer_version: str | None = None) -> dict:
+            tokenizer_version: str | None = None, generation: str | None = None) -> dict:
     """All three steps for one date (what one DAG run does), with the tokenizer the registry
-    alias names at the start (or ``tokenizer_version``), resolved once."""
-    run = open_run(spark, settings, event_date, run_id, tokenizer_version)
+    alias names at the start (or ``tokenizer_version``), resolved once, into its table
+    generation (or ``generation``)."""
+    run = open_run(spark, settings, event_date, run_id, tokenizer_version, generation)
     staged = stage(run)
     metrics = check_quality(run)
     published = publish(run)

@@ -19,10 +19,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from pipelines.lake import tables
 from pipelines.config.settings import PipelineSettings, SourcesConfig
 from pipelines.dates import iso_date
-from u2qt_core.errors import CheckpointError, InputError
+from pipelines.lake import tables
+from pipelines.lake.lake import Lake
+from u2qt_core.errors import CheckpointError, InputError, U2QTError
+from u2qt_core.token_strings import TokenFormat
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +109,42 @@ def tokenizer_info(folder: str | Path, model, version: str) -> TokenizerInfo:
     )
 
 
+def token_format(settings: PipelineSettings, tokenizer_version: str | None = None) -> TokenFormat | None:
+    """The token format of ``tokenizer_version`` (default: the registry alias's) that the
+    token-string view renders (:func:`pipelines.lake.views.view_definitions`); None, logged, when
+    there is none."""
+    try:
+        info = load_tokenizer_info(settings, tokenizer_version)
+    except U2QTError as exc:
+        log.warning("token-string view skipped: %s", exc)
+        return None
+    return TokenFormat(info.shared_prefix_levels, info.variant, info.num_codes, info.sources)
+
+
+def analyst_lake(spark: SparkSession, settings: PipelineSettings) -> tuple[Lake, TokenFormat | None]:
+    """What analysts read: the lake at the current table generation (the pointer's) and the token
+    format of the version it holds (``u2qt sql``'s temp views, ``u2qt catalog``)."""
+    now = Lake(spark, settings).current()
+    return Lake(spark, settings, now.generation), token_format(settings, now.tokenizer_version)
+
+
 def open_run(spark: SparkSession, settings: PipelineSettings, event_date: str, run_id: str | None = None,
-             tokenizer_version: str | None = None) -> "DayRun":
+             tokenizer_version: str | None = None, generation: str | None = None) -> "DayRun":
     """The :class:`DayRun` of ``run_id`` with its tokenizer resolved once per run: the first step
     of a run resolves the registry alias (or takes ``tokenizer_version``) and records the version
-    and the table generation it writes (step ``resolve`` in ``run_metrics``); every later step
-    of the same run id (an Airflow task, a retry, a spark-submit) reuses both, so a promotion or
-    a generation switch during the night changes nothing for it."""
-    from pipelines.lake.generations import generation_for, with_generation
-
+    and the table generation it writes (``generation``, default the one of that version:
+    :meth:`Lake.for_version`; step ``resolve`` in ``run_metrics``); every later step of the same
+    run id (an Airflow task, a retry, a spark-submit) reuses both, so a promotion or a generation
+    switch during the night changes nothing for it."""
     run_id = run_id or default_run_id(event_date)
-    pinned = _resolved(spark, settings, run_id)
+    pinned = _resolved(Lake(spark, settings), run_id)
     if pinned is not None:
         info = load_tokenizer_info(settings, pinned[0], spark=spark)
-        return DayRun(spark, with_generation(settings, pinned[1]), event_date, run_id, info)
+        return DayRun(spark, settings, event_date, run_id, info, pinned[1])
     info = load_tokenizer_info(settings, tokenizer_version, spark=spark)
-    generation = settings.generation if settings.generation is not None else generation_for(spark, settings, info.version)
-    run = DayRun(spark, with_generation(settings, generation), event_date, run_id, info)
+    if generation is None:
+        generation = Lake.for_version(spark, settings, info.version).generation
+    run = DayRun(spark, settings, event_date, run_id, info, generation)
     run.record("resolve", "ok", 0.0, {"alias": None if tokenizer_version else settings.registry.alias,
                                       "bundle": info.model_dir, "generation": generation,
                                       "numeric_path": info.numeric_path})
@@ -133,12 +154,11 @@ def open_run(spark: SparkSession, settings: PipelineSettings, event_date: str, r
     return run
 
 
-def _resolved(spark: SparkSession, settings: PipelineSettings, run_id: str) -> tuple[str, str] | None:
+def _resolved(lake: Lake, run_id: str) -> tuple[str, str] | None:
     """(tokenizer version, generation) recorded by the first step of ``run_id``, if any."""
-    path = settings.table_path(tables.RUN_METRICS.name)
-    if not tables.table_exists(spark, path):
+    if not lake.exists(tables.RUN_METRICS.name):
         return None
-    rows = (spark.read.format("delta").load(path).where((F.col("run_id") == run_id) & (F.col("step") == "resolve"))
+    rows = (lake.read(tables.RUN_METRICS.name).where((F.col("run_id") == run_id) & (F.col("step") == "resolve"))
             .orderBy("recorded_at").select("tokenizer_version", "metrics_json").limit(1).collect())
     if not rows:
         return None
@@ -147,16 +167,20 @@ def _resolved(spark: SparkSession, settings: PipelineSettings, run_id: str) -> t
 
 @dataclass
 class DayRun:
-    """One date's run: where it reads and writes and which tokenizer it uses."""
+    """One date's run: where it reads and writes (:attr:`lake`, at the run's table generation) and
+    which tokenizer it uses."""
 
     spark: SparkSession
     settings: PipelineSettings
     event_date: str
     run_id: str
     tokenizer: TokenizerInfo
+    generation: str = ""
     sources: SourcesConfig = field(init=False)
+    lake: Lake = field(init=False)
 
     def __post_init__(self) -> None:
+        self.lake = Lake(self.spark, self.settings, self.generation)
         iso_date(self.event_date, "event date")  # an InputError names a bad date before any read
         check_run_id(self.run_id)
         self.sources = self.settings.sources_config()
@@ -172,15 +196,15 @@ class DayRun:
         return f"event_date = DATE'{self.event_date}'"
 
     def path(self, name: str) -> str:
-        return self.settings.table_path(name)
+        return self.lake.path(name)
 
     def read(self, name: str) -> DataFrame:
-        return tables.read_table(self.spark, self.settings, name)
+        return self.lake.read(name)
 
     def replace_partition(self, frame: DataFrame, spec: tables.TableSpec, predicate: str | None = None) -> None:
         """Atomically replace this date's partition of ``spec`` with ``frame`` (or the
         partitions ``predicate`` selects, e.g. :func:`dates_predicate` of a backfill)."""
-        tables.ensure_table(self.spark, self.settings, spec, self.tokenizer.version)
+        self.lake.ensure(spec, self.tokenizer.version)
         (frame.select(*[f.name for f in spec.schema.fields])
             .write.format("delta").mode("overwrite")
             .option("replaceWhere", predicate or self.date_predicate)
@@ -209,7 +233,7 @@ def record_steps(records: list[StepRecord]) -> None:
     if not records:
         return
     first = records[0].run
-    tables.ensure_table(first.spark, first.settings, tables.RUN_METRICS)
+    first.lake.ensure(tables.RUN_METRICS)
     fields = [f for f in tables.RUN_METRICS.schema.fields if f.name != "recorded_at"]
     rows = [tuple(_metrics_row(r)[f.name] for f in fields) for r in records]
     frame = first.spark.createDataFrame(rows, StructType(fields)).withColumn("recorded_at", F.current_timestamp())

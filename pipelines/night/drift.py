@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.day_run import DayRun
 from u2qt_core.code_stats import js_divergence, perplexity, psi
 
@@ -233,7 +234,7 @@ def newly_due(spark, settings, event_date: str, run_id: str | None) -> dict:
     """Whether the night ``run_id`` of ``event_date`` marked its tokenizer due for retraining and
     is the first night to mark that version (what emits the retrain Asset in ``u2qt_daily``):
     ``{"retrain_due", "first", "tokenizer_version"}`` read from ``run_metrics``' ``drift`` rows."""
-    frame = tables.read_table(spark, settings, tables.RUN_METRICS.name).where(F.col("step") == "drift")
+    frame = Lake(spark, settings).read(tables.RUN_METRICS.name).where(F.col("step") == "drift")
     mine = frame.where(F.col("event_date") == F.lit(event_date).cast("date"))
     if run_id:
         mine = mine.where(F.col("run_id") == run_id)

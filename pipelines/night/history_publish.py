@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.config.settings import PipelineSettings
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.lake.history import covered_periods, period_start
 from pipelines.night import commit_points
 from pipelines.night.day_run import DayRun, dates_predicate
@@ -28,9 +28,8 @@ def publish_day_tokens(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, i
     period's coverage, so the view never serves stale compacted entries (a crash between the two
     writes leaves the view reading ``user_day_tokens``: still exact)."""
     run = runs[0]
-    spark, settings = run.spark, run.settings
     dates = [r.event_date for r in runs]
-    tables.ensure_table(spark, settings, tables.USER_DAY_TOKENS, run.tokenizer.version)
+    run.lake.ensure(tables.USER_DAY_TOKENS, run.tokenizer.version)
     key = ["user_id", "event_date", "source"]
     old = run.read(tables.USER_DAY_TOKENS.name).where(dates_predicate(dates)).select(
         *key, F.col("codes").alias("old_codes"), F.col("tokenizer_version").alias("old_version"))
@@ -45,7 +44,7 @@ def publish_day_tokens(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, i
     if not todo:
         log.info("history: user_day_tokens already holds %s exactly: nothing written", ", ".join(dates))
         return changed
-    _uncover(spark, settings, [date.fromisoformat(d) for d in todo])
+    _uncover(run.lake, [date.fromisoformat(d) for d in todo])
     commit_points.reached("user_day_tokens.uncover")
     replaced = dates_predicate(todo)
     run.replace_partition(day_tokens.where(replaced), tables.USER_DAY_TOKENS, replaced)
@@ -55,16 +54,16 @@ def publish_day_tokens(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, i
     return changed
 
 
-def _uncover(spark: SparkSession, settings: PipelineSettings, days: list[date]) -> None:
+def _uncover(lake: Lake, days: list[date]) -> None:
     """Remove the coverage of the compacted periods holding ``days`` that cover them (one delete)."""
     from delta.tables import DeltaTable
 
-    covered, period_days = covered_periods(spark, settings), settings.history.period_days
+    covered, period_days = covered_periods(lake), lake.settings.history.period_days
     inside = [day for day in days if covered.get(period_start(day, period_days), date.min) >= day]
     if not inside:
         return
     hit = sorted({period_start(day, period_days) for day in inside})
-    DeltaTable.forPath(spark, settings.table_path(tables.HISTORY_PERIODS.name)).delete(
+    DeltaTable.forPath(lake.spark, lake.path(tables.HISTORY_PERIODS.name)).delete(
         F.col("period_start").isin(hit))
     log.info("history: %s re-published inside compacted period(s) %s: the view reads them from "
              "user_day_tokens until `u2qt maintain` compacts them again", [d.isoformat() for d in inside],

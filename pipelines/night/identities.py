@@ -59,7 +59,7 @@ def update_identities(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, in
 
     run = runs[0]
     spark = run.spark
-    path = tables.ensure_table(spark, run.settings, tables.USER_TOKENS, run.tokenizer.version)
+    path = run.lake.ensure(tables.USER_TOKENS, run.tokenizer.version)
     run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
     tuples = day_tuples(run, day_tokens)
     incoming = _identity_rows(run, tuples, run_ids[F.col("event_date")], F.lit(run.tokenizer.version))

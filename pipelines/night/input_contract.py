@@ -87,18 +87,19 @@ def _feature_contract(feature: TabularFeature) -> ColumnContract:
 def check_inputs(spark: SparkSession, settings: PipelineSettings, dates: list[str] | None = None) -> tuple[list[Difference], dict[str, int]]:
     """Check ``raw_events`` and ``user_profile`` of ``settings`` against :func:`input_contract`
     (``raw_events`` of ``dates`` only, when given). Returns the differences and the rows checked."""
-    from pipelines.lake.tables import table_exists
+    from pipelines.lake.lake import Lake
 
+    lake = Lake(spark, settings)
     sources = settings.sources_config()
     contract = input_contract(sources)
     differences: list[Difference] = []
     rows: dict[str, int] = {}
     for table, columns in contract.items():
-        path = settings.table_path(table)
-        if not table_exists(spark, path):
+        path = lake.path(table)
+        if not lake.exists(table):
             differences.append(Difference("error", table, f"no Delta table at {path}"))
             continue
-        frame = spark.read.format("delta").load(path)
+        frame = lake.read(table)
         schema_differences = _schema_differences(table, frame.schema, columns)
         differences += schema_differences
         if any(d.severity == "error" for d in schema_differences):

@@ -68,7 +68,7 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
     in ``metrics_json``) for each of its dates, then re-raises."""
     started = time.monotonic()
     try:
-        tables.check_versioned_tables(runs[0].spark, runs[0].settings, runs[0].tokenizer.version)
+        runs[0].lake.check_versions(runs[0].tokenizer.version)
         return _stage_dates(runs, started)
     except Exception as exc:
         record_failure(runs, "stage", started, exc)

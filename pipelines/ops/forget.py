@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from pipelines.lake import tables
 from pipelines.lake.concurrency import publish_lock, retry_on_conflict
+from pipelines.lake.lake import Lake
 from pipelines.night.identities import forget_identities
 from pipelines.config.settings import PipelineSettings
 from u2qt_core.errors import InputError
@@ -55,16 +56,14 @@ def read_user_ids(path: str | Path) -> list[int]:
 def erasure_targets(spark: SparkSession, settings: PipelineSettings) -> dict[str, str]:
     """``{table name: path}`` of every existing Delta table to erase from: the catalogue's, plus any
     other Delta table directly under ``tables_root``, plus every table generation's code tables
-    (``<generation>/<table>``, :mod:`pipelines.lake.generations`)."""
-    from pipelines.config.settings import GENERATIONS_FOLDER
-
-    found = {spec.name: settings.model_copy(update={"generation": ""}).table_path(spec.name) for spec in tables.ALL_TABLES}
-    root = Path(settings.tables_root).expanduser().absolute()
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
+    (``<generation>/<table>``, :mod:`pipelines.lake.lake`)."""
+    lake = Lake(spark, settings)      # the first generation's folders and every later one's
+    found = {spec.name: lake.path(spec.name) for spec in tables.ALL_TABLES}
+    if lake.root.is_dir():
+        for child in sorted(lake.root.iterdir()):
             if child.is_dir() and (child / "_delta_log").is_dir():
                 found.setdefault(child.name, str(child))
-    for generation in sorted((root / GENERATIONS_FOLDER).glob("*")) if (root / GENERATIONS_FOLDER).is_dir() else []:
+    for generation in lake.generation_folders():
         for child in sorted(generation.iterdir()):
             if child.is_dir() and (child / "_delta_log").is_dir():
                 found[f"{generation.name}/{child.name}"] = str(child)

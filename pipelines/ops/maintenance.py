@@ -20,18 +20,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines.config.settings import PipelineSettings
 from pipelines.lake import tables
 from pipelines.lake.history import compact_history
-from pipelines.config.settings import PipelineSettings
-from u2qt_core.errors import ConfigError
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_CHECK_HOURS = 168.0  # Delta refuses VACUUM below this unless the check is off
-
-
-def _known_table_names() -> set[str]:
-    return {spec.name for spec in tables.ALL_TABLES}
 
 
 def _live_files(path: str) -> int | None:
@@ -50,9 +46,9 @@ def _set_retention(spark: SparkSession, path: str, settings: PipelineSettings) -
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({props})")
 
 
-def maintain_table(spark: SparkSession, settings: PipelineSettings, name: str, zorder: bool) -> dict:
+def maintain_table(lake: Lake, name: str, zorder: bool) -> dict:
     """Retention properties, OPTIMIZE (Z-ordered by user_id when ``zorder``) and VACUUM of one table."""
-    path = settings.table_path(name)
+    spark, settings, path = lake.spark, lake.settings, lake.path(name)
     started = time.monotonic()
     files_before = _live_files(path)
     _set_retention(spark, path, settings)
@@ -70,19 +66,18 @@ def maintain_table(spark: SparkSession, settings: PipelineSettings, name: str, z
     return out
 
 
-def maintain(spark: SparkSession, settings: PipelineSettings) -> dict:
-    """Compact the history, then OPTIMIZE / VACUUM every configured table that exists (the code
-    tables of the current table generation unless ``settings`` names one)."""
-    if settings.generation is None:
-        from pipelines.lake.generations import current_settings
+def maintained_tables() -> list[tuple[str, bool]]:
+    """``[(table, zorder)]``: what the catalogue marks for maintenance, the Z-ordered ones first."""
+    return [(spec.name, spec.maintenance == "zorder") for kind in ("zorder", "optimize")
+            for spec in tables.TABLES.values() if spec.maintenance == kind]
 
-        settings = current_settings(spark, settings)
-    m = settings.maintenance
-    unknown = sorted(set(m.zorder_tables + m.optimize_tables) - _known_table_names())
-    if unknown:
-        raise ConfigError(f"maintenance: unknown table(s) {unknown}; known: {sorted(_known_table_names())}")
+
+def maintain(lake: Lake) -> dict:
+    """Compact the history, then OPTIMIZE / VACUUM every table the catalogue marks for maintenance
+    that exists (the code tables of ``lake``'s generation: the current one, :meth:`Lake.open`)."""
+    spark, m = lake.spark, lake.settings.maintenance
     started = time.monotonic()
-    report: dict = {"history": compact_history(spark, settings), "tables": {}}
+    report: dict = {"history": compact_history(lake), "tables": {}}
     check_key = "spark.databricks.delta.retentionDurationCheck.enabled"
     previous = spark.conf.get(check_key, "true")
     if m.vacuum_retain_hours < DEFAULT_RETENTION_CHECK_HOURS:
@@ -90,9 +85,9 @@ def maintain(spark: SparkSession, settings: PipelineSettings) -> dict:
                     m.vacuum_retain_hours, DEFAULT_RETENTION_CHECK_HOURS)
         spark.conf.set(check_key, "false")
     try:
-        for name, zorder in [(n, True) for n in m.zorder_tables] + [(n, False) for n in m.optimize_tables]:
-            if tables.table_exists(spark, settings.table_path(name)):
-                report["tables"][name] = maintain_table(spark, settings, name, zorder)
+        for name, zorder in maintained_tables():
+            if lake.exists(name):
+                report["tables"][name] = maintain_table(lake, name, zorder)
     finally:
         spark.conf.set(check_key, previous)
     report["seconds"] = round(time.monotonic() - started, 2)

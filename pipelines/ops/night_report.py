@@ -28,21 +28,21 @@ from pyspark.sql import functions as F
 from pipelines.config.settings import PipelineSettings
 from pipelines.dates import date_range
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 
 log = logging.getLogger(__name__)
 
 ALL = "all sources"
 
 
-def _read(spark: SparkSession, settings: PipelineSettings, name: str):
-    path = settings.table_path(name)
-    return spark.read.format("delta").load(path) if tables.table_exists(spark, path) else None
+def _read(lake: Lake, name: str):
+    return lake.read(name) if lake.exists(name) else None
 
 
 def night_metrics(spark: SparkSession, settings: PipelineSettings, start: str, end: str) -> dict[str, dict]:
     """Per date: the latest ``quality`` and ``drift`` records of ``run_metrics`` (metrics_json
     parsed) and the version of the night: ``{date: {"quality": {...}, "drift": {...}, "version": v}}``."""
-    frame = _read(spark, settings, tables.RUN_METRICS.name)
+    frame = _read(Lake(spark, settings), tables.RUN_METRICS.name)
     out: dict[str, dict] = {}
     if frame is None:
         return out
@@ -58,13 +58,11 @@ def night_metrics(spark: SparkSession, settings: PipelineSettings, start: str, e
 def quality_rows(spark: SparkSession, settings: PipelineSettings, start: str, end: str) -> list[dict]:
     """``token_quality`` rows of the range from every table generation (the current one first: a
     date retokenized since is read from the generation analysts see)."""
-    from pipelines.lake import generations
-
-    current = generations.current(spark, settings).generation
-    names = [current] + [g["generation"] for g in reversed(generations.history(spark, settings))] + [""]
+    lake = Lake(spark, settings)
+    names = [lake.current().generation] + [g["generation"] for g in reversed(lake.switches())] + [""]
     seen, out = set(), []
     for name in dict.fromkeys(names):
-        frame = _read(spark, generations.with_generation(settings, name), tables.TOKEN_QUALITY.name)
+        frame = _read(lake.at(name), tables.TOKEN_QUALITY.name)
         if frame is None:
             continue
         for r in frame.where(F.col("event_date").between(F.lit(start).cast("date"), F.lit(end).cast("date"))).collect():
@@ -92,10 +90,8 @@ def night_events(nights: dict[str, dict]) -> list[dict]:
 def events(spark: SparkSession, settings: PipelineSettings, nights: dict[str, dict], start: str, end: str) -> list[dict]:
     """``[{kind, date, label}]``: promotions (the nights' version changes), retokenizations
     (generation switches) and nights that marked their version due for retraining."""
-    from pipelines.lake import generations
-
     out = night_events(nights)
-    for switch in generations.history(spark, settings):
+    for switch in Lake(spark, settings).switches():
         d = str(switch["switched_at"].date())
         if start <= d <= end:
             out.append({"kind": "retokenization", "date": d,

@@ -42,6 +42,7 @@ from pyspark.sql import SparkSession
 from pipelines.tokenizer import registry
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.inference import inference_spec, make_embed_udf
 from pipelines.runtime.progress import spark_progress
 from pipelines.config.settings import PipelineSettings
@@ -81,10 +82,10 @@ def _probe(spark: SparkSession, settings: PipelineSettings, bags: dict[int, np.n
     rule = f">= {settings.gates.min_probe_auc}"
     if settings.gates.probe_task is None:
         return {**_gate(None, rule, True), "skipped": "no gates.probe_task configured"}
-    path = settings.table_path("user_labels")
-    if not tables.table_exists(spark, path):
-        return {**_gate(None, rule, True), "skipped": f"no user_labels table at {path}"}
-    rows = (spark.read.format("delta").load(path).where(f"task = '{settings.gates.probe_task}'")
+    lake = Lake(spark, settings)
+    if not lake.exists(tables.USER_LABELS.name):
+        return {**_gate(None, rule, True), "skipped": f"no user_labels table at {lake.path(tables.USER_LABELS.name)}"}
+    rows = (lake.read(tables.USER_LABELS.name).where(f"task = '{settings.gates.probe_task}'")
             .select("user_id", "label").collect())
     labels = {int(r["user_id"]): int(r["label"]) for r in rows if int(r["user_id"]) in bags}
     counts = np.bincount(np.array(list(labels.values()) or [0], dtype=np.int64), minlength=2)

@@ -5,7 +5,7 @@
    publish per date), invisible to analysts meanwhile;
 2. the generation is checked complete: every date of the range with ``raw_events`` has its rows
    in the new ``user_day_tokens``, all of version V;
-3. the pointer switches to it in one Delta commit (:func:`pipelines.lake.generations.switch`): the
+3. the pointer switches to it in one Delta commit (:meth:`pipelines.lake.lake.Lake.switch`): the
    views (:func:`pipelines.lake.views.register_views`) and the catalog
    (:func:`pipelines.lake.catalog.register_catalog`) read the pointer, so they move together.
 
@@ -21,11 +21,10 @@ from datetime import date, timedelta
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.lake import generations
-
 from pipelines.tokenizer import registry
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.backfill import backfill
 from pipelines.config.settings import PipelineSettings
 from u2qt_core.errors import U2QTError
@@ -42,23 +41,23 @@ def retokenize(spark: SparkSession, settings: PipelineSettings, tokenizer_versio
     if last < first:
         raise U2QTError(f"retokenize: --to {end} is before --from {start}")
     dates = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    now = generations.current(spark, settings)
+    lake = Lake(spark, settings)
+    now = lake.current()
     if now.tokenizer_version == tokenizer_version:
         raise U2QTError(f"table generation {now.generation!r} is current and holds {tokenizer_version} already")
-    target = generations.with_generation(settings, tokenizer_version)
-    results = backfill(spark, target, dates, run_prefix=f"retokenize_{tokenizer_version}",
-                       tokenizer_version=tokenizer_version)
+    results = backfill(spark, settings, dates, run_prefix=f"retokenize_{tokenizer_version}",
+                       tokenizer_version=tokenizer_version, generation=tokenizer_version)
     published = [d for d, r in results.items() if r["status"] == "ok"]
-    _check_complete(spark, target, tokenizer_version, published)
-    generations.switch(spark, settings, tokenizer_version, tokenizer_version, (start, end))
+    _check_complete(lake.at(tokenizer_version), tokenizer_version, published)
+    lake.switch(tokenizer_version, tokenizer_version, (start, end))
     log.info("retokenize: %d date(s) with %s, generation switched from %r in %.0f s", len(published),
              tokenizer_version, now.generation, time.monotonic() - started)
     return {"generation": tokenizer_version, "previous": now.generation, "previous_version": now.tokenizer_version,
             "dates": {d: r["status"] for d, r in results.items()}}
 
 
-def _check_complete(spark: SparkSession, target: PipelineSettings, version: str, published: list[str]) -> None:
-    days = spark.read.format("delta").load(target.table_path(tables.USER_DAY_TOKENS.name))
+def _check_complete(target: Lake, version: str, published: list[str]) -> None:
+    days = target.read(tables.USER_DAY_TOKENS.name)
     found = {str(r["event_date"]): r["versions"] for r in days.groupBy("event_date")
              .agg(F.collect_set("tokenizer_version").alias("versions")).collect()}
     missing = [d for d in published if d not in found]

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from pipelines.config.settings import PipelineSettings
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.documents import build_documents, build_tabular_inputs, profiles_as_of
 from pipelines.night.validation import check_profiles, check_raw_events
 
@@ -18,7 +19,8 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
     ``max_per_source`` (default ``training.max_docs_per_source``; 0: all) per source, sampled by
     a seeded hash."""
     sources = settings.sources_config()
-    events = tables.read_table(spark, settings, "raw_events")
+    lake = Lake(spark, settings)      # the inputs: shared by every table generation
+    events = lake.read(tables.RAW_EVENTS.name)
     if start_date:
         events = events.where(F.col("event_date") >= F.to_date(F.lit(start_date)))
     if end_date:
@@ -27,7 +29,7 @@ def sample_inputs(spark: SparkSession, settings: PipelineSettings, *, start_date
     documents = build_documents(valid, sources)
     user_days = valid.select("user_id", "event_date").distinct()
     # each day's text with that day's profile (as the night pairs them), not the user's latest
-    profiles = profiles_as_of(tables.read_table(spark, settings, "user_profile"), user_days)
+    profiles = profiles_as_of(lake.read(tables.USER_PROFILE.name), user_days)
     tabular = build_tabular_inputs(check_profiles(profiles, sources).valid, sources)
     inputs = documents.unionByName(tabular)
     cap = settings.training.max_docs_per_source if max_per_source is None else max_per_source

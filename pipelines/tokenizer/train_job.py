@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from pipelines.night.inference import inference_spec, make_embed_udf
 from pipelines.runtime.progress import spark_progress
 from pipelines.tokenizer.sample import sample_inputs
@@ -80,11 +81,12 @@ def preset_for(settings: PipelineSettings, encoder_dim: int, overrides: dict | N
 
 def heldout_dates(spark: SparkSession, settings: PipelineSettings) -> list[str]:
     """The last ``gates.heldout_days`` dates of ``raw_events`` (what training leaves out)."""
-    rows = (tables.read_table(spark, settings, "raw_events").select("event_date").distinct()
+    raw = Lake(spark, settings)
+    rows = (raw.read(tables.RAW_EVENTS.name).select("event_date").distinct()
             .orderBy(F.col("event_date").desc()).limit(settings.gates.heldout_days + 1).collect())
     dates = sorted(str(r["event_date"]) for r in rows)
     if len(dates) <= settings.gates.heldout_days:
-        raise U2QTError(f"raw_events at {settings.table_path('raw_events')} holds {len(dates)} date(s): "
+        raise U2QTError(f"raw_events at {raw.path(tables.RAW_EVENTS.name)} holds {len(dates)} date(s): "
                         f"gates.heldout_days={settings.gates.heldout_days} would leave nothing to train on")
     return dates[1:]
 

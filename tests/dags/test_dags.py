@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pipelines.lake.views import read_view
-from pipelines.lake import tables
 from pipelines.night.day_run import AIRFLOW_RUN_TYPES, check_run_id, default_run_id, run_origin
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from u2qt_core.errors import InputError
 
@@ -161,11 +161,11 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
     night = world_dates[0]
     assert run_dag_for_date("u2qt_daily", night).endswith("success")
 
-    day = tables.read_table(spark, settings, "user_day_tokens")
+    day = Lake(spark, settings).read("user_day_tokens")
     assert [str(r["event_date"]) for r in day.select("event_date").distinct().collect()] == [night]
-    history = read_view(spark, settings, "user_token_history")
+    history = read_view(Lake(spark, settings), "user_token_history")
     assert history.count() == day.count()
-    steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
+    steps = Lake(spark, settings).read("run_metrics").where("status = 'ok'")
     # resolve (the tokenizer, once per run, by its first dated step), stage, quality (and its drift
     # check), publish
     assert sorted(r["step"] for r in steps.select("step").collect()) == ["drift", "publish", "quality", "resolve", "stage"]
@@ -173,7 +173,7 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
     recorded = {r["run_id"] for r in day.select("run_id").distinct().collect()}
     assert recorded and {run_origin(run_id) for run_id in recorded} == {"airflow"}
 
-    raw = settings.table_path("raw_events")
+    raw = Lake(spark, settings).path("raw_events")
     spark.sql(f"ALTER TABLE delta.`{raw}` SET TBLPROPERTIES ('delta.checkpointInterval' = '1')")
     assert live_partitions(Path(raw), "event_date") >= set(world_dates)
     assert list((Path(raw) / "_delta_log").glob("*.checkpoint.parquet"))
@@ -191,7 +191,7 @@ def test_dag_test_a_night_then_a_failed_gate(airflow_home, spark, trained_lake, 
     sent = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert [(a["task_id"], a["try_number"], a["ds"]) for a in sent] == [("quality_gates", 1, world_dates[0])]
     assert "min_active_users 1000000000" in sent[0]["exception"]
-    assert tables.read_table(spark, settings, "user_day_tokens").count() == published
+    assert Lake(spark, settings).read("user_day_tokens").count() == published
 
 
 def _airflow_run_ids() -> list[tuple[object, str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from tests.conftest import REPO_ROOT, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, Service, clean_env, free_port, http_json, tail, wait_for
 
@@ -214,10 +214,10 @@ def test_scheduler_runs_a_triggered_date_then_the_readme_backfill(airflow_servic
 
     # what the tasks wrote: both dates, each recorded under its Airflow run id
     settings = airflow.settings
-    day = tables.read_table(spark, settings, "user_day_tokens")
+    day = Lake(spark, settings).read("user_day_tokens")
     written = {str(r["event_date"]): r["run_id"] for r in day.select("event_date", "run_id").distinct().collect()}
     assert written == run_ids, (written, run_ids)
-    steps = tables.read_table(spark, settings, "run_metrics").where("status = 'ok'")
+    steps = Lake(spark, settings).read("run_metrics").where("status = 'ok'")
     recorded = {(str(r["event_date"]), r["run_id"]) for r in steps.select("event_date", "run_id").distinct().collect()}
     assert recorded == {(d, run_ids[d]) for d in (d1, d2)}, recorded
     # each date staged, gated and published once; the tokenizer resolved once per run id

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from tests.conftest import REPO_ROOT, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, clean_env, http_json, tail
 
@@ -90,9 +90,9 @@ def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, tra
     from pipelines.night.daily_job import run_day
 
     run_day(spark, local_settings, day)
-    cluster_rows = tables.read_table(spark, settings, "user_day_tokens").select("user_id", "source", "event_date", "codes")
-    local_rows = tables.read_table(spark, local_settings, "user_day_tokens").select("user_id", "source", "event_date", "codes")
+    cluster_rows = Lake(spark, settings).read("user_day_tokens").select("user_id", "source", "event_date", "codes")
+    local_rows = Lake(spark, local_settings).read("user_day_tokens").select("user_id", "source", "event_date", "codes")
     assert cluster_rows.count() == local_rows.count() > 0
     assert cluster_rows.exceptAll(local_rows).count() == 0
-    steps = tables.read_table(spark, settings, "run_metrics").where(f"event_date = '{day}' AND status = 'ok'")
+    steps = Lake(spark, settings).read("run_metrics").where(f"event_date = '{day}' AND status = 'ok'")
     assert {r["step"] for r in steps.select("step").collect()} >= set(NIGHT_STEPS)

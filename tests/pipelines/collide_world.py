@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 
 D1, D2 = "2026-01-05", "2026-01-06"
@@ -94,7 +95,7 @@ def write_collide_world(spark, trained_root: Path, root: Path):
         writer = spark.createDataFrame(rows, spec.schema).write.format("delta").mode("overwrite")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
-        writer.save(settings.table_path(spec.name))
+        writer.save(Lake(spark, settings).path(spec.name))
     return settings
 
 
@@ -103,7 +104,7 @@ IDENTITY_VIEW = ["user_id", "as_of", "token_tuple", "sources_present", "engageme
 
 def identity_rows(spark, settings) -> list[tuple]:
     """``user_tokens`` without run ids, as sorted plain tuples (comparable across runs)."""
-    frame = tables.read_table(spark, settings, "user_tokens").select(*IDENTITY_VIEW).orderBy("user_id")
+    frame = Lake(spark, settings).read("user_tokens").select(*IDENTITY_VIEW).orderBy("user_id")
     return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in frame.collect()]
 
 
@@ -112,7 +113,7 @@ def assert_consistent(spark, settings) -> dict[tuple, list[int]]:
     (tuple, suffix); returns {tuple: user ids in suffix order}."""
     from u2qt_core.collisions import collision_suffixes
 
-    rows = tables.read_table(spark, settings, "user_tokens").toPandas()
+    rows = Lake(spark, settings).read("user_tokens").toPandas()
     expected = collision_suffixes(np.stack(rows["token_tuple"].to_numpy()).astype(np.int64),
                                   rows["engagement"].to_numpy(), rows["user_id"].to_numpy())
     assert rows["collision_suffix"].tolist() == expected.tolist()

@@ -18,6 +18,7 @@ from pipelines.night.backfill import backfill
 from pipelines.cli.main import app
 from pipelines.night.daily_job import run_day
 from pipelines.night.quality import QualityGateFailed
+from pipelines.lake.lake import Lake
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 
@@ -30,11 +31,11 @@ def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, worl
     one_by_one = two_days["settings"]
     for name, drop in (("user_day_tokens", ["run_id"]), ("user_tokens", ["run_id"]),
                        ("user_token_history", ["updated_at"])):
-        got = read_view(spark, fresh_lake, name).drop(*drop)
-        want = read_view(spark, one_by_one, name).drop(*drop)
+        got = read_view(Lake(spark, fresh_lake), name).drop(*drop)
+        want = read_view(Lake(spark, one_by_one), name).drop(*drop)
         assert want.count() > 0
         assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
-    metrics = tables.read_table(spark, fresh_lake, "run_metrics")
+    metrics = Lake(spark, fresh_lake).read("run_metrics")
     assert metrics.where((F.col("event_date") == empty) & (F.col("status") == "empty")).count() == 1
     assert metrics.where((F.col("event_date") == empty) & (F.col("step") != "backfill")).count() == 0
     ok = metrics.where(F.col("status") == "ok").groupBy("step").count().collect()
@@ -42,7 +43,7 @@ def test_backfill_matches_dates_run_one_by_one(spark, two_days, fresh_lake, worl
     # (drift: the gates step's tokenizer-age row, one per date)
     assert {r["step"]: r["count"] for r in ok} == {"resolve": 1, "stage": 2, "quality": 2, "drift": 2, "publish": 2}
     # both dates were staged by the one pass, then cleared as each was published (staging.keep_days 0)
-    assert tables.read_table(spark, fresh_lake, "staging_day_tokens").count() == 0
+    assert Lake(spark, fresh_lake).read("staging_day_tokens").count() == 0
     publishes = metrics.where(F.col("step") == "publish").select("metrics_json").collect()
     assert all('"staging_rows_cleared": 0' not in r["metrics_json"] for r in publishes)
 
@@ -60,8 +61,8 @@ TABLES_COMPARED = (("user_day_tokens", ["run_id"]), ("user_tokens", ["run_id"]),
 
 def _assert_same_tables(spark, got_settings, want_settings) -> None:
     for name, drop in TABLES_COMPARED:
-        got = read_view(spark, got_settings, name).drop(*drop)
-        want = read_view(spark, want_settings, name).drop(*drop)
+        got = read_view(Lake(spark, got_settings), name).drop(*drop)
+        want = read_view(Lake(spark, want_settings), name).drop(*drop)
         assert want.count() > 0
         assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
 
@@ -69,12 +70,12 @@ def _assert_same_tables(spark, got_settings, want_settings) -> None:
 def _versions(spark, settings) -> dict[str, int]:
     from delta.tables import DeltaTable
 
-    return {name: DeltaTable.forPath(spark, settings.table_path(name)).history(1).collect()[0]["version"]
+    return {name: DeltaTable.forPath(spark, Lake(spark, settings).path(name)).history(1).collect()[0]["version"]
             for name in ("user_day_tokens", "user_tokens")}
 
 
 def _steps(spark, settings, status: str) -> set[tuple[str, str]]:
-    rows = tables.read_table(spark, settings, "run_metrics").where(F.col("status") == status).collect()
+    rows = Lake(spark, settings).read("run_metrics").where(F.col("status") == status).collect()
     return {(r["step"], str(r["event_date"])) for r in rows}
 
 
@@ -84,8 +85,8 @@ def test_failing_gate_mid_backfill_publishes_the_dates_before_it(spark, two_days
     the dates one by one (D0 unchanged: nothing rewritten)."""
     d0, d1 = world_dates
     d2 = (date.fromisoformat(d1) + timedelta(days=1)).isoformat()
-    raw_path = fresh_lake.table_path("raw_events")
-    day1 = tables.read_table(spark, fresh_lake, "raw_events").where(F.col("event_date") == d1).localCheckpoint()
+    raw_path = Lake(spark, fresh_lake).path("raw_events")
+    day1 = Lake(spark, fresh_lake).read("raw_events").where(F.col("event_date") == d1).localCheckpoint()
     shifted = (day1.withColumn("event_ts", F.col("event_ts") + F.expr("INTERVAL 1 DAY"))
                .withColumn("event_date", F.date_add("event_date", 1)))
     day1.unionByName(day1).unionByName(shifted).write.format("delta").mode("overwrite").option(
@@ -93,13 +94,13 @@ def test_failing_gate_mid_backfill_publishes_the_dates_before_it(spark, two_days
 
     with pytest.raises(QualityGateFailed, match=f"{d1}: quality gates failed.*quarantine rate"):
         backfill(spark, fresh_lake, [d0, d1, d2])
-    days = tables.read_table(spark, fresh_lake, "user_day_tokens")
+    days = Lake(spark, fresh_lake).read("user_day_tokens")
     assert {str(r["event_date"]) for r in days.select("event_date").distinct().collect()} == {d0}
-    want = tables.read_table(spark, two_days["settings"], "user_day_tokens").where(F.col("event_date") == d0)
+    want = Lake(spark, two_days["settings"]).read("user_day_tokens").where(F.col("event_date") == d0)
     assert_df_equality(days.drop("run_id"), want.drop("run_id"), ignore_row_order=True, ignore_nullable=True)
     assert {s for s in _steps(spark, fresh_lake, "ok") if s[0] in ("quality", "publish")} == {("quality", d0), ("publish", d0)}
     assert _steps(spark, fresh_lake, "failed") == {("quality", d1)}
-    staged = tables.read_table(spark, fresh_lake, "staging_day_tokens").select("event_date").distinct().collect()
+    staged = Lake(spark, fresh_lake).read("staging_day_tokens").select("event_date").distinct().collect()
     assert {str(r["event_date"]) for r in staged} == {d1, d2}     # staged, not published: re-run them
 
     day1.write.format("delta").mode("overwrite").option("replaceWhere", f"event_date = DATE'{d1}'").save(raw_path)
@@ -114,10 +115,10 @@ def test_backfill_rerun_after_a_crash_between_its_writes(spark, two_days, fresh_
     found unchanged, the identities are applied) with the tables of the dates one by one."""
     with commit_points.crash_after("user_day_tokens"), pytest.raises(commit_points.SimulatedCrash):
         backfill(spark, fresh_lake, world_dates)
-    history = tables.read_table(spark, fresh_lake, "user_day_tokens").select("event_date").distinct().collect()
+    history = Lake(spark, fresh_lake).read("user_day_tokens").select("event_date").distinct().collect()
     assert {str(r["event_date"]) for r in history} == set(world_dates)
-    identities = fresh_lake.table_path("user_tokens")
-    assert not tables.table_exists(spark, identities) or tables.read_table(spark, fresh_lake, "user_tokens").count() == 0
+    identities = Lake(spark, fresh_lake).path("user_tokens")
+    assert not tables.table_exists(spark, identities) or Lake(spark, fresh_lake).read("user_tokens").count() == 0
     assert not {("publish", d) for d in world_dates} & _steps(spark, fresh_lake, "ok")
 
     results = backfill(spark, fresh_lake, world_dates)
@@ -136,7 +137,7 @@ def test_backfill_identities_equal_the_dates_one_by_one_on_colliding_users(spark
     results = backfill(spark, fresh, [D1, D2], run_prefix="bf")
     assert identity_rows(spark, fresh) == want
     assert_consistent(spark, fresh)
-    for row in tables.read_table(spark, fresh, "user_tokens").collect():
+    for row in Lake(spark, fresh).read("user_tokens").collect():
         assert row["run_id"].startswith(f"bf__{row['as_of']}__")
     # D1: every active user is new; D2: all six active users have a newer row (12, 30 move, 10's engagement)
     assert [results[d]["publish"]["identities_changed"] for d in (D1, D2)] == [10, 6]

@@ -4,12 +4,12 @@ out of that comparison); both equal the uninterrupted publish (issue 24; the one
 the crash mechanism: tests/pipelines/test_publish_crashes.py)."""
 from __future__ import annotations
 
-from pipelines.lake import tables
 from pipelines.night.backfill import backfill
 from pipelines.night.publish import publish_dates
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from pipelines.night.quality import check_quality_dates
 from pipelines.night.stage import stage_dates
+from pipelines.lake.lake import Lake
 from tests.pipelines.collide_world import D1, D2, assert_consistent, write_collide_world
 from tests.pipelines.crash_points import REACHED, copy_staged, crash_after, uninterrupted
 from tests.pipelines.lake_state import lake_state
@@ -23,7 +23,7 @@ def test_a_backfill_survives_a_crash_after_every_commit_of_its_publish(spark, co
     def runs(s):
         return [DayRun(spark, s, d, f"bf__{d}__1", tokenizer) for d in (D1, D2)]
 
-    tables.ensure_all(spark, settings, tokenizer.version)     # as `u2qt init-tables` does before a backfill
+    Lake(spark, settings).create_all(tokenizer.version)     # as `u2qt init-tables` does before a backfill
     stage_dates(runs(settings))
     check_quality_dates(runs(settings))
     want = uninterrupted(spark, staged_root, tmp_path, lambda s: publish_dates(runs(s)))

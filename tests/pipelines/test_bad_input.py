@@ -21,6 +21,7 @@ from pipelines.night.quality import check_quality
 from pipelines.night.stage import stage
 from pipelines.night.day_run import DayRun, open_run
 from pipelines.night.quality import QualityGateFailed
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, collide_rows
 
@@ -79,7 +80,7 @@ def _bad_world(spark, trained_root, root):
         writer = frame.write.format("delta")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
-        writer.save(settings.table_path(spec.name))
+        writer.save(Lake(spark, settings).path(spec.name))
     return settings, len(events)
 
 
@@ -93,7 +94,7 @@ def bad_night(spark, trained_lake, tmp_path_factory):
     with pytest.raises(QualityGateFailed) as failure:
         check_quality(run)
     published_before = tables.table_exists(spark, run.path("user_day_tokens")) and \
-        tables.read_table(spark, settings, "user_day_tokens").count()
+        Lake(spark, settings).read("user_day_tokens").count()
     quality = run.settings.quality.model_copy(update={"max_quarantine_rate": 1.0})
     lenient = DayRun(spark, run.settings.model_copy(update={"quality": quality}), D1, run.run_id, run.tokenizer)
     metrics = {"stage": asdict(staged), **check_quality(lenient), "publish": publish(lenient)}
@@ -109,7 +110,7 @@ def test_the_default_quarantine_gate_stops_the_bad_night(spark, bad_night):
     assert rate > 0.05 and rate == bad_night["metrics"]["quarantined_rows"] / bad_night["metrics"]["raw_rows"]
     assert re.search(rf"quarantine rate {rate:.4f} > max_quarantine_rate 0\.05$", bad_night["gate_failure"])
     assert not bad_night["published_before"]
-    steps = (tables.read_table(spark, bad_night["settings"], "run_metrics")
+    steps = (Lake(spark, bad_night["settings"]).read("run_metrics")
              .where((F.col("run_id") == "bad-night") & (F.col("step") != "drift")))   # drift: test_token_quality.py
     assert [(r["step"], r["status"]) for r in steps.orderBy("recorded_at").collect()][1:] == [
         ("stage", "ok"), ("quality", "failed"), ("quality", "ok"), ("publish", "ok")]
@@ -117,7 +118,7 @@ def test_the_default_quarantine_gate_stops_the_bad_night(spark, bad_night):
 
 def test_every_bad_row_is_quarantined_with_its_reason(spark, bad_night):
     settings, stage = bad_night["settings"], bad_night["metrics"]["stage"]
-    quarantine = tables.read_table(spark, settings, "quarantine").where(F.col("event_date") == D1)
+    quarantine = Lake(spark, settings).read("quarantine").where(F.col("event_date") == D1)
     events = Counter(r["reason"] for r in quarantine.where("source_table = 'raw_events'").collect())
     expected = Counter(reason for _, reason in BAD_EVENTS)
     expected["text is empty"] += 1                 # the collide world's own blank line of user 1
@@ -138,16 +139,16 @@ def test_the_rest_of_the_night_is_published_as_without_bad_rows(spark, bad_night
     settings = bad_night["settings"]
     key = ["user_id", "source"]
     got = {(r["user_id"], r["source"]): r["codes"] for r in
-           tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") == D1).collect()}
+           Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") == D1).collect()}
     reference = {(r["user_id"], r["source"]): r["codes"] for r in
-                 tables.read_table(spark, collided["settings"], "user_day_tokens").where(F.col("event_date") == D1)
+                 Lake(spark, collided["settings"]).read("user_day_tokens").where(F.col("event_date") == D1)
                  .select(*key, "codes").collect()}
     assert {k: got[k] for k in reference} == reference          # the duplicate changed nobody's codes
     assert got[(40, "app")] == reference[(2, "app")]           # control character -> space: the same line
     for uid in BAD_PROFILES:                                   # text tokens kept, tabular token skipped
         assert (uid, "search") in got and (uid, "tabular") not in got
     assert set(got) - set(reference) == {(40, "app"), (40, "tabular"), *[(u, "search") for u in BAD_PROFILES]}
-    identities = tables.read_table(spark, settings, "user_tokens").select("user_id", "engagement").collect()
+    identities = Lake(spark, settings).read("user_tokens").select("user_id", "engagement").collect()
     assert {r["user_id"] for r in identities} == {k[0] for k in got}
 
 
@@ -164,13 +165,13 @@ def test_another_tokenizer_version_fails_the_stage_before_inference(spark, colli
     from tests.pipelines.conftest import copy_lake
 
     settings = copy_lake(collided, tmp_path)
-    staging = DeltaTable.forPath(spark, settings.table_path("staging_day_tokens"))
+    staging = DeltaTable.forPath(spark, Lake(spark, settings).path("staging_day_tokens"))
     version_before = staging.history(1).first()["version"]
     other = replace(load_tokenizer_info(settings), version="u2qt-another-version")
     with pytest.raises(TokenizerVersionMismatch, match="u2qt-another-version"):
         stage(DayRun(spark, settings, D2, "other-tokenizer", other))
     assert staging.history(1).first()["version"] == version_before          # nothing staged, no inference
-    failed = tables.read_table(spark, settings, "run_metrics").where(F.col("run_id") == "other-tokenizer").collect()
+    failed = Lake(spark, settings).read("run_metrics").where(F.col("run_id") == "other-tokenizer").collect()
     assert [(r["step"], r["status"]) for r in failed] == [("stage", "failed")]
     error = json.loads(failed[0]["metrics_json"])["error"]
     assert error.startswith("TokenizerVersionMismatch: table ") and "u2qt-another-version" in error

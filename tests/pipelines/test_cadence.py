@@ -13,6 +13,7 @@ from pipelines.cli import main as cli
 from pipelines.night.cadence import cadence_differences, check_window, measure_cadence
 from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
 from pipelines.config.settings import load_settings
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from u2qt_core.errors import ConfigError
 
@@ -53,8 +54,8 @@ def _lake(spark, root):
               for user, days in ACTIVE.items() for day in days for i in range(1 + (user % 5 == 0))]
     profiles = [(user, START, 34, "F", 2, 900, 3, 5200.0, 710, "ios", False, 0.5) for user in ACTIVE]
     spark.createDataFrame(events, RAW_EVENTS_SCHEMA).coalesce(1).write.format("delta").save(
-        settings.table_path("raw_events"))
-    spark.createDataFrame(profiles, USER_PROFILE_SCHEMA).write.format("delta").save(settings.table_path("user_profile"))
+        Lake(spark, settings).path("raw_events"))
+    spark.createDataFrame(profiles, USER_PROFILE_SCHEMA).write.format("delta").save(Lake(spark, settings).path("user_profile"))
     return settings, len(events)
 
 
@@ -113,7 +114,7 @@ def test_check_inputs_reports_the_cadence_and_what_each_window_drops(spark, lake
                    f"checked raw_events {n_events:,} rows, user_profile {len(ACTIVE)} rows: 0 errors, 2 warnings, 5 notes"]
     # the suggestion keeps the share, one day less does not (the same pass, other windows)
     keeping = int(out[2].rsplit(": ", 1)[1].split()[0])
-    raw = spark.read.format("delta").load(settings.table_path("raw_events"))
+    raw = spark.read.format("delta").load(Lake(spark, settings).path("raw_events"))
     cadence = measure_cadence(raw, {"enough": keeping, "short": keeping - 1}, 0.9)
     kept = [cadence.users - w.users_dropped for w in cadence.windows]
     assert kept[0] >= 0.9 * cadence.users > kept[1]
@@ -127,7 +128,7 @@ def test_commands_warn_when_their_window_holds_too_few_users(spark, lake, caplog
     """What ``u2qt features`` / ``u2qt train-sequence`` run on user_day_tokens before reading
     their window, here on a frame of the same (user_id, event_date) columns."""
     settings, _ = lake
-    days = spark.read.format("delta").load(settings.table_path("raw_events"))
+    days = spark.read.format("delta").load(Lake(spark, settings).path("raw_events"))
     as_of = NEWEST - dt.timedelta(days=20)           # not the newest date: later rows are not counted
     first = as_of - dt.timedelta(days=6)
     users = [u for u, d in ACTIVE.items() if min(d) <= as_of]

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from pipelines.lake.history import compact_history, read_history
 from pipelines.config.settings import HistoryConfig
+from pipelines.lake.lake import Lake
 from tests.conftest import REPO_ROOT
 
 DIGEST = "count(*), sum(n_days), sum(size(tokens)), sum(hash(user_id, source, dates, tokens))"
@@ -31,11 +32,11 @@ def test_spark_sql_sees_tables_and_permanent_views(spark, published_lake, world_
     from delta.tables import DeltaTable
 
     settings = published_lake.model_copy(update={"history": HistoryConfig(max_days=180, period_days=1)})
-    assert compact_history(spark, settings)["compacted"] == world_dates
+    assert compact_history(Lake(spark, settings))["compacted"] == world_dates
     # the newest date leaves the base again (as after a re-publish): the view reads it from user_day_tokens
-    DeltaTable.forPath(spark, settings.table_path("user_token_history_periods")).delete(
+    DeltaTable.forPath(spark, Lake(spark, settings).path("user_token_history_periods")).delete(
         f"period_start = DATE'{world_dates[-1]}'")
-    history = read_history(spark, settings)
+    history = read_history(Lake(spark, settings))
     expected = history.select(F.count("*"), F.sum("n_days"), F.sum(F.size("tokens")),
                               F.sum(F.hash("user_id", "source", "dates", "tokens"))).first()
     assert history.where(F.col("n_days") == len(world_dates)).count() > 0

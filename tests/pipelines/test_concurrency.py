@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.lake.views import read_view
-from pipelines.lake import tables
 from pipelines.lake.concurrency import LockTimeout, publish_lock, retry_on_conflict
 from pipelines.night.daily_job import run_day
+from pipelines.lake.lake import Lake
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 
 
@@ -24,10 +24,10 @@ def test_two_dates_in_parallel_equal_the_in_order_run(spark, collided, trained_l
     assert identity_rows(spark, settings) == collided["after"][D2][0]
     assert_consistent(spark, settings)
     columns = ["user_id", "source", "dates", "tokens"]
-    got = read_view(spark, settings, "user_token_history").select(*columns).orderBy("user_id", "source")
-    expected = read_view(spark, collided["settings"], "user_token_history").select(*columns).orderBy("user_id", "source")
+    got = read_view(Lake(spark, settings), "user_token_history").select(*columns).orderBy("user_id", "source")
+    expected = read_view(Lake(spark, collided["settings"]), "user_token_history").select(*columns).orderBy("user_id", "source")
     assert got.collect() == expected.collect()
-    publishes = tables.read_table(spark, settings, "run_metrics").where(F.col("step") == "publish")
+    publishes = Lake(spark, settings).read("run_metrics").where(F.col("step") == "publish")
     assert publishes.count() == 2
 
 
@@ -99,11 +99,11 @@ def test_a_create_that_finds_no_table_is_retried_only_on_the_create_path(spark, 
     def first_call_loses(self):
         calls.append(1)
         if len(calls) == 1:
-            raise Exception(f"[DELTA_TABLE_NOT_FOUND] Delta table `{settings.table_path(spec.name)}` doesn't exist.")
+            raise Exception(f"[DELTA_TABLE_NOT_FOUND] Delta table `{Lake(spark, settings).path(spec.name)}` doesn't exist.")
         return real_execute(self)
 
     monkeypatch.setattr(DeltaTableBuilder, "execute", first_call_loses)
     with pytest.raises(TableCreateRace, match="quarantine"):
-        tables._create_table(spark, settings.table_path(spec.name), spec, None)
-    path = tables.ensure_table(spark, settings, spec, None)
+        tables.create_table(spark, Lake(spark, settings).path(spec.name), spec, None)
+    path = Lake(spark, settings).ensure(spec, None)
     assert len(calls) == 2 and tables.table_exists(spark, path)

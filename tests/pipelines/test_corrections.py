@@ -8,9 +8,9 @@ import shutil
 
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
 from pipelines.night.backfill import backfill
 from pipelines.night.daily_job import run_day
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
 from tests.pipelines.lake_state import lake_state
@@ -18,7 +18,7 @@ from tests.pipelines.lake_state import lake_state
 
 def _remove_events(spark, settings, event_date: str, user_ids) -> None:
     ids = ", ".join(str(int(u)) for u in user_ids)
-    spark.sql(f"DELETE FROM delta.`{settings.table_path('raw_events')}` "
+    spark.sql(f"DELETE FROM delta.`{Lake(spark, settings).path('raw_events')}` "
               f"WHERE event_date = DATE'{event_date}' AND user_id IN ({ids})")
 
 
@@ -52,7 +52,7 @@ def test_a_corrected_date_reaches_user_tokens_on_the_tiny_world(spark, published
     """Both dates published; the last one loses users active on both dates (they fall back to the
     first date) and users active on it alone (they leave); re-running it equals a fresh run."""
     first, last = world_dates
-    days = tables.read_table(spark, published_lake, "user_day_tokens")
+    days = Lake(spark, published_lake).read("user_day_tokens")
     users = {d: {r["user_id"] for r in days.where(F.col("event_date") == d).select("user_id").distinct().collect()}
              for d in world_dates}
     both, last_only = sorted(users[first] & users[last])[:3], sorted(users[last] - users[first])[:3]

@@ -11,12 +11,12 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from pipelines.night.documents import build_documents
 from pipelines.night.stage import stage_dates
 from pipelines.night.validation import check_raw_events
 from pipelines.world import write_world
+from pipelines.lake.lake import Lake
 
 STAGED = ["user_id", "event_date", "source", "codes", "tokens", "tokens_cut", "residual"]
 
@@ -33,7 +33,7 @@ def _stage(spark, settings, dates: list[str], dedup: bool, run_id: str):
     settings = settings.model_copy(update={"inference": settings.inference.model_copy(update={"dedup_documents": dedup})})
     info = load_tokenizer_info(settings)
     results = stage_dates([DayRun(spark, settings, d, f"{run_id}-{d}", info) for d in dates])
-    staged = tables.read_table(spark, settings, "staging_day_tokens").select(*STAGED).collect()
+    staged = Lake(spark, settings).read("staging_day_tokens").select(*STAGED).collect()
     return results, {(r["user_id"], str(r["event_date"]), r["source"]):
                      (tuple(r["codes"]), r["tokens"], r["tokens_cut"], round(r["residual"], 5)) for r in staged}
 
@@ -46,7 +46,7 @@ def test_dedup_on_and_off_stage_the_same_codes_and_embed_each_document_once(spar
     assert len(off) == sum(r.token_rows for r in off_results.values()) > 50
     assert on == off                       # every (user, source, date): codes, tokens, tokens_cut, residual
 
-    events = tables.read_table(spark, settings, "raw_events").where(F.col("event_date").isin(dates))
+    events = Lake(spark, settings).read("raw_events").where(F.col("event_date").isin(dates))
     documents = build_documents(check_raw_events(events, settings.sources_config(), settings.validation).valid,
                                 settings.sources_config())
     per_date = {str(r["event_date"]): r["count"] for r in documents.groupBy("event_date").count().collect()}
@@ -58,7 +58,7 @@ def test_dedup_on_and_off_stage_the_same_codes_and_embed_each_document_once(spar
     # one encoder row per distinct (source, document) of the pass (both dates folded together)
     assert sum(r.documents_embedded for r in on_results.values()) == distinct
 
-    metrics = (tables.read_table(spark, settings, "run_metrics")
+    metrics = (Lake(spark, settings).read("run_metrics")
                .where((F.col("step") == "stage") & F.col("run_id").startswith("on-")).collect())
     recorded = {str(r["event_date"]): json.loads(r["metrics_json"]) for r in metrics}
     assert {d: (m["documents"], m["documents_embedded"]) for d, m in recorded.items()} == \

@@ -15,9 +15,9 @@ import torch
 from pyspark.sql import functions as F
 from sklearn.feature_extraction.text import TfidfTransformer
 
-from pipelines.lake import tables
 from pipelines.night.day_run import open_run
 from pipelines.features.user_features import build_features, feature_tensors
+from pipelines.lake.lake import Lake
 from tests.conftest import TINY_WORLD, make_settings
 from u2qt_core.bundle import load_bundle
 
@@ -40,7 +40,7 @@ def _expected(spark, settings, as_of: str, half_life: float):
     model, _, _ = load_bundle(run.tokenizer.model_dir)
     cfg = model.config
     S, L, D, size = len(cfg.sources), cfg.num_levels, cfg.code_dim, cfg.code_table_size
-    rows = (tables.read_table(spark, run.settings, "user_day_tokens")
+    rows = (run.lake.read("user_day_tokens")
             .where(F.col("event_date") <= as_of).collect())
     users = sorted({r["user_id"] for r in rows})
     position = {u: i for i, u in enumerate(users)}
@@ -96,9 +96,9 @@ def test_own_sources_are_tokenized_and_featured_from_config_alone(spark, feature
     model, _, _ = load_bundle(open_run(spark, settings, as_of, run_id="look").tokenizer.model_dir)
     assert model.config.sources == ["payments", "queries", "account"]
     assert model.config.input_dims["account"] == 5
-    written = {r["source"] for r in tables.read_table(spark, settings, "user_day_tokens").select("source").distinct().collect()}
+    written = {r["source"] for r in Lake(spark, settings).read("user_day_tokens").select("source").distinct().collect()}
     assert written == {"payments", "queries", "account"}
-    present = {s for r in tables.read_table(spark, settings, "user_features").select("sources_present").collect()
+    present = {s for r in Lake(spark, settings).read("user_features").select("sources_present").collect()
                for s in r["sources_present"]}
     assert present == written and metrics["bag_size"] == 3 * model.config.num_levels * model.config.code_table_size
 
@@ -107,7 +107,7 @@ def test_features_match_a_driver_side_recomputation(spark, featured):
     """Read as the README shows (pandas, then feature_tensors), compared with the recomputation."""
     settings, as_of, metrics = featured
     users, means, bag, bag_size = _expected(spark, settings, as_of, half_life=1.0)
-    rows = (tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of)
+    rows = (Lake(spark, settings).read("user_features").where(F.col("as_of") == as_of)
             .orderBy("user_id").toPandas())
     loaded = feature_tensors(rows)
     assert loaded.user_ids.tolist() == users and metrics["active_users"] == len(users)
@@ -121,13 +121,13 @@ def test_a_rerun_replaces_the_as_of_date_and_only_chosen_columns_are_filled(spar
     settings, as_of, _ = featured
     bag_only = settings.model_copy(update={"features": settings.features.model_copy(
         update={"representations": ["bag_of_codes"]})})
-    before = tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of).count()
+    before = Lake(spark, settings).read("user_features").where(F.col("as_of") == as_of).count()
     build_features(open_run(spark, bag_only, as_of, run_id="features-rerun"))
-    rows = tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of)
+    rows = Lake(spark, settings).read("user_features").where(F.col("as_of") == as_of)
     assert rows.count() == before
     assert rows.where(F.col("codebook_vectors").isNotNull()).count() == 0
     assert rows.where(F.size("bag_indices") > 0).count() == before
-    recorded = tables.read_table(spark, settings, "run_metrics").where("step = 'features'").count()
+    recorded = Lake(spark, settings).read("run_metrics").where("step = 'features'").count()
     assert recorded == 2
 
 
@@ -144,7 +144,7 @@ def _fused_by_hand(spark, settings, as_of: str, folder) -> tuple[list[int], np.n
     run = open_run(spark, settings, as_of, run_id=f"expect-{as_of}")
     tokenizer, _, _ = load_bundle(run.tokenizer.model_dir)
     first = date.fromisoformat(as_of) - timedelta(days=settings.features.window_days - 1)
-    rows = (tables.read_table(spark, run.settings, "user_day_tokens")
+    rows = (run.lake.read("user_day_tokens")
             .where(F.col("event_date").between(first, date.fromisoformat(as_of))).collect())
     sources = tokenizer.config.sources
     by_user: dict[int, list] = {}
@@ -185,7 +185,7 @@ def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, ow
     small = settings.model_copy(update={"sequence_encoder": settings.sequence_encoder.model_copy(update={"max_users": 5})})
     run = open_run(spark, small, as_of, run_id="sample-test")
     sample, active = _sampled_rows(run, CodebookTables(load_bundle(look.model_dir)[0]))
-    window = tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") <= as_of)
+    window = Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") <= as_of)
     exact = window.select("user_id").distinct().count()
     assert abs(active - exact) <= max(1, 0.05 * exact) and 1 <= sample["user_id"].nunique() <= 5
     per_user = window.where(F.col("user_id").isin(sample["user_id"].unique().tolist())).groupBy("user_id").count().toPandas()
@@ -196,7 +196,7 @@ def test_sequence_encoder_trains_from_delta_and_fills_fused_embeddings(spark, ow
     assert metrics["loss_after"]["token"] < metrics["loss_before"]["token"]
 
     build_features(open_run(spark, settings, as_of, run_id="features-fused"))
-    rows = (tables.read_table(spark, settings, "user_features").where(F.col("as_of") == as_of)
+    rows = (Lake(spark, settings).read("user_features").where(F.col("as_of") == as_of)
             .orderBy("user_id").toPandas())
     assert rows["codebook_vectors"].isna().all() and rows["bag_indices"].isna().all()
     users, fused = _fused_by_hand(spark, settings, as_of, encoder_path(settings.model_dir, version))
@@ -229,7 +229,7 @@ def test_readme_pytorch_snippet_runs_as_written(spark, featured, monkeypatch):
     namespace: dict = {}
     exec(compile(_readme_block("python", "Loading one as-of date into PyTorch"), "README.md", "exec"), namespace)
     features = namespace["features"]
-    expected = feature_tensors(tables.read_table(spark, settings, "user_features")
+    expected = feature_tensors(Lake(spark, settings).read("user_features")
                                .where(F.col("as_of") == as_of).orderBy("user_id").toPandas())
     assert features.user_ids.tolist() == expected.user_ids.tolist() and len(features.user_ids) > 0
     # the module's earlier tests may have rewritten the date with fewer representations: compare what is there

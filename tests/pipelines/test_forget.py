@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.lake.views import read_view
-from pipelines.lake import tables
 from pipelines.ops.forget import erasure_targets, forget_users, read_user_ids, user_ids_present
+from pipelines.lake.lake import Lake
 from tests.conftest import REPO_ROOT
 from tests.pipelines.collide_world import assert_consistent, identity_rows
 from tests.pipelines.conftest import copy_lake
@@ -33,13 +33,13 @@ def test_forget_erases_users_everywhere_and_reranks(spark, collided, tmp_path):
     targets = erasure_targets(spark, settings)
     assert {"raw_events", "user_profile", "quarantine", "staging_day_tokens", "user_day_tokens",
             "user_tokens"} <= set(targets)   # plus user_token_history_base once `u2qt maintain` made it
-    quarantine = tables.read_table(spark, settings, "quarantine")
+    quarantine = Lake(spark, settings).read("quarantine")
     assert user_ids_present(spark, quarantine, [1]) == 1
     files_before = {name: _data_files_holding(spark, path, FORGOTTEN) for name, path in targets.items()}
     # the view's updated_at is the write time of the file a row lives in: erasure rewrites files
     history_columns = ["user_id", "source", "dates", "tokens", "tokens_per_day", "n_days", "last_date",
                        "tokenizer_version"]
-    history = read_view(spark, settings, "user_token_history").select(*history_columns)
+    history = read_view(Lake(spark, settings), "user_token_history").select(*history_columns)
     others_history = history.where(~history.user_id.isin(FORGOTTEN)).orderBy("user_id", "source").collect()
 
     deleted = forget_users(spark, settings, FORGOTTEN, vacuum_retain_hours=0)
@@ -58,7 +58,7 @@ def test_forget_erases_users_everywhere_and_reranks(spark, collided, tmp_path):
     unchanged = [uid for uid in after if uid not in (10, 11, 13, 20, 21)]
     assert all(after[uid] == before[uid] for uid in unchanged)
     # the others' data is untouched
-    history = read_view(spark, settings, "user_token_history").select(*history_columns)
+    history = read_view(Lake(spark, settings), "user_token_history").select(*history_columns)
     assert history.orderBy("user_id", "source").collect() == others_history
 
 

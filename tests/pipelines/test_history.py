@@ -9,13 +9,14 @@ from pipelines.lake import tables
 from pipelines.night.daily_job import run_day
 from pipelines.lake.history import compact_history, covered_periods, read_history
 from pipelines.config.settings import HistoryConfig
+from pipelines.lake.lake import Lake
 
 ENTRY_COLUMNS = ["user_id", "source", "dates", "tokens"]
 
 
 def expected_history(spark, settings):
     """The history rebuilt straight from the fact table: dates in order, codes concatenated."""
-    day = tables.read_table(spark, settings, "user_day_tokens")
+    day = Lake(spark, settings).read("user_day_tokens")
     return (day.groupBy("user_id", "source")
             .agg(F.array_sort(F.collect_list(F.struct("event_date", "codes"))).alias("e"))
             .select("user_id", "source",
@@ -24,7 +25,7 @@ def expected_history(spark, settings):
 
 
 def assert_history_matches_fact_table(spark, settings):
-    history = read_history(spark, settings)
+    history = read_history(Lake(spark, settings))
     assert_df_equality(history.select(*ENTRY_COLUMNS), expected_history(spark, settings),
                        ignore_row_order=True, ignore_nullable=True)
     assert history.where((F.size("tokens") != F.col("n_days") * F.col("tokens_per_day"))
@@ -32,8 +33,8 @@ def assert_history_matches_fact_table(spark, settings):
 
 
 def test_view_has_the_history_columns(spark, trained_lake, two_days):
-    assert [f.name for f in read_history(spark, trained_lake["settings"]).schema] == tables.USER_TOKEN_HISTORY.schema.names
-    schema = read_history(spark, two_days["settings"]).schema
+    assert [f.name for f in read_history(Lake(spark, trained_lake["settings"])).schema] == tables.USER_TOKEN_HISTORY.schema.names
+    schema = read_history(Lake(spark, two_days["settings"])).schema
     assert [(f.name, f.dataType.simpleString()) for f in schema] == \
         [(f.name, f.dataType.simpleString()) for f in tables.USER_TOKEN_HISTORY.schema]
 
@@ -42,49 +43,49 @@ def test_rerun_after_inputs_changed_removes_stale_entries(spark, published_lake,
     from delta.tables import DeltaTable
 
     settings = published_lake.model_copy(update={"history": HistoryConfig(max_days=180, period_days=1)})
-    assert not tables.table_exists(spark, settings.table_path("user_token_history_base"))  # the night never writes it
-    compacted = compact_history(spark, settings)
+    assert not tables.table_exists(spark, Lake(spark, settings).path("user_token_history_base"))  # the night never writes it
+    compacted = compact_history(Lake(spark, settings))
     assert compacted["compacted"] == world_dates
-    assert compact_history(spark, settings)["compacted"] == []      # nothing new: nothing rewritten
+    assert compact_history(Lake(spark, settings))["compacted"] == []      # nothing new: nothing rewritten
     assert_history_matches_fact_table(spark, settings)
 
     first = world_dates[0]
-    day = tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") == first)
+    day = Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") == first)
     text = day.where("source != 'tabular'")
     per_user = text.groupBy("user_id").agg(F.collect_set("source").alias("s"), F.count("*").alias("n"))
     keeper = per_user.where("n >= 2").orderBy("user_id").first()          # loses one source's events
     gone = per_user.where(F.col("user_id") != keeper["user_id"]).orderBy("user_id").first()  # loses all
     dropped_source = sorted(keeper["s"])[0]
-    DeltaTable.forPath(spark, settings.table_path("raw_events")).delete(
+    DeltaTable.forPath(spark, Lake(spark, settings).path("raw_events")).delete(
         f"event_date = DATE'{first}' AND (user_id = {gone['user_id']} OR "
         f"(user_id = {keeper['user_id']} AND source = '{dropped_source}'))")
 
     rerun = run_day(spark, settings, first)
     assert rerun["publish"]["history_rows_changed"] >= 2
-    assert first not in {d.isoformat() for d in covered_periods(spark, settings)}   # re-published: uncovered
+    assert first not in {d.isoformat() for d in covered_periods(Lake(spark, settings))}   # re-published: uncovered
     assert_history_matches_fact_table(spark, settings)
-    history = read_history(spark, settings)
+    history = read_history(Lake(spark, settings))
     on_first = F.array_contains("dates", F.to_date(F.lit(first)))
     assert history.where((F.col("user_id") == gone["user_id"]) & on_first).count() == 0
     assert history.where((F.col("user_id") == keeper["user_id"]) & (F.col("source") == dropped_source) & on_first).count() == 0
     assert history.where((F.col("user_id") == keeper["user_id"]) & on_first).count() >= 1
 
-    assert compact_history(spark, settings)["compacted"] == [first]
+    assert compact_history(Lake(spark, settings))["compacted"] == [first]
     assert_history_matches_fact_table(spark, settings)
 
 
 def test_retention_bounds_a_row(spark, published_lake, world_dates):
     newest = world_dates[-1]
     short = published_lake.model_copy(update={"history": HistoryConfig(max_days=1, period_days=1)})
-    compact_history(spark, short)
-    history = read_history(spark, short)
+    compact_history(Lake(spark, short))
+    history = read_history(Lake(spark, short))
     assert history.count() > 0
     assert history.where(F.col("dates") != F.array(F.to_date(F.lit(newest)))).count() == 0
     assert history.where(F.col("n_days") != 1).count() == 0
-    expected = (tables.read_table(spark, short, "user_day_tokens").where(F.col("event_date") == newest)
+    expected = (Lake(spark, short).read("user_day_tokens").where(F.col("event_date") == newest)
                 .select("user_id", "source", F.array("event_date").alias("dates"), F.col("codes").alias("tokens")))
     assert_df_equality(history.select(*ENTRY_COLUMNS), expected, ignore_row_order=True, ignore_nullable=True)
-    assert covered_periods(spark, short) and all(d.isoformat() == newest for d in covered_periods(spark, short))
+    assert covered_periods(Lake(spark, short)) and all(d.isoformat() == newest for d in covered_periods(Lake(spark, short)))
 
 
 def _plan(frame) -> str:
@@ -106,8 +107,8 @@ def test_profile_reads_rank_only_the_active_users(spark, trained_lake, world_dat
     from pipelines.night.documents import profiles_as_of
 
     settings = trained_lake["settings"]
-    profiles = tables.read_table(spark, settings, "user_profile")
-    active = (tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == world_dates[0])
+    profiles = Lake(spark, settings).read("user_profile")
+    active = (Lake(spark, settings).read("raw_events").where(F.col("event_date") == world_dates[0])
               .select("user_id", "event_date").distinct())
     plan = _plan(profiles_as_of(profiles, active))
     below = plan[plan.index("Window"):]

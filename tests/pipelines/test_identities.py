@@ -7,11 +7,11 @@ from pyspark.sql import functions as F
 
 from pipelines.night import commit_points
 
-from pipelines.lake import tables
 from pipelines.night.publish import publish
 from pipelines.night.quality import check_quality
 from pipelines.night.stage import stage
 from pipelines.night.day_run import DayRun, load_tokenizer_info
+from pipelines.lake.lake import Lake
 from tests.pipelines.collide_world import (D1, D2, GROUP_X_D2, GROUP_Y_D2, assert_consistent, identity_rows,
                                            write_collide_world)
 
@@ -52,7 +52,7 @@ def test_identities_heal_after_crashes_and_damage(spark, collided, trained_lake,
         assert identity_rows(spark, settings) == collided["after"][event_date][0]
 
     # damage of the kind older code left behind: one group all on suffix 0, another with a gap
-    path = settings.table_path("user_tokens")
+    path = Lake(spark, settings).path("user_tokens")
     spark.sql(f"UPDATE delta.`{path}` SET collision_suffix = 0 WHERE user_id IN (10, 11, 13, 30)")
     spark.sql(f"UPDATE delta.`{path}` SET collision_suffix = collision_suffix + 1 WHERE user_id IN (12, 20)")
     # a re-run of the date is stage + publish: publish cleared the date's staged rows (staging.keep_days 0)
@@ -69,8 +69,8 @@ def test_identity_reads_follow_the_days_users(spark, collided):
     from pipelines.night import identities
 
     settings = collided["settings"]
-    path = settings.table_path("user_tokens")
-    touched = tables.read_table(spark, settings, "user_tokens").where(F.col("user_id") == 12).select("token_tuple")
+    path = Lake(spark, settings).path("user_tokens")
+    touched = Lake(spark, settings).read("user_tokens").where(F.col("user_id") == 12).select("token_tuple")
     changes = identities.identity_changes(spark, path, upserts=None, removed=None, touched=touched)
     plan = changes._jdf.queryExecution().executedPlan().toString()
     window_at = plan.find("Window")

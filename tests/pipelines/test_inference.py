@@ -12,18 +12,18 @@ from pyspark.sql import functions as F
 
 from pipelines.night.documents import build_documents
 from pipelines.night.inference import InferenceRowError, get_runtime, inference_spec, make_tokenize_udf, run_chunks
+from pipelines.lake.lake import Lake
 
 
 @pytest.fixture(scope="module")
 def runtime_and_rows(spark, trained_lake):
-    from pipelines.lake import tables
     from pipelines.night.day_run import load_tokenizer_info
 
     settings = trained_lake["settings"]
     info = load_tokenizer_info(settings)
     spec = inference_spec(settings, tabular_sources=info.tabular_sources, model_dir=info.model_dir,
                           tokenizer_version=info.version)
-    events = tables.read_table(spark, settings, "raw_events")
+    events = Lake(spark, settings).read("raw_events")
     docs = build_documents(events, settings.sources_config()).orderBy("user_id", "event_date", "source").collect()
     rows = (np.array([r["user_id"] for r in docs], dtype=object), np.array([str(r["event_date"]) for r in docs], dtype=object),
             (np.array([r["source"] for r in docs], dtype=object), np.array([r["document"] for r in docs], dtype=object),

@@ -12,6 +12,7 @@ from pipelines.night.cadence import WINDOW_KEYS
 from pipelines.night.input_contract import check_inputs, input_contract
 from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
 from pipelines.config.settings import load_sources
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from tests.pipelines.collide_world import D1, D2, collide_rows
 
@@ -25,7 +26,7 @@ def _lake(spark, root, change_events=lambda f: f, change_profiles=lambda f: f, p
         writer = frame.write.format("delta")
         if name == "raw_events" and partition:
             writer = writer.partitionBy("event_date")
-        writer.save(settings.table_path(name))
+        writer.save(Lake(spark, settings).path(name))
     return settings
 
 
@@ -170,4 +171,4 @@ def test_missing_and_mistyped_columns_are_errors_and_the_cli_exits_1(spark, tmp_
         "(tabular feature (scale))",
         "checked nothing: 3 errors, 0 warnings, 0 notes",
     ]
-    assert tables.table_exists(spark, settings.table_path("raw_events"))      # the check writes nothing else
+    assert tables.table_exists(spark, Lake(spark, settings).path("raw_events"))      # the check writes nothing else

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
+from pipelines.lake.lake import Lake
 
 
 @pytest.fixture(scope="module")
@@ -113,34 +114,44 @@ def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its
     assert open_run(spark, settings, "2026-01-06", run_id="night-after").tokenizer.version == v2
 
 
-def test_retokenize_builds_a_complete_generation_and_switches_atomically(spark, lifecycle, world_dates):
-    from pipelines.lake import generations
+def test_retokenize_builds_a_complete_generation_and_switches_atomically(spark, lifecycle, world_dates, capsys):
     from pipelines.lake import tables
+    from pipelines.lake.lake import Generation
     from pipelines.cli.main import _register
     from pipelines.tokenizer.retokenize import IncompleteGeneration, _check_complete, retokenize
 
     settings, v1, v2 = lifecycle["settings"], lifecycle["first"]["tokenizer_version"], lifecycle["second"]["tokenizer_version"]
-    before = generations.current(spark, settings)
+    lake = Lake(spark, settings)
+    before = lake.current()
     assert before.generation == "" and before.tokenizer_version == v1   # the night above pinned the first tables
-    old_days = generations.with_generation(settings, "").table_path("user_day_tokens")
+    old_days = lake.path("user_day_tokens")
     old_rows = spark.read.format("delta").load(old_days).count()
 
     result = retokenize(spark, settings, v2, world_dates[0], world_dates[-1])
     assert result["dates"] == {d: "ok" for d in world_dates} and result["previous_version"] == v1
-    now = generations.current(spark, settings)
-    assert now == generations.Generation(v2, v2)
-    pointer = settings.table_path("table_generations")
+    now = lake.current()
+    assert now == Generation(v2, v2)
+    pointer = lake.path("table_generations")
     assert spark.sql(f"DESCRIBE HISTORY delta.`{pointer}`").count() == 2   # created, then ONE commit switched
-    new = generations.with_generation(settings, v2)
-    days = tables.read_table(spark, new, "user_day_tokens")
+    new = lake.at(v2)
+    days = new.read("user_day_tokens")
     assert sorted({str(r["event_date"]) for r in days.select("event_date").collect()}) == world_dates
     assert {r[0] for r in days.select("tokenizer_version").distinct().collect()} == {v2}
-    assert tables.table_properties(spark, new.table_path("user_day_tokens"))[tables.TOKENIZER_VERSION_PROPERTY] == v2
+    assert new.properties("user_day_tokens")[tables.TOKENIZER_VERSION_PROPERTY] == v2
     # the analysts' views follow the pointer; the old generation stays readable by path
     _register(spark, settings)
     assert {r[0] for r in spark.sql("SELECT DISTINCT tokenizer_version FROM user_token_history").collect()} == {v2}
     assert {r[0] for r in spark.sql("SELECT DISTINCT tokenizer_version FROM user_day_token_strings").collect()} == {v2}
     assert spark.read.format("delta").load(old_days).count() == old_rows
+    # `u2qt tables` shows the current generation's tables
+    from pipelines.cli import main as cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["tables", "--set", f"tables_root={settings.tables_root}", "--set", f"model_dir={settings.model_dir}"])
+    shown = capsys.readouterr().out
+    assert exit_info.value.code == 0 and f"generation {v2}: tokenizer {v2}" in shown
+    assert new.path("user_day_tokens") in shown and lake.path("raw_events") in shown and old_days not in shown
     # a generation missing a date is never switched to
     with pytest.raises(IncompleteGeneration, match="no rows for \\['2026-02-01'\\]"):
-        _check_complete(spark, new, v2, [*world_dates, "2026-02-01"])
+        _check_complete(new, v2, [*world_dates, "2026-02-01"])

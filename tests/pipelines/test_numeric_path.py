@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_settings
+from pipelines.lake.lake import Lake
 
 BF16 = "cpu/bf16-autocast/eager"
 INT8 = "cpu/fp32/int8-dynamic"
@@ -140,8 +141,8 @@ def test_the_bundle_records_its_path_and_another_dtype_is_refused_before_inferen
     assert "\n" not in message and version in message and "cpu/fp32/eager" in message and BF16 in message
     assert exit_code(refused.value) == 2
     # refused before inference: nothing was staged, not even the run's resolve row
-    assert not tables.table_exists(spark, changed.table_path("staging_day_tokens"))
-    resolved = tables.read_table(spark, changed, "run_metrics").where("run_id = 'bf16-night'").count()
+    assert not tables.table_exists(spark, Lake(spark, changed).path("staging_day_tokens"))
+    resolved = Lake(spark, changed).read("run_metrics").where("run_id = 'bf16-night'").count()
     assert resolved == 0
 
 
@@ -178,7 +179,6 @@ def test_evaluate_measures_and_records_the_agreement_of_each_path(lake, evaluate
 
 def test_a_validated_path_runs_and_one_below_the_bar_is_refused_with_its_agreement(spark, lake, evaluated):
     from pipelines.errors import NumericPathRefused
-    from pipelines.lake import tables
     from pipelines.night.stage import stage
     from pipelines.night.day_run import open_run
 
@@ -191,8 +191,8 @@ def test_a_validated_path_runs_and_one_below_the_bar_is_refused_with_its_agreeme
     run = open_run(spark, settings, "2026-01-05", run_id="bf16-validated")
     assert run.tokenizer.numeric_path == BF16
     stage(run)
-    staged = tables.read_table(spark, settings, "staging_day_tokens").where("run_id = 'bf16-validated'")
+    staged = Lake(spark, settings).read("staging_day_tokens").where("run_id = 'bf16-validated'")
     assert staged.count() > 0
     assert {r[0] for r in staged.select("tokenizer_version").distinct().collect()} == {lake["version"]}
-    resolve = tables.read_table(spark, settings, "run_metrics").where("run_id = 'bf16-validated' AND step = 'resolve'")
+    resolve = Lake(spark, settings).read("run_metrics").where("run_id = 'bf16-validated' AND step = 'resolve'")
     assert '"numeric_path": "cpu/bf16-autocast/eager"' in resolve.first()["metrics_json"]

@@ -10,6 +10,7 @@ import pytest
 from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, TokenizerInfo
 from pipelines.night.quality import QualityGateFailed, check_quality, level_utilization
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 
 SOURCES = ("bill", "spm", "mini", "app", "search", "tabular")
@@ -26,7 +27,7 @@ def _staged_run(spark, tmp_path, info: TokenizerInfo, rows: list[tuple[int, str,
     settings = make_settings(tmp_path / "lake", tmp_path / "model")
     run = DayRun(spark, settings, DATE, "test-run", info)
     for spec in (tables.RAW_EVENTS, tables.QUARANTINE):
-        tables.ensure_table(spark, settings, spec)
+        Lake(spark, settings).ensure(spec)
     day = dt.date.fromisoformat(DATE)
     frame = spark.createDataFrame(
         [(uid, day, source, codes, info.version, "test-run", None, None, 0.5) for uid, source, codes in rows],

@@ -6,8 +6,8 @@ from collections import Counter
 
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
 from pipelines.night.daily_job import run_day
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 
 
@@ -20,11 +20,11 @@ def test_malformed_rows_are_quarantined_with_reasons(spark, trained_lake, tmp_pa
     summary = write_world(spark, world, settings.tables_root)
     injected = sum(summary.malformed_rows.values())
     assert injected > 0
-    event_dates = sorted({str(r["event_date"]) for r in tables.read_table(spark, settings, "raw_events")
+    event_dates = sorted({str(r["event_date"]) for r in Lake(spark, settings).read("raw_events")
                           .where(F.col("event_date").isNotNull()).select("event_date").distinct().collect()})
     for event_date in event_dates:
         run_day(spark, settings, event_date)
-    quarantine = tables.read_table(spark, settings, "quarantine").where("source_table = 'raw_events'")
+    quarantine = Lake(spark, settings).read("quarantine").where("source_table = 'raw_events'")
     kind_of = {"user_id is null": "null_user_id", "text is empty": "empty_text"}
     counted = Counter(kind_of.get(r["reason"]) or ("bad_source" if r["reason"].startswith("unknown source") else
                                                    "date_mismatch" if " is not on event_date " in r["reason"] else
@@ -32,10 +32,10 @@ def test_malformed_rows_are_quarantined_with_reasons(spark, trained_lake, tmp_pa
     # each injected row is quarantined once, with the reason of its kind, and nothing else is
     assert counted == Counter({kind: n for kind, n in summary.malformed_rows.items() if n})
     # nothing is lost: every raw row was read by one night (raw rows = tokenized input + quarantined)
-    metrics = tables.read_table(spark, settings, "run_metrics").where("step = 'stage'")
+    metrics = Lake(spark, settings).read("run_metrics").where("step = 'stage'")
     totals = metrics.agg(F.sum("quarantined_rows"), F.sum(F.get_json_object("metrics_json", "$.raw_rows").cast("long"))).first()
     assert totals[0] == injected
-    assert totals[1] == tables.read_table(spark, settings, "raw_events").count()
+    assert totals[1] == Lake(spark, settings).read("raw_events").count()
 
 
 def test_bad_pipeline_config_names_the_key(tmp_path):

@@ -4,15 +4,15 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
 from pipelines.night.daily_job import run_day
 from pipelines.night.day_run import DayRun, load_tokenizer_info
 from pipelines.night.publish import publish
 from pipelines.night.publish import StagingCleared
+from pipelines.lake.lake import Lake
 
 
 def _staged_dates(spark, settings) -> set[str]:
-    rows = tables.read_table(spark, settings, "staging_day_tokens").select("event_date").distinct().collect()
+    rows = Lake(spark, settings).read("staging_day_tokens").select("event_date").distinct().collect()
     return {str(r["event_date"]) for r in rows}
 
 
@@ -25,9 +25,9 @@ def test_stage_counts_match_the_tables_and_published_staging_is_cleared(spark, f
     assert second["publish"]["staging_rows_cleared"] == first["stage"]["token_rows"] > 0
 
     for metrics, event_date in [(first, world_dates[0]), (second, world_dates[1])]:
-        raw = tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == event_date)
-        day = tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") == event_date)
-        quarantined = (tables.read_table(spark, settings, "quarantine")
+        raw = Lake(spark, settings).read("raw_events").where(F.col("event_date") == event_date)
+        day = Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") == event_date)
+        quarantined = (Lake(spark, settings).read("quarantine")
                        .where((F.col("event_date") == event_date) & (F.col("source_table") == "raw_events")))
         assert metrics["stage"]["raw_rows"] == raw.count()
         assert metrics["stage"]["token_rows"] == day.count() == metrics["publish"]["token_rows"]
@@ -44,5 +44,5 @@ def test_stage_counts_match_the_tables_and_published_staging_is_cleared(spark, f
     assert again["already_published"] and again["token_rows"] == second["stage"]["token_rows"]
     with pytest.raises(StagingCleared, match=f"{world_dates[1]} and this run \\(t-3\\)"):
         publish(DayRun(spark, fresh_lake, world_dates[1], "t-3", info))
-    assert tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") == world_dates[1]).count() \
+    assert Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") == world_dates[1]).count() \
         == second["stage"]["token_rows"]

@@ -9,7 +9,8 @@ import shutil
 
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables, views
+from pipelines.lake import views
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 
 ALERTS: list[dict] = []
@@ -21,7 +22,7 @@ def record_alert(context: dict) -> None:
 
 
 def _quality(spark, settings, event_date: str) -> list:
-    views.register_views(spark, settings)
+    views.register_views(Lake(spark, settings))
     return spark.sql(f"SELECT * FROM token_quality WHERE event_date = DATE'{event_date}' "
                      "ORDER BY source, level").collect()
 
@@ -43,7 +44,7 @@ def test_every_night_has_token_quality_per_source_and_level(spark, two_days, tra
         assert abs(r["residual_mean"] - r["train_residual_mean"]) < 1e-4
         assert abs(r["top_code_share"] - r["train_top_code_share"]) < 1e-9
         assert r["drift_status"] == "ok"
-    steps = (tables.read_table(spark, settings, "run_metrics").where(F.col("step") == "drift")
+    steps = (Lake(spark, settings).read("run_metrics").where(F.col("step") == "drift")
              .where(F.col("event_date") == F.lit(d1).cast("date")).collect())
     assert [r["status"] for r in steps] == ["ok"]
 
@@ -69,14 +70,14 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     write_world(spark, shifted_world, str(tmp_path / "shifted"))
     shifted_raw = spark.read.format("delta").load(str(tmp_path / "shifted" / "raw_events"))
     assert shifted_raw.where(F.col("event_date") == F.lit(d1).cast("date")).exceptAll(
-        tables.read_table(spark, settings, "raw_events").where(F.col("event_date") == F.lit(d1).cast("date"))).count() == 0
+        Lake(spark, settings).read("raw_events").where(F.col("event_date") == F.lit(d1).cast("date"))).count() == 0
     (shifted_raw.where(F.col("event_date") == F.lit(d2).cast("date")).write.format("delta").mode("overwrite")
-     .option("replaceWhere", f"event_date = DATE'{d2}'").save(settings.table_path("raw_events")))
+     .option("replaceWhere", f"event_date = DATE'{d2}'").save(Lake(spark, settings).path("raw_events")))
 
     ALERTS.clear()
     metrics = run_day(spark, settings, d2, run_id="test-shifted")
     assert metrics["publish"], "a drifting night still publishes"
-    published = tables.read_table(spark, settings, "user_day_tokens").where(F.col("run_id") == "test-shifted").count()
+    published = Lake(spark, settings).read("user_day_tokens").where(F.col("run_id") == "test-shifted").count()
     assert published > 0
 
     before = {(r["source"], r["level"]): r for r in _quality(spark, settings, d1)}
@@ -88,7 +89,7 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     assert max(r["psi"] for r in after) > settings.drift.fail_psi
     assert any(r["drift_status"] == "retrain_due" for r in after)
 
-    drift = (tables.read_table(spark, settings, "run_metrics")
+    drift = (Lake(spark, settings).read("run_metrics")
              .where((F.col("step") == "drift") & (F.col("run_id") == "test-shifted")).collect())
     assert [r["status"] for r in drift] == ["retrain_due"]
     assert json.loads(drift[0]["metrics_json"])["failures"]

@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from pipelines.lake.tables import USER_DAY_TOKENS, USER_TOKENS, ensure_table
+from pipelines.lake.tables import USER_DAY_TOKENS, USER_TOKENS
 from pipelines.lake.views import register_views
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 from u2qt_core.errors import InputError
 from u2qt_core.token_strings import TokenFormat, collision_token
@@ -47,10 +48,10 @@ def _python_tokens(fmt: TokenFormat, source: str, codes: list[int]) -> list[str 
 def lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("token_views")
     settings = make_settings(root / "lake", root / "model")
-    path = ensure_table(spark, settings, USER_DAY_TOKENS, "u2qt-test")
+    path = Lake(spark, settings).ensure(USER_DAY_TOKENS, "u2qt-test")
     rows = [(u, dt.date(2026, 1, 5), s, c, "u2qt-test", "run-1") for u, s, c in ROWS]
     spark.createDataFrame(rows, USER_DAY_TOKENS.schema).write.format("delta").mode("append").save(path)
-    path = ensure_table(spark, settings, USER_TOKENS, "u2qt-test")
+    path = Lake(spark, settings).ensure(USER_TOKENS, "u2qt-test")
     identities = [(u, dt.date(2026, 1, 5), [1, 2], ["bill"], 0.5, suffix, "u2qt-test", "run-1")
                   for u, suffix in ((1, 0), (2, 3), (3, 12))]
     spark.createDataFrame(identities, USER_TOKENS.schema).write.format("delta").mode("append").save(path)
@@ -59,7 +60,7 @@ def lake(spark, tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f"{f.variant}-K{f.num_codes}")
 def test_view_matches_python(spark, lake, fmt: TokenFormat) -> None:
-    assert "user_day_token_strings" in register_views(spark, lake, fmt)
+    assert "user_day_token_strings" in register_views(Lake(spark, lake), fmt)
     got = {r["user_id"]: list(r["token_strings"]) for r in
            spark.sql("SELECT user_id, token_strings FROM user_day_token_strings").collect()}
     want = {u: _python_tokens(fmt, s, c) for u, s, c in ROWS}
@@ -74,6 +75,6 @@ def test_view_matches_python(spark, lake, fmt: TokenFormat) -> None:
 
 
 def test_identity_view_matches_python(spark, lake) -> None:
-    register_views(spark, lake, None)
+    register_views(Lake(spark, lake), None)
     got = dict(spark.sql("SELECT collision_suffix, collision_token FROM user_identity").collect())
     assert got == {s: collision_token(s) for s in (0, 3, 12)}

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from pipelines.lake import tables
 from pipelines.night.daily_job import run_day
+from pipelines.lake.lake import Lake
 from tests.pipelines.collide_world import D1, write_collide_world
 
 DAY = dt.date.fromisoformat(D1)
@@ -22,7 +23,7 @@ LONG = [(3, dt.datetime.combine(DAY, dt.time(10, i)), DAY, "search",
 def test_a_night_counts_what_the_windows_cut_per_source(spark, trained_lake, tmp_path, caplog):
     settings = write_collide_world(spark, trained_lake["root"], tmp_path)
     spark.createDataFrame(LONG, tables.RAW_EVENTS.schema).write.format("delta").mode("append").save(
-        settings.table_path("raw_events"))
+        Lake(spark, settings).path("raw_events"))
     with caplog.at_level(logging.WARNING):
         result = run_day(spark, settings, D1, run_id="long-night")
 
@@ -35,8 +36,8 @@ def test_a_night_counts_what_the_windows_cut_per_source(spark, trained_lake, tmp
     assert truncation["search"]["truncated_share"] == 1 / searches
     warned = [r.getMessage() for r in caplog.records if "longer than encoder.max_length=256" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith(f"{D1}: search: ")
-    recorded = (tables.read_table(spark, settings, "run_metrics")
+    recorded = (Lake(spark, settings).read("run_metrics")
                 .where((F.col("run_id") == "long-night") & (F.col("step") == "quality")).first())
     assert json.loads(recorded["metrics_json"])["truncation"]["search"]["documents_truncated"] == 1
-    published = tables.read_table(spark, settings, "user_day_tokens").where("user_id = 3 AND source = 'search'")
+    published = Lake(spark, settings).read("user_day_tokens").where("user_id = 3 AND source = 'search'")
     assert published.count() == 1                                  # cut, counted, still tokenized

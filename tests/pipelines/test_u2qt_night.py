@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.lake import tables
+from pipelines.lake.lake import Lake
 from tests.conftest import REPO_ROOT, make_settings
 
 PRESET = "conf/model/u2qt_aaai_small.yaml"
@@ -55,7 +55,7 @@ def test_a_u2qt_bundle_is_trained_evaluated_and_tokenizes_two_nights(spark, u2qt
     assert info.architecture == "u2qt_aaai" and info.version == summary["tokenizer_version"]
     gates = u2qt_lake["evaluation"]["gates"]
     assert np.isfinite(gates["reconstruction_error"]["value"]) and gates["min_level_utilization"]["value"] > 0
-    day = tables.read_table(spark, settings, "user_day_tokens")
+    day = Lake(spark, settings).read("user_day_tokens")
     sources = settings.sources_config().all_sources
     for event_date in u2qt_lake["dates"]:
         rows = day.where(F.col("event_date") == event_date)
@@ -97,7 +97,7 @@ def test_night_codes_equal_a_driver_side_recomputation(spark, u2qt_lake):
     settings = u2qt_lake["settings"]
     for event_date in u2qt_lake["dates"]:
         night = {(int(r["user_id"]), r["source"]): list(r["codes"]) for r in
-                 tables.read_table(spark, settings, "user_day_tokens").where(F.col("event_date") == event_date).collect()}
+                 Lake(spark, settings).read("user_day_tokens").where(F.col("event_date") == event_date).collect()}
         assert night and night == _driver_codes(spark, settings, event_date)
 
 

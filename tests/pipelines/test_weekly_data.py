@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.cli import main as cli
 from pipelines.lake.schemas import RAW_EVENTS_SCHEMA, USER_PROFILE_SCHEMA
+from pipelines.lake.lake import Lake
 from tests.conftest import make_settings
 
 START, WEEKS, USERS = dt.date(2026, 2, 2), 8, 60
@@ -44,8 +45,8 @@ def _lake(spark, root):
     profiles = [(u, START, 20 + u % 50, "F" if u % 2 else "M", 1 + u % 3, 100 + u, u % 4, 1000.0 * (u % 9),
                  500 + u, ("ios", "android")[u % 2], u % 5 == 0, float(u % 11)) for u in range(1, USERS + 1)]
     spark.createDataFrame(events, RAW_EVENTS_SCHEMA).write.format("delta").partitionBy("event_date").save(
-        settings.table_path("raw_events"))
-    spark.createDataFrame(profiles, USER_PROFILE_SCHEMA).write.format("delta").save(settings.table_path("user_profile"))
+        Lake(spark, settings).path("raw_events"))
+    spark.createDataFrame(profiles, USER_PROFILE_SCHEMA).write.format("delta").save(Lake(spark, settings).path("user_profile"))
     return settings, sources
 
 
@@ -90,7 +91,7 @@ def test_train_evaluate_promote_without_force_then_a_night_records_truncation(sp
     last_week = START + dt.timedelta(days=7 * (WEEKS - 1))
     day = (last_week + dt.timedelta(days=3)).isoformat()
     run_day(spark, settings, day, run_id=f"weekly-{day}")
-    row = (spark.read.format("delta").load(settings.table_path("run_metrics"))
+    row = (spark.read.format("delta").load(Lake(spark, settings).path("run_metrics"))
            .where(f"event_date = DATE'{day}' AND step = 'quality' AND status = 'ok'").first())
     truncation = json.loads(row["metrics_json"])["truncation"]
     for source in sources:
