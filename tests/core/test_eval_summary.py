@@ -78,4 +78,4 @@ def test_u2qt_codes_align_to_input_rows_and_costs_read_per_level_and_per_source(
     text = "\n".join(side_by_side(variant, {"u2qt_bag": rep, "tokens_bag": rep}, ["a"]))
     assert "continuous / FOUNDv2 tokens **100.0x**" in text and "continuous / U²QT tokens **80.0x**" in text
     assert "U²QT-AAAI tokens: bag of codes" in text and "0.7000 [0.600, 0.800] / 0.300" in text
-    assert "0.50, 0.25" in text and "U²QT / FOUNDv2 **2.5x**" in text
+    assert "0.50, 0.25" in text and "| 6.0 (8.0) |" in text and "U²QT / FOUNDv2 **2.5x**" in text

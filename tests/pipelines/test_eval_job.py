@@ -105,9 +105,17 @@ def test_run_eval_end_to_end_on_a_small_world(spark, tmp_path) -> None:
     # do not read them are switched off: this run checks the caches only)
     first_embed = results["meta"]["embed_seconds"]
     run_eval(spark, settings, world_config=world, eval_config=eval_cfg, out_dir=out, eval_overrides={
-        "alignment": {"enabled": False}, "masknet": {"enabled": False}, "storage": False,
+        "alignment": {"enabled": False}, "masknet": {"enabled": False}, "storage": False, "u2qt": {"enabled": False},
         "ablations": {"codebook_designs": [SMALL_EVAL["ablations"]["codebook_designs"][1]], "drop_sources": False}})
     again = json.loads((out / "results.json").read_text())
     assert again["meta"]["embed_cached"] is True and again["meta"]["embed_seconds"] == first_embed
     assert "embed (cache hit)" in again["timings"] and again["timings"]["world"] < results["timings"]["world"]
-    assert again["u2qt"]["line_embed_seconds"] == variant["line_embed_seconds"]   # the line-sequence cache
+    # the line sequences come back from their cache (no Spark session needed)
+    from pipelines.evaluation.u2qt_variant import embed_all_sequences, u2qt_preset
+    from pipelines.world import load_world_config
+    from u2qt_core.encoders.text import get_text_encoder
+    from u2qt_core.evaluation.config import load_eval_config
+
+    preset = u2qt_preset(settings, load_eval_config(eval_cfg), get_text_encoder(settings.encoder).dim)
+    cached = embed_all_sequences(None, settings, load_world_config(world), out / "cache", preset)
+    assert cached.embed_seconds == variant["line_embed_seconds"] and len(cached.sample) == variant["user_days"]

@@ -140,6 +140,8 @@ def variant_notes(variant: dict, cfg: EvalConfig) -> list[str]:
         "baseline is one float32 document embedding per row. U²QT's own continuous input (its line "
         f"embeddings) is {variant['line_sequence_float_bytes_per_user_day']:,.0f} float bytes per user-day "
         "before compression (not written).",
+        "Times are process CPU seconds (time.process_time) first: on a shared machine wall time measures the "
+        "neighbours as much as the code.",
         "One training per tokenizer and world: the intervals cover the test users' sampling, not training seeds.",
     ]
 
@@ -193,7 +195,8 @@ def worlds_summary(results: dict[str, dict]) -> tuple[str, dict]:
     if costs:
         lines += ["", "Costs (FOUNDv2 / U²QT-AAAI / continuous embeddings):", "",
                   "| figure | " + " | ".join(costs) + " |", "|---|" + "---|" * len(costs)]
-        for label, key, digits in (("train s / 1k users", "train_seconds_per_1k_users", 1),
+        for label, key, digits in (("train CPU s / 1k users", "train_cpu_seconds_per_1k_users", 1),
+                                   ("train wall s / 1k users", "train_seconds_per_1k_users", 1),
                                    ("inference CPU s / 1k documents", "inference_cpu_per_1k_documents", 2),
                                    ("storage B / user-day (Parquet data)", "bytes_per_user_day", 1),
                                    ("collision rate", "collision_rate", 4)):
