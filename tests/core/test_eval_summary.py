@@ -76,6 +76,6 @@ def test_u2qt_codes_align_to_input_rows_and_costs_read_per_level_and_per_source(
     rep = {"label": "r", "avg_auc": 0.7, "avg_ks": 0.3, "avg_auc_ci": [0.6, 0.8],
            "tasks": {"a": {"auc": 0.7, "ks": 0.3, "auc_ci": [0.6, 0.8]}}}
     text = "\n".join(side_by_side(variant, {"u2qt_bag": rep, "tokens_bag": rep}, ["a"]))
-    assert "continuous / FOUNDv2 tokens **100.0x**" in text and "continuous / U²QT tokens **80.0x**" in text
+    assert "continuous / FOUNDv2 tokens **100.00x**" in text and "continuous / U²QT tokens **80.00x**" in text
     assert "U²QT-AAAI tokens: bag of codes" in text and "0.7000 [0.600, 0.800] / 0.300" in text
-    assert "0.50, 0.25" in text and "| 6.0 (8.0) |" in text and "U²QT / FOUNDv2 **2.5x**" in text
+    assert "0.50, 0.25" in text and "| 6.0 (8.0) |" in text and "U²QT takes **2.50x** FOUNDv2's CPU time per document" in text
