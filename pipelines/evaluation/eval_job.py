@@ -74,10 +74,11 @@ def _preset(settings: PipelineSettings, cfg: EvalConfig, encoder_dim: int, *, st
 
 # --------------------------------------------------------------------------- storage
 def measure_storage(spark: SparkSession, folder: Path, *, user_ids: dict[str, np.ndarray], days: dict[str, np.ndarray],
-                    codes: dict[str, np.ndarray], vectors: dict[str, np.ndarray], start_date: date) -> dict:
+                    codes: dict[str, np.ndarray], vectors: dict[str, np.ndarray] | None, start_date: date) -> dict:
     """Write the token table ``(user_id, event_date, source, codes array<smallint>)`` and the
     float embeddings table ``(user_id, event_date, source, embedding array<float>)`` as Delta
-    tables partitioned by ``event_date`` (the ``user_day_tokens`` layout) and measure them."""
+    tables partitioned by ``event_date`` (the ``user_day_tokens`` layout) and measure them.
+    Without ``vectors`` only the token table is written: ``{"tokens": sizes}``."""
     from u2qt_core.evaluation.storage import storage_comparison, table_size
 
     folder = Path(folder).absolute()
@@ -92,15 +93,20 @@ def measure_storage(spark: SparkSession, folder: Path, *, user_ids: dict[str, np
     token_schema = T.StructType([tables.USER_DAY_TOKENS.schema[name] for name in ("user_id", "event_date", "source", "codes")])
     embed_schema = T.StructType([*token_schema.fields[:3], T.StructField("embedding", T.ArrayType(T.FloatType()), False)])
     token_frame = frame.assign(codes=[row.astype(np.int16) for s in sorted(codes) for row in codes[s]])
-    embed_frame = frame.assign(embedding=[row.astype(np.float32) for s in sorted(vectors) for row in vectors[s]])
+    tables_to_write = [("tokens", token_frame, token_schema)]
+    if vectors is not None:
+        embed_frame = frame.assign(embedding=[row.astype(np.float32) for s in sorted(vectors) for row in vectors[s]])
+        tables_to_write.append(("embeddings", embed_frame, embed_schema))
     user_days = int(frame[["user_id", "event_date"]].drop_duplicates().shape[0])
     sizes = {}
-    for name, pdf, schema in (("tokens", token_frame, token_schema), ("embeddings", embed_frame, embed_schema)):
+    for name, pdf, schema in tables_to_write:
         path = str(folder / name)
         (spark.createDataFrame(pdf, schema=schema).write.format("delta").mode("overwrite")
          .partitionBy("event_date").save(path))
         rows = spark.read.format("delta").load(path).count()
         sizes[name] = table_size(path, user_days=user_days, rows=rows)
+    if vectors is None:
+        return {"tokens": sizes["tokens"].as_dict()}
     result = storage_comparison(sizes["tokens"], sizes["embeddings"])
     result["layout"] = ("Both tables: one row per (user, source, day), columns user_id bigint, event_date date, "
                         "source string + `codes array<smallint>` or `embedding array<float>`, Delta (Parquet, "
@@ -263,6 +269,27 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
                                       vectors={s: emb.x[s] for s in main.codes}, start_date=world_cfg.start_date)
             t = lap("storage", t)
 
+        # ---- U²QT-AAAI beside FOUNDv2: same inputs, probes, bootstrap resamples and storage layout
+        variant = {}
+        if cfg.u2qt.enabled:
+            from pipelines.evaluation.u2qt_variant import run_u2qt_variant
+
+            store = partial(measure_storage, spark, user_ids=emb.users, days=emb.days, start_date=world_cfg.start_date)
+            main_sizes = storage or store(out_dir / "storage", codes=main.codes, vectors={s: emb.x[s] for s in main.codes})
+
+            def sizes(codes: dict[str, np.ndarray]) -> dict:
+                return {"foundv2": main_sizes["tokens"], "continuous": main_sizes["embeddings"],
+                        "u2qt": store(out_dir / "storage_u2qt", codes=codes, vectors=None)["tokens"]}
+
+            added, variant = run_u2qt_variant(
+                spark, settings, cfg, world_cfg, emb, main=main, main_batch=main_preset.train.batch_size,
+                cache_dir=cache_dir, encoder_dim=encoder.dim, tabular=tab, sources=sources, rows_user=rows_user,
+                n_users=n_users, probe=probe, storage=sizes)
+            reps.update(added)
+            variant["differences"] = text.variant_differences(reps)
+            variant["notes"] = text.variant_notes(variant, cfg)
+            t = lap("u2qt-aaai", t)
+
         # ---- ablations (tables 3, 4)
         ref = reps["tokens_vectors" if cfg.ablations.representation == "vectors" else "tokens_bag"]
         fixed_c = {task: r["c"] for task, r in ref["tasks"].items()}
@@ -309,6 +336,7 @@ def run_eval(spark: SparkSession, settings: PipelineSettings, *, world_config: P
             "summary": text.target_summary(reps, cfg.tasks),
             "alignment": alignment,
             "alignment_note": text.alignment_note(cfg, world_cfg.n_days) if alignment else "",
+            "u2qt": variant,
             "recommendation": rec,
             "storage": storage,
             "ablation_codebooks": designs,

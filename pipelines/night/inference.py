@@ -181,6 +181,17 @@ class TokenizerRuntime:
         self.device = torch.device(device)
         log.info("worker loaded tokenizer %s on %s", version, device)
 
+    @classmethod
+    def from_model(cls, spec: InferenceSpec, model) -> "TokenizerRuntime":
+        """The runtime over an in-memory MRQ-VAE on the CPU (no bundle): ``u2qt paper-eval`` times
+        the night's per-row work with it."""
+        import torch
+
+        runtime = cls.__new__(cls)
+        runtime.spec, runtime.embedder = spec, get_embedder(spec)
+        runtime.model, runtime.device = model.eval(), torch.device("cpu")
+        return runtime
+
     def tokenize(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> list[np.ndarray]:
         """Codes ``int16 [L]`` for every row, in input order."""
         return [row[0] for row in self.tokenize_counted(sources, documents, features)]

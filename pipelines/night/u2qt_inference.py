@@ -93,6 +93,16 @@ class SequenceRuntime:
         self.torch = torch
         log.info("worker loaded U²QT tokenizer %s", version)
 
+    @classmethod
+    def from_model(cls, spec: InferenceSpec, model) -> "SequenceRuntime":
+        """The runtime over an in-memory U²QT tokenizer (no bundle): ``u2qt paper-eval`` times the
+        night's per-user-day work with it."""
+        import torch
+
+        runtime = cls.__new__(cls)
+        runtime.lines, runtime.model, runtime.torch = get_line_sequences(spec), model.eval(), torch
+        return runtime
+
     def tokenize_days(self, sources: np.ndarray, documents: np.ndarray, features: np.ndarray) -> list[list[dict]]:
         """Per user-day (each argument holds one array per user-day): a list of
         ``{source, codes int16 [L], tokens, tokens_cut, residual}``, one per source it holds."""

@@ -46,3 +46,36 @@ def test_worlds_summary_gives_paired_difference_intervals_per_world() -> None:
     assert set(table) == {name for name, _, _ in COMPARISONS} and set(table[COMPARISONS[2][0]]) == {"one", "two"}
     assert "| comparison | one | two |" in text and "0.7700 vs 0.7200: **+0.0500** [+0.0" in text
     assert table[COMPARISONS[0][0]]["one"] is None     # no fused embedding in these results: '-'
+
+
+def test_u2qt_codes_align_to_input_rows_and_costs_read_per_level_and_per_source() -> None:
+    import numpy as np
+    import pytest
+
+    from u2qt_core.errors import InputError
+    from u2qt_core.evaluation.variants import align_codes, side_by_side, tokenizer_costs
+
+    day_users, day_days = np.array([1, 1, 2]), np.array([0, 3, 0])
+    day_codes = {"x": np.array([[1, 2], [3, 4], [-1, -1]]), "y": np.array([[5, 6], [-1, -1], [7, 8]])}
+    out = align_codes(day_users, day_days, day_codes, {"x": np.array([1, 1]), "y": np.array([2, 1])},
+                      {"x": np.array([3, 0]), "y": np.array([0, 0])})
+    assert out["x"].tolist() == [[3, 4], [1, 2]] and out["y"].tolist() == [[7, 8], [5, 6]]
+    with pytest.raises(InputError, match="got no U²QT codes"):     # user 2 day 0 has no x
+        align_codes(day_users, day_days, day_codes, {"x": np.array([2])}, {"x": np.array([0])})
+    with pytest.raises(InputError, match="no U²QT user-day"):
+        align_codes(day_users, day_days, day_codes, {"x": np.array([9])}, {"x": np.array([0])})
+
+    metrics = {"per_level": [{"utilization": 0.5}, {"utilization": 0.25}],
+               "per_source": {"x": {"rows": 30, "collision_rate": 0.1}, "y": {"rows": 10, "collision_rate": 0.5}}}
+    c = tokenizer_costs(metrics, train_seconds=4.0, train_cpu_seconds=3.0, users=500, steps=10, batch="8 user-days")
+    assert c["utilization_per_level"] == [0.5, 0.25] and c["collision_rate"] == pytest.approx(0.2)
+    assert c["train_seconds_per_1k_users"] == pytest.approx(8.0) and c["train_cpu_seconds_per_1k_users"] == pytest.approx(6.0)
+    variant = {"costs": {"foundv2": {**c, "bytes_per_user_day": 40.0, "inference_cpu_per_1k_documents": 2.0},
+                         "u2qt": {**c, "bytes_per_user_day": 50.0, "inference_cpu_per_1k_documents": 5.0},
+                         "continuous": {"bytes_per_user_day": 4000.0, "inference_cpu_per_1k_documents": 1.9}}}
+    rep = {"label": "r", "avg_auc": 0.7, "avg_ks": 0.3, "avg_auc_ci": [0.6, 0.8],
+           "tasks": {"a": {"auc": 0.7, "ks": 0.3, "auc_ci": [0.6, 0.8]}}}
+    text = "\n".join(side_by_side(variant, {"u2qt_bag": rep, "tokens_bag": rep}, ["a"]))
+    assert "continuous / FOUNDv2 tokens **100.00x**" in text and "continuous / U²QT tokens **80.00x**" in text
+    assert "U²QT-AAAI tokens: bag of codes" in text and "0.7000 [0.600, 0.800] / 0.300" in text
+    assert "0.50, 0.25" in text and "| 6.0 (8.0) |" in text and "U²QT takes **2.50x** FOUNDv2's CPU time per document" in text

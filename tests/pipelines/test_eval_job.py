@@ -42,6 +42,7 @@ SMALL_WORLD = {
 SMALL_EVAL = {
     "tasks": ["takeout", "games"], "torch_threads": 1,
     "tokenizer": {"preset": "conf/model/tiny.yaml", "steps": 20},
+    "u2qt": {"steps": 4, "inference_user_days": 8, "overrides": {"train": {"batch_size": 8}}},
     "probe": {"c_grid": [1.0], "tfidf": {"max_features": 200, "min_df": 1, "ngram_max": 1}},
     "alignment": {"task_sets": ["S", "S+T+W"], "steps": 3, "batch_size": 16, "d_model": 16, "description_days": 2,
                   "period": 2, "window_days": 1, "max_steps_per_user": 16},
@@ -74,17 +75,47 @@ def test_run_eval_end_to_end_on_a_small_world(spark, tmp_path) -> None:
             low, high = entry["tasks"][task]["auc_ci"]
             assert 0.0 <= low <= high <= 1.0
         assert 0.0 <= entry["avg_auc_ci"][0] <= entry["avg_auc_ci"][1] <= 1.0
+    # U²QT-AAAI beside FOUNDv2: probed on the same resamples, costed, in the report and the summary
+    assert {"u2qt_bag", "u2qt_vectors"} <= set(reps)
+    variant = results["u2qt"]
+    for name in ("foundv2", "u2qt"):
+        c = variant["costs"][name]
+        assert len(c["utilization_per_level"]) == 4 and all(0.0 < u <= 1.0 for u in c["utilization_per_level"])
+        assert 0.0 <= c["collision_rate"] <= 1.0
+        assert c["train_seconds_per_1k_users"] > 0 and c["train_cpu_seconds_per_1k_users"] > 0
+    for name in ("foundv2", "u2qt", "continuous"):
+        assert variant["costs"][name]["inference_cpu_per_1k_documents"] > 0
+        assert variant["costs"][name]["bytes_per_user_day"] > 0
+    assert variant["costs"]["continuous"]["bytes_per_user_day"] > variant["costs"]["u2qt"]["bytes_per_user_day"]
+    assert variant["inference"]["user_days"] == 8 and variant["inference"]["documents"] > 0
+    assert "diff_ci" in variant["differences"]["U²QT-AAAI vs FOUNDv2 tokens (mean codebook vector)"]
+    text = report.read_text()
+    assert "## U²QT-AAAI beside FOUNDv2" in text and "U²QT-AAAI tokens: bag of codes" in text
+    from u2qt_core.evaluation.summary import worlds_summary
+    summary, table = worlds_summary({"small": results})
+    assert "inference CPU s / 1k documents" in summary and "U²QT-AAAI vs FOUNDv2 tokens (bag of codes)" in table
     assert set(results["alignment"]) == {"none", "S", "S+T+W"}
     assert set(results["recommendation"]["models"]) == {"profile", "profile+tokens"}
     assert results["storage"]["ratio_data"] > 1.0
     assert [r["name"] for r in results["ablation_sources"]][0] == "All sources"
     assert len(results["ablation_sources"]) == 1 + 6
     assert (out / "utilization_main.png").exists() and (out / "tsne_sources.png").exists()
-    text = report.read_text()
     assert "HR@10" in text and "bag of codes" in text
-    # a second run reuses the embedding cache and the world already in the lake
+    # a second run reuses the embedding caches and the world already in the lake (the parts that
+    # do not read them are switched off: this run checks the caches only)
     first_embed = results["meta"]["embed_seconds"]
-    run_eval(spark, settings, world_config=world, eval_config=eval_cfg, out_dir=out)
+    run_eval(spark, settings, world_config=world, eval_config=eval_cfg, out_dir=out, eval_overrides={
+        "alignment": {"enabled": False}, "masknet": {"enabled": False}, "storage": False, "u2qt": {"enabled": False},
+        "ablations": {"codebook_designs": [], "drop_sources": False}})
     again = json.loads((out / "results.json").read_text())
     assert again["meta"]["embed_cached"] is True and again["meta"]["embed_seconds"] == first_embed
     assert "embed (cache hit)" in again["timings"] and again["timings"]["world"] < results["timings"]["world"]
+    # the line sequences come back from their cache (no Spark session needed)
+    from pipelines.evaluation.u2qt_variant import embed_all_sequences, u2qt_preset
+    from pipelines.world import load_world_config
+    from u2qt_core.encoders.text import get_text_encoder
+    from u2qt_core.evaluation.config import load_eval_config
+
+    preset = u2qt_preset(settings, load_eval_config(eval_cfg), get_text_encoder(settings.encoder).dim)
+    cached = embed_all_sequences(None, settings, load_world_config(world), out / "cache", preset)
+    assert cached.embed_seconds == variant["line_embed_seconds"] and len(cached.sample) == variant["user_days"]

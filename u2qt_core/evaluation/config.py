@@ -17,6 +17,7 @@ from u2qt_core.config_loader import load_yaml_model
 __all__ = [
     "EvalConfig",
     "TokenizerSettings",
+    "U2QTSettings",
     "ProbeSettings",
     "AlignmentSettings",
     "MaskNetSettings",
@@ -48,6 +49,27 @@ class TokenizerSettings(_Strict):
         unknown = sorted(set(value) - {"mrqvae", "train"})
         if unknown:
             raise ValueError(f"only 'mrqvae' and 'train' sections may be overridden, got {unknown}")
+        return value
+
+
+class U2QTSettings(_Strict):
+    """The U²QT-AAAI variant evaluated beside the main (FOUNDv2) tokenizer: an ``architecture:
+    u2qt_aaai`` preset trained end to end on every user-day's line sequences, plus overrides
+    (``u2qt:``/``mrqvae:``/``train:`` keys). ``inference_user_days`` user-days (seeded draw) are
+    tokenized again on the driver by both tokenizers to measure inference CPU time."""
+
+    enabled: bool = True
+    preset: str = "conf/model/u2qt_aaai_small.yaml"
+    steps: int = Field(400, ge=1)
+    overrides: dict[str, dict[str, Any]] = {}
+    inference_user_days: int = Field(200, ge=1)
+
+    @field_validator("overrides")
+    @classmethod
+    def _sections(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(value) - {"u2qt", "mrqvae", "train"})
+        if unknown:
+            raise ValueError(f"only 'u2qt', 'mrqvae' and 'train' sections may be overridden, got {unknown}")
         return value
 
 
@@ -166,6 +188,7 @@ class EvalConfig(_Strict):
     torch_threads: int = Field(1, ge=1)
     rewrite_world: bool = False
     tokenizer: TokenizerSettings = TokenizerSettings()
+    u2qt: U2QTSettings = U2QTSettings()
     probe: ProbeSettings = ProbeSettings()
     alignment: AlignmentSettings = AlignmentSettings()
     masknet: MaskNetSettings = MaskNetSettings()

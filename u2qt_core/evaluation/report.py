@@ -131,6 +131,11 @@ def render_report(results: dict[str, Any], figures: dict[str, str]) -> str:
     if summary:
         out += ["**Targets.** " + summary.get("text", ""), ""]
 
+    if results.get("u2qt"):
+        from u2qt_core.evaluation.variants import side_by_side
+
+        out += side_by_side(results["u2qt"], reps, tasks)
+
     if results.get("alignment"):
         out += ["## Alignment pretext tasks (FOUNDv2 table 5 analogue)", ""]
         rows = [[name, e.get("steps"), e.get("final_loss"), e["avg_auc"], _interval(e), e["avg_ks"]] +

@@ -10,7 +10,8 @@ from __future__ import annotations
 from u2qt_core.evaluation.config import EvalConfig, ProbeSettings
 
 __all__ = ["TOKEN_REPRESENTATIONS", "COMPARISONS", "target_summary", "probe_protocol", "alignment_note",
-           "ablation_note", "codebook_summary", "notes", "compare", "worlds_summary"]
+           "ablation_note", "codebook_summary", "notes", "compare", "worlds_summary", "VARIANT_COMPARISONS",
+           "variant_differences", "variant_notes"]
 
 #: Representations built from the tokens (the others are baselines).
 TOKEN_REPRESENTATIONS = ("tokens_bag", "tokens_vectors", "tokens_fused")
@@ -106,6 +107,45 @@ COMPARISONS = (
 )
 
 
+#: U²QT-AAAI vs FOUNDv2 (main tokenizer): (name, U²QT representation, FOUNDv2 representation).
+VARIANT_COMPARISONS = (
+    ("U²QT-AAAI vs FOUNDv2 tokens (mean codebook vector)", "u2qt_vectors", "tokens_vectors"),
+    ("U²QT-AAAI vs FOUNDv2 tokens (bag of codes)", "u2qt_bag", "tokens_bag"),
+    ("U²QT-AAAI tokens (mean codebook vector) vs continuous embeddings", "u2qt_vectors", "continuous"),
+)
+
+
+def variant_differences(reps: dict[str, dict]) -> dict[str, dict]:
+    """:func:`compare` of every :data:`VARIANT_COMPARISONS` pair present in ``reps``."""
+    out = {name: compare(reps, a, b) for name, a, b in VARIANT_COMPARISONS}
+    return {name: c for name, c in out.items() if c is not None}
+
+
+def variant_notes(variant: dict, cfg: EvalConfig) -> list[str]:
+    """How to read the U²QT-vs-FOUNDv2 cost figures (the numbers from ``variant`` and ``cfg``)."""
+    costs, timing = variant["costs"], variant["inference"]
+    f, u = costs["foundv2"], costs["u2qt"]
+    return [
+        f"Training: both tokenizers train a fixed number of steps (FOUNDv2 {f['steps']} x {f['batch']}, "
+        f"U²QT {u['steps']} x {u['batch']}), so 'per 1,000 users' divides a fixed budget by the "
+        f"{u['train_users']} users of this world: it compares the two budgets, not a scaling law. The frozen "
+        "text encoder is not in the training time of either (documents, resp. lines, are embedded once and "
+        "cached); it is in the inference column.",
+        f"Inference: the night's own per-chunk code on the driver, {cfg.torch_threads} torch thread(s), "
+        f"process CPU time, over the same {timing['user_days']} seeded user-days ({timing['documents']} "
+        "documents + their tabular rows), the encoder loaded beforehand. FOUNDv2 and the continuous "
+        "baseline embed each document once; U²QT embeds each of its lines, then runs the front end.",
+        "Storage: both token tables have the same layout (L smallint codes per (user, source, day) row), "
+        "so their sizes differ only through how well Parquet compresses the code values; the continuous "
+        "baseline is one float32 document embedding per row. U²QT's own continuous input (its line "
+        f"embeddings) is {variant['line_sequence_float_bytes_per_user_day']:,.0f} float bytes per user-day "
+        "before compression (not written).",
+        "Times are process CPU seconds (time.process_time) first: on a shared machine wall time measures the "
+        "neighbours as much as the code.",
+        "One training per tokenizer and world: the intervals cover the test users' sampling, not training seeds.",
+    ]
+
+
 def compare(reps: dict[str, dict], a: str, b: str) -> dict | None:
     """Avg AUC of ``a`` minus ``b`` with the 95 % interval of the paired bootstrap difference
     (``avg_auc_draws`` of both, drawn on the same resamples); None when either is missing."""
@@ -141,6 +181,31 @@ def worlds_summary(results: dict[str, dict]) -> tuple[str, dict]:
             ci = f" [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}]" if "diff_ci" in c else ""
             cells.append(f"{c['a']:.4f} vs {c['b']:.4f}: **{c['diff']:+.4f}**{ci}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, a, b in VARIANT_COMPARISONS:
+        if not any(a in r["representations"] for r in results.values()):
+            continue
+        cells = []
+        for world, res in results.items():
+            c = compare(res["representations"], a, b)
+            table.setdefault(name, {})[world] = c
+            ci = f" [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}]" if c and "diff_ci" in c else ""
+            cells.append("-" if c is None else f"{c['a']:.4f} vs {c['b']:.4f}: **{c['diff']:+.4f}**{ci}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    costs = {w: r["u2qt"]["costs"] for w, r in results.items() if r.get("u2qt")}
+    if costs:
+        lines += ["", "Costs (FOUNDv2 / U²QT-AAAI / continuous embeddings):", "",
+                  "| figure | " + " | ".join(costs) + " |", "|---|" + "---|" * len(costs)]
+        for label, key, digits in (("train CPU s / 1k users", "train_cpu_seconds_per_1k_users", 1),
+                                   ("train wall s / 1k users", "train_seconds_per_1k_users", 1),
+                                   ("inference CPU s / 1k documents", "inference_cpu_per_1k_documents", 2),
+                                   ("storage B / user-day (Parquet data)", "bytes_per_user_day", 1),
+                                   ("collision rate", "collision_rate", 4)):
+            cells = [" / ".join("-" if c[v].get(key) is None else f"{c[v][key]:.{digits}f}"
+                                for v in ("foundv2", "u2qt", "continuous")) for c in costs.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = [" / ".join(", ".join(f"{x:.2f}" for x in c[v]["utilization_per_level"]) for v in ("foundv2", "u2qt"))
+                 for c in costs.values()]
+        lines.append("| utilization per level | " + " | ".join(cells) + " |")
     lines += ["", "Worlds: " + "; ".join(f"`{w}`: {r['meta']['world_config']}, {r['meta']['users']} users x "
                                           f"{r['meta']['days']} days" for w, r in results.items()), ""]
     return "\n".join(lines), table

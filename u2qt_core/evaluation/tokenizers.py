@@ -32,7 +32,9 @@ class Tokenized:
     model: Any
     codes: dict[str, np.ndarray]
     metrics: dict
-    seconds: float
+    seconds: float              # wall seconds of training + tokenizing every row
+    train_seconds: float = float("nan")       # wall seconds of the training alone
+    train_cpu_seconds: float = float("nan")   # process CPU seconds (time.process_time) of the training alone
 
     @property
     def levels(self) -> int:
@@ -46,9 +48,10 @@ def train_tokenizer(name: str, embeddings: dict[str, np.ndarray], preset: ModelP
 
     from u2qt_core.training import train_mrqvae
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     data = {s: x for s, x in embeddings.items() if s in preset.mrqvae.sources}
     result = train_mrqvae(data, preset, out_dir=None, progress=True)
+    train_seconds, train_cpu = time.monotonic() - started, time.process_time() - cpu_started
     model = result.model.eval()
     codes = {}
     with torch.no_grad():
@@ -57,7 +60,8 @@ def train_tokenizer(name: str, embeddings: dict[str, np.ndarray], preset: ModelP
                                             for i in range(0, len(x), _QUANTIZE_BATCH)]).astype(np.int64)
     seconds = time.monotonic() - started
     log.info("tokenizer %s: %d steps in %.0f s", name, result.steps, seconds)
-    return Tokenized(name=name, model=model, codes=codes, metrics=result.metrics, seconds=seconds)
+    return Tokenized(name=name, model=model, codes=codes, metrics=result.metrics, seconds=seconds,
+                     train_seconds=train_seconds, train_cpu_seconds=train_cpu)
 
 
 def num_codes(tok: Tokenized) -> int:
