@@ -23,6 +23,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_WORLD = REPO_ROOT / "conf" / "world" / "tiny.yaml"
 TINY_PRESET = "conf/model/tiny.yaml"
 
+# JVM flags for the JVMs the tests start (the session's local driver; the deployment tests' Spark
+# drivers, executors, master, worker): the client JIT only and one GC thread. These JVMs run
+# thousands of tiny jobs, so the optimizing JIT's compile threads cost more CPU on 2 shared cores
+# than they save: one date's init/stage/quality/publish in one local[1] JVM took 124-128 s with
+# these against 216-236 s without, back to back on the same machine (load 7-8); a local[2]
+# driver like the session's used 105 CPU-s against 174 writing the collide world and running its
+# first date's stage, gates and publish (side by side, load 18-20). Tuning only: nothing the
+# tests check depends on it, and the shipped profiles (conf/spark) do not set it.
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# ... also for every JVM a test starts through spark-submit (the CLI and u2qt-submit subprocesses,
+# spark-sql): the launcher adds $SPARK_SUBMIT_OPTS to the driver JVM it starts. The deployment
+# tests' services do not inherit it (tests/deploy/conftest.py) and set their own.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTS)
+
 
 def world_layout(encoder_dim: int = 384):
     """The shipped sources config's :class:`~u2qt_core.config.SourceLayout` (the synthetic world's
@@ -56,6 +70,7 @@ def spark(tmp_path_factory):
         "spark.sql.shuffle.partitions": "2",
         "spark.default.parallelism": "2",
         "spark.driver.memory": "2g",
+        "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
     })
     yield session
     session.stop()

@@ -16,21 +16,14 @@ from typing import Callable
 
 import pytest
 
+from tests.conftest import SHORT_JVM_OPTS  # noqa: F401 (the deployment tests import it from here)
+
 
 # what the test process may have set for itself (other tests' fixtures, get_spark) and a
 # service must not inherit: each service gets exactly the environment README step 1/3 exports
 _INHERITED_NOT = ("PYTHONPATH", "U2QT_PIPELINE_CONFIG", "MASTER", "SPARK_MASTER", "SPARK_REMOTE",
                   "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET",
-                  "SPARK_HOME", "SPARK_LOCAL_IP", "SPARK_CONF_DIR")
-
-
-# JVM flags for the JVMs the deployment tests start (Spark drivers, executors, master, worker):
-# the client JIT only and one GC thread. A step's JVM lives a minute or two running ~100 tiny
-# stages, so the optimizing JIT's compile threads cost more CPU on 2 shared cores than they save:
-# one date's init/stage/quality/publish in one local[1] JVM took 124-128 s with these against
-# 216-236 s without, back to back on the same machine (load 7-8). Tuning only: nothing the tests
-# check depends on it, and the shipped profiles (conf/spark) do not set it.
-SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+                  "SPARK_HOME", "SPARK_LOCAL_IP", "SPARK_CONF_DIR", "SPARK_SUBMIT_OPTS")
 
 
 def free_port() -> int:

@@ -38,16 +38,26 @@ def published_lake(two_days, tmp_path):
 @pytest.fixture(scope="session")
 def collided(spark, trained_lake, tmp_path_factory):
     """The collide world run D1 then D2 without interruption (read-only: copy it with
-    :func:`copy_lake`); ``after[date]`` = (identity rows, groups) right after that date."""
+    :func:`copy_lake`); ``after[date]`` = (identity rows, groups) right after that date.
+    ``staged`` is a copy of the lake taken on the way, with D1 done and D2 staged and gated but
+    not published (the state tests/pipelines/test_publish_crashes.py crashes publish from)."""
     def build(root):
-        from pipelines.night.daily_job import run_day
+        from pipelines.night.day_run import open_run
+        from pipelines.night.publish import publish
+        from pipelines.night.quality import check_quality
+        from pipelines.night.stage import stage
 
-        settings = write_collide_world(spark, trained_lake["root"], root)
+        settings = write_collide_world(spark, trained_lake["root"], root / "run")
         after = {}
         for event_date in (D1, D2):
-            run_day(spark, settings, event_date, run_id=f"test-{event_date}")
+            run = open_run(spark, settings, event_date, f"test-{event_date}", None)   # run_day, step by step
+            stage(run)
+            check_quality(run)
+            if event_date == D2:
+                shutil.copytree(root / "run", root / "staged")
+            publish(run)
             after[event_date] = (identity_rows(spark, settings), assert_consistent(spark, settings))
-        return {"root": root, "settings": settings, "after": after}
+        return {"root": root / "run", "staged": root / "staged", "settings": settings, "after": after}
 
     return build_once(tmp_path_factory, "collide", build)
 
