@@ -110,3 +110,30 @@ def test_append_mode_appends(spark, tmp_path):
     assert _read(spark, root, "user_profile").count() == 2 * first.rows["user_profile"]
     with pytest.raises(ValueError, match="mode"):
         write_world(spark, cfg, root, mode="upsert")
+
+
+def test_the_world_keeps_going_with_the_next_day_moved(spark, worlds):
+    """write_next_days: the next date's raw_events as the extended world makes them (what the
+    demo's fourth night reads), the earlier dates untouched, the shifted sources moved."""
+    import datetime as dt
+    import shutil
+
+    from pipelines.world import write_next_days
+    from pipelines.world.shift import NEW_ITEMS
+
+    root, _ = worlds[1]
+    copy = str(Path(root).parent / "world_next")
+    shutil.copytree(root, copy)
+    cfg = _cfg(num_partitions=1)
+    moved = load_world_config(CONF / "tiny.yaml", {"n_users": 24, "bad_row_rate": 0.05, "num_partitions": 1,
+                                                    "vocabulary_shift": {"from_date": str(cfg.start_date + dt.timedelta(days=cfg.n_days)),
+                                                                         "sources": ["search"], "share": 1.0}})
+    before = _read(spark, copy, "raw_events").count()
+    new = write_next_days(spark, moved, copy)
+    assert new == [(cfg.start_date + dt.timedelta(days=cfg.n_days)).isoformat()]
+    events = _read(spark, copy, "raw_events")
+    assert events.where(F.col("event_date") < F.lit(new[0]).cast("date")).count() == before
+    day = events.where(F.col("event_date") == F.lit(new[0]).cast("date")).collect()
+    searches = [r["text"] for r in day if r["source"] == "search" and (r["text"] or "").strip()]   # not the malformed copies
+    assert day and searches and all(any(item in t for item in NEW_ITEMS) for t in searches)
+    assert not any(any(item in (r["text"] or "") for item in NEW_ITEMS) for r in day if r["source"] in ("bill", "spm"))
