@@ -102,7 +102,7 @@ def bench_dedup(spark, params: dict[str, Any], tmp_root: Path) -> dict[str, Any]
     generated), each on its own lake of the ``dedup.world_overrides`` world (default: the section's
     ``world_overrides``); one tokenizer, trained on the first share's world."""
     from benchmarks.common import pipeline_settings, train_promoted
-    from pipelines.night.daily_job import load_tokenizer_info
+    from pipelines.night.day_run import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
 
     section = params["dedup"]
