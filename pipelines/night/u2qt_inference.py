@@ -80,8 +80,6 @@ class SequenceRuntime:
     """The loaded U²QT tokenizer of one worker process and its line encoder."""
 
     def __init__(self, spec: InferenceSpec) -> None:
-        import torch
-
         from u2qt_core.bundle import load_bundle
 
         self.lines = get_line_sequences(spec)
@@ -90,7 +88,6 @@ class SequenceRuntime:
             raise CheckpointError(f"tokenizer at {spec.model_dir} is {version} but the driver planned this run with "
                                   f"{spec.tokenizer_version}: the model folder changed during the run")
         self.model = model.eval()
-        self.torch = torch
         log.info("worker loaded U²QT tokenizer %s", version)
 
     @classmethod
@@ -121,8 +118,7 @@ class SequenceRuntime:
             width = self.model.frontend_config.input_dims[name]
             seqs = [encoded[day[name]][0] if name in day else None for day in per_day]
             inputs[name], masks[name] = pad_sequences(seqs, width, self.model.frontend_config.max_len)
-        with self.torch.no_grad():
-            quantized = self.model.quantize_measured(SequenceBatch(inputs, masks))
+        quantized = self.model.quantize_measured(SequenceBatch(inputs, masks))   # no_grad, eval mode
         out: list[list[dict]] = []
         for d, day in enumerate(per_day):
             items = []
