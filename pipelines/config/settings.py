@@ -174,6 +174,9 @@ class DriftGates(_Strict):
     min_documents: int = Field(20, ge=1)      # a source with fewer documents that night is not judged
     top_mass: float = Field(0.9, gt=0, le=1)  # "top codes": the most frequent covering this training mass
     bin_floor: float = Field(1e-4, gt=0, lt=0.01)   # probability floor of an empty bin (PSI's log)
+    # PSI / JS are judged above what sampling alone reaches at this quantile for the night's document
+    # count (u2qt_core.code_stats.sampling_noise); 0 judges the raw values
+    noise_quantile: float = Field(0.99, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _warn_below_fail(self) -> "DriftGates":

@@ -242,6 +242,10 @@ TOKEN_QUALITY = TableSpec(
         T.StructField("train_perplexity", T.DoubleType()),
         T.StructField("psi", T.DoubleType()),
         T.StructField("js", T.DoubleType()),
+        # what sampling alone gives at this night's document count (drift.noise_quantile): the gates
+        # judge psi - psi_noise and js - js_noise
+        T.StructField("psi_noise", T.DoubleType()),
+        T.StructField("js_noise", T.DoubleType()),
         # per source (the same on each of its level rows): documents whose every code is among the
         # training top codes of its level, the training share alike, and the relative residual norm
         T.StructField("top_code_share", T.DoubleType()),

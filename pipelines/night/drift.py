@@ -12,10 +12,14 @@ holds cached -- no document is read or embedded again:
 The driver compares the histograms with the bundle's ``code_stats.json``
 (:mod:`u2qt_core.code_stats`): population stability index and Jensen-Shannon divergence (empty
 bins floored at ``drift.bin_floor``), utilization (codes used / codes the source may emit there)
-and perplexity. One row per (date, source, level) goes to ``token_quality`` (the dates'
+and perplexity, and the PSI / JS that sampling noise alone reaches at the night's document count
+(:func:`u2qt_core.code_stats.sampling_noise`, at ``drift.noise_quantile``). One row per (date,
+source, level) goes to ``token_quality`` (the dates'
 partitions are replaced, so a re-run rewrites them).
 
-Gates (``settings.drift``): over a ``warn_*`` threshold a warning is logged and sent through
+Gates (``settings.drift``) judge PSI and JS *above their noise* (``psi - psi_noise``): a quiet
+night of 150 documents over 256 codes has a raw PSI near 2, a production night near 0, and the
+thresholds mean the same on both. Over a ``warn_*`` threshold a warning is logged and sent through
 ``airflow.alert_callback``; over a ``fail_*`` threshold the night is NOT stopped (its tokens are the
 promoted version's, whatever the world did) but the version is marked due for retraining: the
 registry tag ``retrain_due`` and a ``drift`` row with status ``retrain_due`` in ``run_metrics``.
@@ -33,7 +37,7 @@ from pyspark.sql import functions as F
 from pipelines.lake import tables
 from pipelines.lake.lake import Lake
 from pipelines.night.day_run import DayRun
-from u2qt_core.code_stats import js_divergence, perplexity, psi
+from u2qt_core.code_stats import SamplingNoise, js_divergence, perplexity, psi, sampling_noise
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ def token_quality_rows(run: DayRun, hist: list, per_source: list, stats: dict | 
         train_level = train_source["levels"][level - 1] if train_source else None
         train_counts = {int(k): v for k, v in train_level["counts"].items()} if train_level else None
         allowed = train_level["allowed"] if train_level else None
+        noise = (_noise(run, (source, level), train_counts, int(s["documents"]), allowed)
+                 if train_counts else SamplingNoise(None, None))
         out.setdefault(d, []).append({
             "event_date": date.fromisoformat(d), "source": source, "level": level,
             "documents": int(s["documents"]), "codes_used": len(night), "codes_allowed": allowed,
@@ -114,6 +120,7 @@ def token_quality_rows(run: DayRun, hist: list, per_source: list, stats: dict | 
             "train_perplexity": perplexity(train_counts) if train_counts else None,
             "psi": psi(train_counts, night, floor) if train_counts else None,
             "js": js_divergence(train_counts, night, floor) if train_counts else None,
+            "psi_noise": noise.psi, "js_noise": noise.js,
             "top_code_share": _float(s["top_code_share"]),
             "train_top_code_share": train_source["top_code_share"] if train_source else None,
             "residual_mean": _float(s["residual_mean"]), "residual_p95": _float(s["residual_p95"]),
@@ -121,6 +128,34 @@ def token_quality_rows(run: DayRun, hist: list, per_source: list, stats: dict | 
             "tokenizer_version": run.tokenizer.version,
         })
     return out
+
+
+_NOISE: dict[tuple, SamplingNoise] = {}
+
+
+def _noise(run: DayRun, key: tuple[str, int], train_counts: dict[int, int], documents: int,
+           allowed: int | None) -> SamplingNoise:
+    """:func:`sampling_noise` of one source and level at ``documents`` rounded DOWN to two
+    significant digits (fewer documents, more noise: the rounding only errs towards calm), memoised
+    per tokenizer version: a backfill of hundreds of dates simulates a few dozen times."""
+    gates = run.settings.drift
+    if not gates.noise_quantile:
+        return SamplingNoise(0.0, 0.0)
+    step = 10 ** max(len(str(documents)) - 2, 0)
+    rounded = max(documents // step * step, 1)
+    memo = (run.tokenizer.version, *key, rounded, allowed, gates.bin_floor, gates.noise_quantile)
+    if memo not in _NOISE:
+        if len(_NOISE) > 4096:          # a long-lived scheduler process: keep the memo bounded
+            _NOISE.clear()
+        _NOISE[memo] = sampling_noise(train_counts, rounded, allowed, gates.bin_floor, gates.noise_quantile)
+    return _NOISE[memo]
+
+
+def excess(row: dict, name: str) -> float | None:
+    """A row's ``psi`` or ``js`` above its sampling noise (what the gates judge; None without
+    training statistics)."""
+    value, noise = row[name], row.get(f"{name}_noise")
+    return None if value is None else value - (noise or 0.0)
 
 
 def _float(value) -> float | None:
@@ -135,9 +170,10 @@ def judge(run: DayRun, rows: list[dict]) -> DriftVerdict:
         lines: dict[str, list[str]] = {WARN: [], RETRAIN: []}
         if row["documents"] >= gates.min_documents:
             where = f"{row['source']} level {row['level']}"
-            for name, value in (("psi", row["psi"]), ("js", row["js"])):
-                if value is not None:
-                    _check(lines, f"{where}: {name.upper()} {value:.4f}", value,
+            for name in ("psi", "js"):
+                if (value := excess(row, name)) is not None:
+                    _check(lines, f"{where}: {name.upper()} {row[name]:.4f} is {value:.4f} above its sampling noise "
+                           f"{row[name + '_noise']:.4f} ({row['documents']} documents)", value,
                            getattr(gates, f"warn_{name}"), getattr(gates, f"fail_{name}"), name)
             if row["level"] == 1 and row["residual_mean"] is not None and row["train_residual_mean"]:
                 ratio = row["residual_mean"] / row["train_residual_mean"]
@@ -211,6 +247,7 @@ def act(runs: list[DayRun], rows: dict[str, list[dict]]) -> dict[str, dict]:
         out[run.event_date] = {"status": verdict.status, "warnings": verdict.warnings, "failures": verdict.failures, "retrain_due": bool(verdict.failures),
                                 "max_psi": max((r["psi"] for r in day_rows if r["psi"] is not None), default=None),
                                 "max_js": max((r["js"] for r in day_rows if r["js"] is not None), default=None),
+                                "max_psi_over_noise": max((excess(r, "psi") for r in day_rows if r["psi"] is not None), default=None),
                                 "residual_mean": {r["source"]: r["residual_mean"] for r in day_rows if r["level"] == 1}}
     return out
 

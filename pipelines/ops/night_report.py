@@ -103,6 +103,11 @@ def events(spark: SparkSession, settings: PipelineSettings, nights: dict[str, di
             since = v.tags.get(registry.RETRAIN_SINCE_TAG)
             if since and start <= since <= end and not any(e["kind"] == "retrain_due" and e["date"] == since for e in out):
                 out.append({"kind": "retrain_due", "date": since, "label": f"{v.tokenizer_version} due for retraining"})
+            answered = json.loads(v.tags.get(registry.RETRAIN_OF_TAG) or "null")
+            if answered and start <= answered["since"] <= end:
+                out.append({"kind": "retrained", "date": answered["since"],
+                            "label": f"{v.tokenizer_version} trained to replace {answered['version']} (gates "
+                                     f"{ {'true': 'passed', 'false': 'failed'}.get(v.tags.get(registry.PASSED_TAG), 'not run')})"})
     except Exception as exc:  # noqa: BLE001 -- a registry out of reach leaves its events out, named in the log
         log.warning("report: registry not read (%s): its retraining tags are not drawn", exc)
     return sorted(out, key=lambda e: (e["date"], e["kind"]))
@@ -128,8 +133,8 @@ def series(nights: dict[str, dict], quality: list[dict]) -> dict[str, dict[str, 
             return values or None
         if (u := pick([r["utilization"] for r in rows])):
             out["utilization"].setdefault(source, {})[d] = sum(u) / len(u)
-        for m in ("psi", "js"):
-            if (v := pick([r[m] for r in rows])):
+        for m in ("psi", "js"):        # what the gates judge: above the night's sampling noise
+            if (v := pick([r[m] - (r.get(f"{m}_noise") or 0.0) if r[m] is not None else None for r in rows])):
                 out[m].setdefault(source, {})[d] = max(v)
         first = rows[0]
         if first["residual_mean"] is not None and first["train_residual_mean"]:
@@ -143,12 +148,12 @@ FIGURES = (
     ("quarantine_rate", "Quarantine rate (raw rows)", lambda s: [("quality.max_quarantine_rate", s.quality.max_quarantine_rate)]),
     ("collision_rate", "Collision rate (full token tuples)", lambda s: [("quality.max_collision_rate", s.quality.max_collision_rate)]),
     ("utilization", "Codebook utilization (mean over levels)", lambda s: [("quality.min_level_utilization", s.quality.min_level_utilization)]),
-    ("psi", "Drift: population stability index (largest level)", lambda s: [("drift.warn_psi", s.drift.warn_psi), ("drift.fail_psi", s.drift.fail_psi)]),
-    ("js", "Drift: Jensen-Shannon divergence (largest level)", lambda s: [("drift.warn_js", s.drift.warn_js), ("drift.fail_js", s.drift.fail_js)]),
+    ("psi", "Drift: population stability index above its sampling noise (largest level)", lambda s: [("drift.warn_psi", s.drift.warn_psi), ("drift.fail_psi", s.drift.fail_psi)]),
+    ("js", "Drift: Jensen-Shannon divergence above its sampling noise (largest level)", lambda s: [("drift.warn_js", s.drift.warn_js), ("drift.fail_js", s.drift.fail_js)]),
     ("residual_ratio", "Fidelity: mean ||residual|| / ||latent||, over training's",
      lambda s: [("drift.warn_residual_ratio", s.drift.warn_residual_ratio), ("drift.fail_residual_ratio", s.drift.fail_residual_ratio)]),
 )
-EVENT_COLORS = {"promotion": "tab:green", "retokenization": "tab:purple", "retrain_due": "tab:red"}
+EVENT_COLORS = {"promotion": "tab:green", "retokenization": "tab:purple", "retrain_due": "tab:red", "retrained": "tab:blue"}
 
 
 def figure_svg(measure: str, title: str, days: list[str], lines: dict[str, dict[str, float]],
@@ -206,7 +211,8 @@ def write_report(spark: SparkSession, settings: PipelineSettings, start: str, en
 <h1>u2qt nights {start} .. {end}</h1>
 <p>{len(nights)} night(s) recorded of {len(days)}; tables at {html.escape(settings.tables_root)}.
 Dashed lines: thresholds (conf/pipeline.yaml). Vertical lines: <span style="color:green">promotion</span>,
-<span style="color:purple">retokenization</span>, <span style="color:red">due for retraining</span>.</p>
+<span style="color:purple">retokenization</span>, <span style="color:red">due for retraining</span>,
+<span style="color:blue">retrained</span> (a version trained while the promoted one was due, drawn at the night that marked it).</p>
 <h2>Events</h2><ul id="events">{legend}</ul>
 {''.join(parts)}
 </body></html>

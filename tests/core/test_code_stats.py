@@ -28,3 +28,27 @@ def test_perplexity_and_top_codes():
     assert top_codes({0: 50, 1: 30, 2: 15, 3: 5}, 0.8) == [0, 1]
     assert top_codes({0: 50, 1: 30, 2: 15, 3: 5}, 0.81) == [0, 1, 2]
     assert top_codes({0: 1, 1: 1}, 1.0) == [0, 1]
+
+
+def test_sampling_noise_separates_a_small_quiet_night_from_a_small_moved_one():
+    """256 codes, 4,000 training documents, nights of 150: PSI alone says every quiet night has
+    drifted (sampling noise ~ (K - 1)(1/n + 1/N)); PSI over its simulated 99th percentile does not,
+    and still flags a night whose half moved to other codes."""
+    import numpy as np
+
+    from u2qt_core.code_stats import sampling_noise
+
+    rng = np.random.default_rng(7)
+    p = 1.0 / np.arange(1, 257) ** 0.8
+    p /= p.sum()
+    train = dict(enumerate(rng.multinomial(4000, p).tolist()))
+    noise = sampling_noise(train, 150, allowed=256, quantile=0.99)
+    assert noise.psi > 0.25 and 0 < noise.js < 1                  # raw PSI of a quiet night passes fail_psi
+    quiet = [dict(enumerate(rng.multinomial(150, p).tolist())) for _ in range(100)]
+    assert min(psi(train, q) for q in quiet) > 0.25
+    assert sum(psi(train, q) > noise.psi for q in quiet) <= 4     # ~1 % by construction
+    moved_p = 0.5 * p + 0.5 * np.roll(p, 128)                     # half of the traffic on other codes
+    moved = [dict(enumerate(rng.multinomial(150, moved_p).tolist())) for _ in range(20)]
+    assert all(psi(train, m) - noise.psi > 0.25 for m in moved)
+    # the noise falls with the night's size: on a large night PSI is judged nearly as it is
+    assert sampling_noise(train, 1_000_000, allowed=256).psi < noise.psi / 5
