@@ -152,7 +152,8 @@ def maintain(config: ConfigOption = None, set_: SetOption = None) -> None:
     _echo(launch_step("maintain", config, set_))
 
 
-def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Optional[Path], overrides: Optional[list[str]]) -> None:
+def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Optional[Path], overrides: Optional[list[str]],
+                            dag_id: str = "u2qt_daily") -> None:
     import os
 
     from pipelines.deploy.airflow_runner import prepare_airflow_home, run_dag_for_date
@@ -165,7 +166,7 @@ def _run_dates_with_airflow(dates: list[str], airflow_home: Path, config: Option
         raise typer.BadParameter("--set is not passed through Airflow runs; use a config file or U2QT_* variables")
     prepare_airflow_home(airflow_home)
     for event_date in dates:
-        run_dag_for_date("u2qt_daily", event_date)
+        run_dag_for_date(dag_id, event_date)
 
 
 @app.command("init-tables")
@@ -273,7 +274,8 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
          airflow_home: Annotated[Path, typer.Option(help="AIRFLOW_HOME (SQLite)")] = Path(".u2qt/airflow")) -> None:
     """The whole stack end to end (pipelines/deploy/demo.py): world -> train -> evaluate -> promote ->
     u2qt_daily DAG per date -> Spark SQL; retrain -> evaluate -> promote -> retokenize -> both
-    table generations in Spark SQL."""
+    table generations in Spark SQL; a night after the world moved -> the u2qt_retrain DAG its drift
+    schedules -> the report page."""
     from pipelines.deploy.airflow_runner import prepare_airflow_home
 
     prepare_airflow_home(airflow_home)  # before anything imports airflow
@@ -283,7 +285,8 @@ def demo(world_config: Annotated[Path, typer.Option(help="world YAML")] = Path("
     settings = settings_from(config, set_)
     world_cfg = load_world_config(world_config)   # a bad world config fails before Spark starts
     run_demo(spark_for(settings, "u2qt_demo"), settings, world_cfg,
-             lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo)
+             lambda dates: _run_dates_with_airflow(dates, airflow_home, config, set_), _register, typer.echo,
+             run_retrain=lambda night: _run_dates_with_airflow([night], airflow_home, config, set_, "u2qt_retrain"))
 
 
 @app.command("step")

@@ -3,7 +3,8 @@
 world -> train v1 -> evaluate -> promote -> one ``u2qt_daily`` DAG run per date -> Spark SQL;
 then a second training (another seed) -> evaluate -> promote -> ``retokenize`` of every date
 into a new table generation, switched atomically -> both generations queried in Spark SQL; with
-the world's ``vocabulary_shift``, one more night on which the world has moved (drift flagged).
+the world's ``vocabulary_shift``, one more night on which the world has moved (drift flagged) and
+the ``u2qt_retrain`` run that its mark schedules; the report page of the nights last.
 A version that fails a gate is promoted with ``--force`` (recorded on the version) so the demo
 runs through on its small world; the gates are printed either way.
 """
@@ -61,7 +62,7 @@ def _a_night_after_the_world_moved(spark, settings: PipelineSettings, world_cfg,
          "new product line the tokenizer never saw:")
     run_dates(moved)
     register(spark, settings)
-    spark.sql(f"SELECT source, level, round(psi, 3) AS psi, round(js, 3) AS js, round(residual_mean, 3) AS residual_mean, "
+    spark.sql(f"SELECT source, level, round(psi, 3) AS psi, round(psi_noise, 3) AS psi_noise, round(js, 3) AS js, round(residual_mean, 3) AS residual_mean, "
               f"drift_status FROM token_quality WHERE event_date = DATE'{moved[0]}' AND level = 1 ORDER BY psi DESC").show(truncate=False)
     spark.sql(f"SELECT step, status, tokenizer_version FROM run_metrics WHERE event_date = DATE'{moved[0]}' "
               "AND step = 'drift'").show(truncate=False)
@@ -70,9 +71,31 @@ def _a_night_after_the_world_moved(spark, settings: PipelineSettings, world_cfg,
     return moved
 
 
+def _the_retraining_it_caused(spark, settings: PipelineSettings, night: str, run_retrain: Callable[[str], None],
+                              echo: Callable[[str], None]) -> None:
+    """What the Asset the moved night emitted schedules: one ``u2qt_retrain`` run (train ->
+    evaluate -> promote past the gates); a gate that fails stops it at promote, as in production."""
+    from pipelines import steps
+    from pipelines.errors import DagRunFailed
+
+    due = steps.launch("retrain-due", settings, [night], None, spark=spark)
+    if not (due["retrain_due"] and due["first"]):
+        echo(f"\nNight {night} did not newly mark {due['tokenizer_version']} due: no retraining ({due})")
+        return
+    echo(f"\nNight {night} first marked {due['tokenizer_version']} due: its retrain_if_due task emitted the Asset "
+         "u2qt_tokenizer_retrain_due, on which u2qt_retrain is scheduled; running that DAG:")
+    try:
+        run_retrain(night)
+        echo("u2qt_retrain: trained, evaluated and promoted a new version (analysts see its codes after retokenize)")
+    except DagRunFailed as exc:
+        echo(f"u2qt_retrain: {exc} -- the new version stays registered, not promoted (its gates are on it)")
+
+
 def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[list[str]], None],
-             register: Callable[[object, PipelineSettings], list[str]], echo: Callable[[str], None]) -> dict:
-    """The demo; ``run_dates`` runs the u2qt_daily DAG per date, ``register`` the temp views."""
+             register: Callable[[object, PipelineSettings], list[str]], echo: Callable[[str], None],
+             run_retrain: Callable[[str], None] | None = None) -> dict:
+    """The demo; ``run_dates`` runs the u2qt_daily DAG per date, ``register`` the temp views,
+    ``run_retrain`` the u2qt_retrain DAG for a date (None: the moved night's retraining is not run)."""
     from pipelines.lake.lake import Lake
     from pipelines.tokenizer.retokenize import retokenize
     from pipelines.tokenizer.train_job import train as train_tokenizer
@@ -121,7 +144,10 @@ def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[
          "Query them with: u2qt sql \"SELECT ... FROM user_token_history\"; list versions with: u2qt versions")
     echo("Gates: " + json.dumps({v: {k: g["value"] for k, g in gs.items()} for v, gs in gates.items()}, default=str))
     if world_cfg.vocabulary_shift is not None:
-        dates += _a_night_after_the_world_moved(spark, settings, world_cfg, run_dates, register, echo)
+        moved = _a_night_after_the_world_moved(spark, settings, world_cfg, run_dates, register, echo)
+        if run_retrain is not None:
+            _the_retraining_it_caused(spark, settings, moved[0], run_retrain, echo)
+        dates += moved
     from pipelines.ops.night_report import write_report
 
     page = Path(settings.tables_root).absolute().parent / "report.html"

@@ -34,6 +34,7 @@ FORCED_TAG = "forced_promotion"
 PATHS_TAG = "numeric_paths_json"   # measured agreement of other numeric paths, by path label
 RETRAIN_DUE_TAG = "retrain_due"          # set by a night whose drift crossed a fail threshold
 RETRAIN_SINCE_TAG = "retrain_due_since"  # the first such night's date
+RETRAIN_OF_TAG = "retrain_of"            # on a version trained while the champion was due: which, since when
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,25 @@ def promote(settings: PipelineSettings, tokenizer_version: str, *, force: bool =
     mlflow.set_registered_model_alias(name, settings.registry.alias, version.registry_version)
     log.info("alias %s of %s -> %s (version %s)", settings.registry.alias, name, tokenizer_version, version.registry_version)
     return version
+
+
+def record_retraining(settings: PipelineSettings, new_version: str) -> dict | None:
+    """When the promoted version is due for retraining, tag ``new_version`` as the retraining that
+    answers it (:data:`RETRAIN_OF_TAG`: ``{"version", "since"}``, what ``u2qt report`` draws);
+    returns that note, or None when no champion is due (or none is promoted)."""
+    try:
+        champion = resolve(settings)
+    except RegistryError:
+        return None
+    since = champion.tags.get(RETRAIN_SINCE_TAG)
+    if not since or champion.tokenizer_version == new_version:
+        return None
+    note = {"version": champion.tokenizer_version, "since": since}
+    new = find(settings, new_version)
+    client(settings).set_model_version_tag(settings.registry.model_name, new.registry_version, RETRAIN_OF_TAG,
+                                           json.dumps(note))
+    log.info("tokenizer %s is the retraining of %s (due since %s)", new_version, champion.tokenizer_version, since)
+    return note
 
 
 def resolve(settings: PipelineSettings) -> RegisteredVersion:
