@@ -160,6 +160,12 @@ def _representations(cfg: EvalConfig, main, emb: EmbeddedInputs, *, rows_user: d
     reps["tabular"] = {"label": "Raw features: tabular profile features alone", **probe(profile_block)}
     reps["tabular_tokens"] = {"label": "Raw tabular profile features + U2QT token vectors (every source)",
                               **probe(np.hstack([profile_block, token_vectors]))}
+    # issue 25 item 4: does the tabular source's token keep what its raw features carry? (no text source)
+    tabular_token = token_features(main, rows_user, n_users, [tabular], "vectors")
+    reps["tabular_token"] = {"label": "U2QT token of the tabular source alone (its mean codebook vector)",
+                             **probe(tabular_token)}
+    reps["tabular_raw_token"] = {"label": "Raw tabular profile features + the tabular source's token vector",
+                                 **probe(np.hstack([profile_block, tabular_token]))}
     return reps
 
 

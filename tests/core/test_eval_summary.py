@@ -46,6 +46,8 @@ def test_worlds_summary_gives_paired_difference_intervals_per_world() -> None:
     assert set(table) == {name for name, _, _ in COMPARISONS} and set(table[COMPARISONS[2][0]]) == {"one", "two"}
     assert "| comparison | one | two |" in text and "0.7700 vs 0.7200: **+0.0500** [+0.0" in text
     assert table[COMPARISONS[0][0]]["one"] is None     # no fused embedding in these results: '-'
+    # issue 25 item 4: the tabular source's token alone and beside its raw features, against the raw features
+    assert {(a, b) for _, a, b in COMPARISONS} >= {("tabular_token", "tabular"), ("tabular_raw_token", "tabular")}
 
 
 def test_u2qt_codes_align_to_input_rows_and_costs_read_per_level_and_per_source() -> None:

@@ -68,7 +68,9 @@ def test_run_eval_end_to_end_on_a_small_world(spark, tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     reps = results["representations"]
     assert {"tokens_bag", "tokens_vectors", "tokens_fused", "continuous", "tfidf", "tfidf_profile", "tabular",
-            "tabular_tokens"} <= set(reps)
+            "tabular_tokens", "tabular_token", "tabular_raw_token"} <= set(reps)
+    assert reps["tabular_token"]["dim"] == 16     # one source's code vector (tiny preset: 16 dims)
+    assert reps["tabular_raw_token"]["dim"] == reps["tabular"]["dim"] + reps["tabular_token"]["dim"]
     for entry in reps.values():
         for task in ("takeout", "games"):
             assert 0.0 <= entry["tasks"][task]["auc"] <= 1.0

@@ -102,6 +102,8 @@ def notes(results: dict, cfg: EvalConfig, *, label_window_days: int, text_dims: 
 COMPARISONS = (
     ("alignment fused embedding vs mean codebook vector", "tokens_fused", "tokens_vectors"),
     ("tabular + tokens vs tabular alone", "tabular_tokens", "tabular"),
+    ("tabular source's token alone vs raw tabular features", "tabular_token", "tabular"),
+    ("raw tabular + tabular token vs raw tabular alone", "tabular_raw_token", "tabular"),
     ("tokens (mean codebook vector) vs continuous embeddings of the same inputs", "tokens_vectors", "continuous"),
     ("tokens (bag of codes) vs continuous embeddings of the same inputs", "tokens_bag", "continuous"),
 )
