@@ -53,8 +53,12 @@ FORMAT_VERSION = 1
 
 
 def canonical_config_json(config: MRQVAEConfig) -> str:
-    """Config as compact JSON with sorted keys (the hashed form)."""
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Config as compact JSON with sorted keys (the hashed form). ``tabular_standardize: false`` is
+    left out: it is how tokenizers saved before the key behave, so their versions stay what they were."""
+    payload = config.model_dump(mode="json")
+    if not payload.get("tabular_standardize", True):
+        del payload["tabular_standardize"]
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -132,8 +136,11 @@ def read_tokenizer_config(directory: Path) -> tuple[MRQVAEConfig, dict[str, Any]
         raise CheckpointError(
             f"{path}: format_version {payload.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
         )
+    mrqvae = payload.get("mrqvae")
+    if isinstance(mrqvae, dict) and "tabular_standardize" not in mrqvae:
+        mrqvae = {**mrqvae, "tabular_standardize": False}     # saved before the key: raw tabular features
     try:
-        config = MRQVAEConfig.model_validate(payload.get("mrqvae"))
+        config = MRQVAEConfig.model_validate(mrqvae)
     except ValidationError as exc:
         raise CheckpointError(format_validation_error(exc, f"{path}: mrqvae")) from exc
     return config, payload

@@ -68,6 +68,11 @@ class MRQVAEConfig(BaseModel):
     kmeans_iters: int = Field(10, ge=0)
     dead_code_threshold: int = Field(1, ge=0)
     dead_code_window: int = Field(50, ge=0)
+    #: Tabular sources: standardise each feature by the mean and standard deviation of the training
+    #: rows (tensors of the model, so stored in the bundle and hashed into its version) before the
+    #: tabular MLP, and reconstruct the standardised features. False: the raw transformed features,
+    #: whose reconstruction error is dominated by the widest features (bundles written before this key).
+    tabular_standardize: bool = True
 
     @model_validator(mode="before")
     @classmethod

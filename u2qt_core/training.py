@@ -316,6 +316,7 @@ def train_mrqvae(
             logger.warning("removing stale checkpoints in %s", _checkpoint_root(out_dir))
             shutil.rmtree(_checkpoint_root(out_dir))
         model = MRQVAE(cfg).to(device)
+        model.fit_tabular_scaling(data)       # on every training row, before the first step
         optimizer = _make_optimizer(model, preset)
 
     alloc = allocate_batch(train_cfg.batch_size, {s: x.shape[0] for s, x in data.items()})
