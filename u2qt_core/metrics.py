@@ -84,7 +84,7 @@ def codebook_metrics(model: MRQVAE, embeddings: dict[str, np.ndarray], batch_siz
         for start in range(0, data.shape[0], batch_size):
             x = data[start : start + batch_size].to(device)
             codes, z_hat, norms = model.quantize_with_residuals(x, source)
-            recon = model.decoders[source](z_hat).float()
+            recon = model.decode_quantized(z_hat, source).float()     # raw units (tabular scaling undone)
             sq_err += float(((recon - x) ** 2).mean(dim=1).sum())
             cos_sum += float(F.cosine_similarity(recon, x, dim=1, eps=1e-8).sum())
             all_codes.append(codes.cpu())

@@ -356,7 +356,12 @@ class MRQVAE(nn.Module):
 
     def reconstruct(self, codes: Tensor, source: str) -> Tensor:
         """codes [B, L] -> reconstruction of the source input [B, input_dims[source]] (raw units)."""
-        out = self.decoders[source](self.decode_codes(codes, source))
+        return self.decode_quantized(self.decode_codes(codes, source), source)
+
+    def decode_quantized(self, z_hat: Tensor, source: str) -> Tensor:
+        """Quantized vector z_hat [B, code_dim] -> the source input it reconstructs, in the input's
+        own units (a tabular source's standardisation undone)."""
+        out = self.decoders[source](z_hat)
         return self.tabular_scalers[source].inverse(out) if source in self.tabular_scalers else out
 
     # ------------------------------------------------------------------ anti-collapse

@@ -13,6 +13,7 @@ from tests.core import toy_mrqvae
 from tests.core.test_training import make_embeddings, tiny_preset
 from u2qt_core.checkpoint import canonical_config_json, load_tokenizer, save_tokenizer, tokenizer_version
 from u2qt_core.feature_scaling import FeatureScaler
+from u2qt_core.metrics import codebook_metrics
 from u2qt_core.mrqvae import MRQVAE
 from u2qt_core.training import train_mrqvae
 
@@ -44,6 +45,10 @@ def test_training_fits_the_scaler_on_the_training_rows_and_the_loss_weighs_featu
     expected = torch.nn.functional.mse_loss(scaler(out.reconstruction), scaler(x))
     torch.testing.assert_close(out.recon_loss, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(model.reconstruct(out.codes, "tabular"), out.reconstruction, atol=1e-3, rtol=1e-4)
+    # the reconstruction metrics (promotion gates, training summary) stay in raw units
+    raw_mse = float(((model.reconstruct(model.quantize(x, "tabular"), "tabular") - x) ** 2).mean())
+    metric = codebook_metrics(model, emb)["per_source"]["tabular"]["recon_mse"]
+    assert abs(metric - raw_mse) <= 1e-4 * raw_mse
 
 
 def test_scaler_is_saved_with_the_weights_and_changes_the_version(tmp_path) -> None:
