@@ -177,6 +177,10 @@ class DriftGates(_Strict):
     # PSI / JS are judged above what sampling alone reaches at this quantile for the night's document
     # count (u2qt_core.code_stats.sampling_noise); 0 judges the raw values
     noise_quantile: float = Field(0.99, ge=0, lt=1)
+    # which levels' PSI / JS the gates judge (all are measured): "shared", the leading shared levels
+    # (level 1 when there are none); "all" adds the source-specific ones, whose deepest level holds
+    # per-document detail that a small training sample memorises (the demo's unseen quiet day: PSI 3-6)
+    judged_levels: Literal["shared", "all"] = "shared"
 
     @model_validator(mode="after")
     def _warn_below_fail(self) -> "DriftGates":

@@ -246,6 +246,8 @@ TOKEN_QUALITY = TableSpec(
         # judge psi - psi_noise and js - js_noise
         T.StructField("psi_noise", T.DoubleType()),
         T.StructField("js_noise", T.DoubleType()),
+        # whether the gates judged this row's PSI / JS (drift.judged_levels, drift.min_documents)
+        T.StructField("psi_judged", T.BooleanType()),
         # per source (the same on each of its level rows): documents whose every code is among the
         # training top codes of its level, the training share alike, and the relative residual norm
         T.StructField("top_code_share", T.DoubleType()),
@@ -253,6 +255,9 @@ TOKEN_QUALITY = TableSpec(
         T.StructField("residual_mean", T.DoubleType()),
         T.StructField("residual_p95", T.DoubleType()),
         T.StructField("train_residual_mean", T.DoubleType()),
+        # what residual_mean is judged against (drift.*_residual_ratio): the held-out days' of
+        # `u2qt evaluate` when the version was evaluated, else the training sample's
+        T.StructField("reference_residual_mean", T.DoubleType()),
         T.StructField("drift_status", T.StringType(), False),
         T.StructField("tokenizer_version", T.StringType(), False),
         T.StructField("run_id", T.StringType(), False),

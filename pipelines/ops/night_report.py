@@ -134,11 +134,13 @@ def series(nights: dict[str, dict], quality: list[dict]) -> dict[str, dict[str, 
         if (u := pick([r["utilization"] for r in rows])):
             out["utilization"].setdefault(source, {})[d] = sum(u) / len(u)
         for m in ("psi", "js"):        # what the gates judge: above the night's sampling noise
-            if (v := pick([r[m] - (r.get(f"{m}_noise") or 0.0) if r[m] is not None else None for r in rows])):
+            if (v := pick([r[m] - (r.get(f"{m}_noise") or 0.0) if r[m] is not None and r.get("psi_judged", True)
+                           else None for r in rows])):
                 out[m].setdefault(source, {})[d] = max(v)
         first = rows[0]
-        if first["residual_mean"] is not None and first["train_residual_mean"]:
-            out["residual_ratio"].setdefault(source, {})[d] = first["residual_mean"] / first["train_residual_mean"]
+        reference = first.get("reference_residual_mean") or first["train_residual_mean"]
+        if first["residual_mean"] is not None and reference:
+            out["residual_ratio"].setdefault(source, {})[d] = first["residual_mean"] / reference
     return out
 
 
@@ -148,9 +150,9 @@ FIGURES = (
     ("quarantine_rate", "Quarantine rate (raw rows)", lambda s: [("quality.max_quarantine_rate", s.quality.max_quarantine_rate)]),
     ("collision_rate", "Collision rate (full token tuples)", lambda s: [("quality.max_collision_rate", s.quality.max_collision_rate)]),
     ("utilization", "Codebook utilization (mean over levels)", lambda s: [("quality.min_level_utilization", s.quality.min_level_utilization)]),
-    ("psi", "Drift: population stability index above its sampling noise (largest level)", lambda s: [("drift.warn_psi", s.drift.warn_psi), ("drift.fail_psi", s.drift.fail_psi)]),
-    ("js", "Drift: Jensen-Shannon divergence above its sampling noise (largest level)", lambda s: [("drift.warn_js", s.drift.warn_js), ("drift.fail_js", s.drift.fail_js)]),
-    ("residual_ratio", "Fidelity: mean ||residual|| / ||latent||, over training's",
+    ("psi", "Drift: population stability index above its sampling noise (largest judged level)", lambda s: [("drift.warn_psi", s.drift.warn_psi), ("drift.fail_psi", s.drift.fail_psi)]),
+    ("js", "Drift: Jensen-Shannon divergence above its sampling noise (largest judged level)", lambda s: [("drift.warn_js", s.drift.warn_js), ("drift.fail_js", s.drift.fail_js)]),
+    ("residual_ratio", "Fidelity: mean ||residual|| / ||latent||, over the held-out days' (else training's)",
      lambda s: [("drift.warn_residual_ratio", s.drift.warn_residual_ratio), ("drift.fail_residual_ratio", s.drift.fail_residual_ratio)]),
 )
 EVENT_COLORS = {"promotion": "tab:green", "retokenization": "tab:purple", "retrain_due": "tab:red", "retrained": "tab:blue"}

@@ -144,9 +144,11 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
     L, K, order = cfg.num_levels, cfg.num_codes, list(cfg.sources)
     tuples: dict[tuple[str, int], np.ndarray] = {}
     bags: dict[int, np.ndarray] = {}
+    residual: dict[str, float] = {}       # held-out fidelity: what the nights' residual_ratio is judged against
     with torch.no_grad():
         for source, source_rows in by_source.items():
-            codes = quantizer.quantize(torch.from_numpy(inputs[source]), source).cpu().numpy().astype(np.int64)
+            codes, rel = quantizer.quantize_measured(torch.from_numpy(inputs[source]), source)
+            codes, residual[source] = codes.cpu().numpy().astype(np.int64), float(rel.mean())
             k = order.index(source)
             for row, code in zip(source_rows, codes):
                 key = (str(row["event_date"]), int(row["user_id"]))
@@ -170,11 +172,12 @@ def evaluate(spark: SparkSession, settings: PipelineSettings, tokenizer_version:
         "probe_auc": _probe(spark, settings, bags),
     }
     passed = all(g["passed"] for g in result.values())
-    registry.record_evaluation(settings, entry, result, passed)
+    registry.record_evaluation(settings, entry, result, passed, heldout_residual=residual)
     paths = _validate_paths(spark, settings, model, version, trained, dates, entry)
     log.info("evaluated %s on %s: %s (%.0f s)", version, dates, "PASSED" if passed else "FAILED", time.monotonic() - started)
     return {"tokenizer_version": version, "registry_version": entry.registry_version, "heldout_dates": dates,
             "rows": {s: len(rs) for s, rs in by_source.items()}, "passed": passed, "gates": result,
+            "heldout_residual": residual,
             "numeric_path": trained.label if trained else None, "numeric_paths": paths}
 
 

@@ -34,6 +34,7 @@ FORCED_TAG = "forced_promotion"
 PATHS_TAG = "numeric_paths_json"   # measured agreement of other numeric paths, by path label
 RETRAIN_DUE_TAG = "retrain_due"          # set by a night whose drift crossed a fail threshold
 RETRAIN_SINCE_TAG = "retrain_due_since"  # the first such night's date
+HELDOUT_RESIDUAL_TAG = "heldout_residual_json"   # per source: mean ||r|| / ||z|| on the held-out days (evaluate)
 RETRAIN_OF_TAG = "retrain_of"            # on a version trained while the champion was due: which, since when
 
 
@@ -142,11 +143,17 @@ def find(settings: PipelineSettings, tokenizer_version: str) -> RegisteredVersio
     return _as_registered(found[0])
 
 
-def record_evaluation(settings: PipelineSettings, version: RegisteredVersion, gates: dict[str, Any], passed: bool) -> None:
-    """Store the gates on the version (tags) and their values on its run (metrics ``eval.*``)."""
+def record_evaluation(settings: PipelineSettings, version: RegisteredVersion, gates: dict[str, Any], passed: bool,
+                      heldout_residual: dict[str, float] | None = None) -> None:
+    """Store the gates on the version (tags) and their values on its run (metrics ``eval.*``);
+    ``heldout_residual`` (per source, the mean relative residual on the held-out days) becomes
+    :data:`HELDOUT_RESIDUAL_TAG`, the reference of the nights' fidelity drift."""
     mlflow, name = client(settings), settings.registry.model_name
     mlflow.set_model_version_tag(name, version.registry_version, GATES_TAG, json.dumps(gates, sort_keys=True, default=str))
     mlflow.set_model_version_tag(name, version.registry_version, PASSED_TAG, "true" if passed else "false")
+    if heldout_residual:
+        mlflow.set_model_version_tag(name, version.registry_version, HELDOUT_RESIDUAL_TAG,
+                                     json.dumps(heldout_residual, sort_keys=True))
     if version.run_id:
         values = {k: v["value"] for k, v in gates.items() if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
         from mlflow.entities import Metric
@@ -220,6 +227,11 @@ def promote(settings: PipelineSettings, tokenizer_version: str, *, force: bool =
     mlflow.set_registered_model_alias(name, settings.registry.alias, version.registry_version)
     log.info("alias %s of %s -> %s (version %s)", settings.registry.alias, name, tokenizer_version, version.registry_version)
     return version
+
+
+def heldout_residual(tags: dict[str, str]) -> dict[str, float]:
+    """The version's held-out residual per source (empty: never evaluated, or before it was kept)."""
+    return {s: float(v) for s, v in json.loads(tags.get(HELDOUT_RESIDUAL_TAG) or "{}").items()}
 
 
 def record_retraining(settings: PipelineSettings, new_version: str) -> dict | None:

@@ -32,8 +32,9 @@ def test_perplexity_and_top_codes():
 
 def test_sampling_noise_separates_a_small_quiet_night_from_a_small_moved_one():
     """256 codes, 4,000 training documents, nights of 150: PSI alone says every quiet night has
-    drifted (sampling noise ~ (K - 1)(1/n + 1/N)); PSI over its simulated 99th percentile does not,
-    and still flags a night whose half moved to other codes."""
+    drifted (sampling noise ~ (K - 1)(1/n + 1/N)); PSI over its simulated 99th percentile passes
+    the default warn / fail thresholds on (almost) no quiet night, and still flags a night whose
+    half moved to other codes."""
     import numpy as np
 
     from u2qt_core.code_stats import sampling_noise
@@ -46,7 +47,8 @@ def test_sampling_noise_separates_a_small_quiet_night_from_a_small_moved_one():
     assert noise.psi > 0.25 and 0 < noise.js < 1                  # raw PSI of a quiet night passes fail_psi
     quiet = [dict(enumerate(rng.multinomial(150, p).tolist())) for _ in range(100)]
     assert min(psi(train, q) for q in quiet) > 0.25
-    assert sum(psi(train, q) > noise.psi for q in quiet) <= 4     # ~1 % by construction
+    over = [psi(train, q) - noise.psi for q in quiet]
+    assert sum(v > 0.1 for v in over) <= 2 and max(over) < 0.25   # warn_psi / fail_psi over the noise: quiet
     moved_p = 0.5 * p + 0.5 * np.roll(p, 128)                     # half of the traffic on other codes
     moved = [dict(enumerate(rng.multinomial(150, moved_p).tolist())) for _ in range(20)]
     assert all(psi(train, m) - noise.psi > 0.25 for m in moved)

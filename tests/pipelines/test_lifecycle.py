@@ -92,6 +92,9 @@ def test_promote_refuses_an_unevaluated_or_failing_version_and_a_night_keeps_its
                                     "collision_rate", "probe_auc"}
     assert set(result["gates"]["min_shared_coverage"]["per_source"]) == set(result["rows"])
     assert not result["gates"]["reconstruction_error"]["passed"]
+    # the held-out fidelity the nights' residual drift is judged against (the training sample's is in-sample)
+    heldout = registry.heldout_residual(registry.find(settings, v2).tags)
+    assert set(heldout) == set(result["rows"]) and all(0 < v < 1 for v in heldout.values()), heldout
     with pytest.raises(registry.PromotionRefused, match=r"reconstruction_error = .* \(needs <= 1e-06\)"):
         registry.promote(settings, v2)
     assert registry.resolve(settings).tokenizer_version == v1

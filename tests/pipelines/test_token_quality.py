@@ -43,6 +43,7 @@ def test_every_night_has_token_quality_per_source_and_level(spark, two_days, tra
     for r in _quality(spark, settings, d1):
         assert r["psi"] < 1e-3 and r["js"] < 1e-3, (r["source"], r["level"], r["psi"], r["js"])
         assert abs(r["residual_mean"] - r["train_residual_mean"]) < 1e-4
+        assert r["reference_residual_mean"] == r["train_residual_mean"]     # the fixture's version was never evaluated
         assert abs(r["top_code_share"] - r["train_top_code_share"]) < 1e-9
         assert r["drift_status"] == "ok"
     steps = (Lake(spark, settings).read("run_metrics").where(F.col("step") == "drift")
