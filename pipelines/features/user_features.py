@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import sparse
+
+if TYPE_CHECKING:                 # the annotations only; torch is imported where tensors are built
+    import torch
 
 from pipelines.lake import tables
 from pipelines.night.cadence import check_window
