@@ -20,38 +20,46 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 __all__ = ["STATS_FILE", "FORMAT", "training_code_stats", "top_codes", "psi", "js_divergence", "perplexity",
-           "aligned", "sampling_noise", "SamplingNoise"]
+           "sampling_noise", "SamplingNoise"]
 
 STATS_FILE = "code_stats.json"
 FORMAT = 1
 
 
-def aligned(train: Mapping[int, float], night: Mapping[int, float], floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Both histograms as probability vectors over the union of their codes, every bin at least
-    ``floor`` (then renormalised): ``(p [n], q [n])``, p the training one."""
+def _divergences(p_counts: np.ndarray, q_counts: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """PSI and JS (bits) of count arrays ``p_counts`` (training) and ``q_counts`` [..., K], over
+    the bins either uses: each side as probabilities there (uniform if it has no counts), every bin
+    at least ``floor``, renormalised. Returns ``(psi [...], js [...])``."""
+    seen = (p_counts > 0) | (q_counts > 0)
+    sides = []
+    for v in np.broadcast_arrays(np.asarray(p_counts, dtype=np.float64), np.asarray(q_counts, dtype=np.float64)):
+        total = v.sum(axis=-1, keepdims=True)
+        prob = np.where(total > 0, v / np.where(total > 0, total, 1.0), 1.0)     # no counts: uniform
+        prob = np.where(seen, np.maximum(prob, floor), 0.0)
+        sides.append(prob / prob.sum(axis=-1, keepdims=True))
+    p, q = sides
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):          # unused bins: 0 * log(0/0), dropped
+        psi_ = np.where(seen, (q - p) * np.log(q / p), 0.0).sum(axis=-1)
+        js = (0.5 * np.where(seen, p * np.log2(p / m), 0.0) + 0.5 * np.where(seen, q * np.log2(q / m), 0.0)).sum(axis=-1)
+    return psi_, js
+
+
+def _dense(train: Mapping[int, float], night: Mapping[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Both sparse histograms as count arrays over the union of their codes: ``(p [n], q [n])``."""
     codes = sorted(set(train) | set(night))
-    p = np.array([float(train.get(c, 0)) for c in codes])
-    q = np.array([float(night.get(c, 0)) for c in codes])
-    out = []
-    for v in (p, q):
-        v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / max(len(v), 1))
-        v = np.maximum(v, floor)
-        out.append(v / v.sum())
-    return out[0], out[1]
+    return (np.array([float(train.get(c, 0)) for c in codes]), np.array([float(night.get(c, 0)) for c in codes]))
 
 
 def psi(train: Mapping[int, float], night: Mapping[int, float], floor: float = 1e-4) -> float:
     """Population stability index ``sum (q - p) ln(q / p)`` (0: the same distribution; > 0.25 is
     the usual "shifted"), empty bins floored at ``floor``."""
-    p, q = aligned(train, night, floor)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(_divergences(*_dense(train, night), floor)[0])
 
 
 def js_divergence(train: Mapping[int, float], night: Mapping[int, float], floor: float = 1e-4) -> float:
     """Jensen-Shannon divergence in bits, in [0, 1] (0: the same distribution)."""
-    p, q = aligned(train, night, floor)
-    m = 0.5 * (p + q)
-    return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
+    return float(_divergences(*_dense(train, night), floor)[1])
 
 
 class SamplingNoise(NamedTuple):
@@ -76,25 +84,18 @@ def sampling_noise(train: Mapping[int, float], documents: int, allowed: int | No
     the demo's nights of 60-150 documents over 256 codes. (Half a count on every allowed code, tried
     first, put a quarter of the mass on unseen codes for a training sample of 200 documents and
     returned 3-6 there, above the PSI of a night whose half had moved.)"""
-    counts = np.array([float(v) for _, v in sorted(train.items())])
-    if documents <= 0 or counts.sum() <= 0:
+    seen_counts = np.array([float(v) for _, v in sorted(train.items())])
+    if documents <= 0 or seen_counts.sum() <= 0:
         return SamplingNoise(0.0, 0.0)
-    total, unseen = counts.sum(), max(int(allowed or 0) - len(counts), 0)
-    alpha = np.concatenate([counts, np.zeros(unseen)])                                        # [K]
+    total, unseen = seen_counts.sum(), max(int(allowed or 0) - len(seen_counts), 0)
+    counts = np.concatenate([seen_counts, np.zeros(unseen)])                                  # [K]
+    alpha = counts.copy()
     if unseen:
-        missing = min(float((counts == 1).sum()) / total, 0.5)         # Good-Turing: P(a new draw is unseen)
-        alpha[len(counts):] = max(missing / (1.0 - missing) * total / unseen, 1e-3)
-    counts = np.concatenate([counts, np.zeros(unseen)])
+        missing = min(float((seen_counts == 1).sum()) / total, 0.5)    # Good-Turing: P(a new draw is unseen)
+        alpha[len(seen_counts):] = missing / (1.0 - missing) * total / unseen
     rng = np.random.default_rng(seed)
-    nights = rng.multinomial(int(documents), rng.dirichlet(np.maximum(alpha, 1e-3), size=draws))        # [draws, K]
-    seen = (counts > 0) | (nights > 0)                   # [draws, K]: the bins aligned() would compare
-    p, q = (np.where(seen, np.maximum(v / v.sum(axis=-1, keepdims=True), floor), 0.0)
-            for v in (np.broadcast_to(counts, nights.shape), nights.astype(np.float64)))
-    p, q = p / p.sum(axis=1, keepdims=True), q / q.sum(axis=1, keepdims=True)
-    m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):          # unseen bins: 0 * log(0/0), dropped
-        psis = np.where(seen, (q - p) * np.log(q / p), 0.0).sum(axis=1)
-        jss = (0.5 * np.where(seen, p * np.log2(p / m), 0.0) + 0.5 * np.where(seen, q * np.log2(q / m), 0.0)).sum(axis=1)
+    nights = rng.multinomial(int(documents), rng.dirichlet(np.maximum(alpha, 1e-3), size=draws))   # [draws, K]
+    psis, jss = _divergences(counts, nights, floor)                   # [draws] each, as psi() / js_divergence()
     return SamplingNoise(float(np.quantile(psis, quantile)), float(np.quantile(jss, quantile)))
 
 

@@ -112,10 +112,10 @@ def night_statistics(run: DayRun, staged: DataFrame, stats: dict | None) -> tupl
 
 
 def token_quality_rows(run: DayRun, hist: list, per_source: list, stats: dict | None,
-                       reference: dict[str, float] | None = None) -> dict[str, list[dict]]:
+                       reference: dict[str, float]) -> dict[str, list[dict]]:
     """``{event_date: [row of token_quality]}`` from :func:`night_statistics`' output, the
     training ``stats`` (PSI / JS / training columns null without them) and the fidelity
-    ``reference`` per source (:func:`fidelity_reference`; default: training's)."""
+    ``reference`` per source (:func:`fidelity_reference`)."""
     floor = run.settings.drift.bin_floor
     counts: dict[tuple[str, str, int], dict[int, int]] = {}
     for r in hist:
@@ -144,8 +144,7 @@ def token_quality_rows(run: DayRun, hist: list, per_source: list, stats: dict | 
             "train_top_code_share": train_source["top_code_share"] if train_source else None,
             "residual_mean": _float(s["residual_mean"]), "residual_p95": _float(s["residual_p95"]),
             "train_residual_mean": train_source["residual_mean"] if train_source else None,
-            "reference_residual_mean": (reference or {}).get(source,
-                                                             train_source["residual_mean"] if train_source else None),
+            "reference_residual_mean": reference.get(source),
             "tokenizer_version": run.tokenizer.version,
         })
     return out

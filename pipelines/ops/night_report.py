@@ -26,6 +26,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config.settings import PipelineSettings
+from pipelines.night.drift import excess
 from pipelines.dates import date_range
 from pipelines.lake import tables
 from pipelines.lake.lake import Lake
@@ -134,8 +135,7 @@ def series(nights: dict[str, dict], quality: list[dict]) -> dict[str, dict[str, 
         if (u := pick([r["utilization"] for r in rows])):
             out["utilization"].setdefault(source, {})[d] = sum(u) / len(u)
         for m in ("psi", "js"):        # what the gates judge: above the night's sampling noise
-            if (v := pick([r[m] - (r.get(f"{m}_noise") or 0.0) if r[m] is not None and r.get("psi_judged", True)
-                           else None for r in rows])):
+            if (v := pick([excess(r, m) if r.get("psi_judged", True) else None for r in rows])):
                 out[m].setdefault(source, {})[d] = max(v)
         first = rows[0]
         reference = first.get("reference_residual_mean") or first["train_residual_mean"]

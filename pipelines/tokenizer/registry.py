@@ -234,22 +234,21 @@ def heldout_residual(tags: dict[str, str]) -> dict[str, float]:
     return {s: float(v) for s, v in json.loads(tags.get(HELDOUT_RESIDUAL_TAG) or "{}").items()}
 
 
-def record_retraining(settings: PipelineSettings, new_version: str) -> dict | None:
-    """When the promoted version is due for retraining, tag ``new_version`` as the retraining that
-    answers it (:data:`RETRAIN_OF_TAG`: ``{"version", "since"}``, what ``u2qt report`` draws);
-    returns that note, or None when no champion is due (or none is promoted)."""
+def record_retraining(settings: PipelineSettings, new: RegisteredVersion) -> dict | None:
+    """When the promoted version is due for retraining, tag the just registered ``new`` as the
+    retraining that answers it (:data:`RETRAIN_OF_TAG`: ``{"version", "since"}``, what
+    ``u2qt report`` draws); returns that note, or None when no champion is due (or none is promoted)."""
     try:
         champion = resolve(settings)
     except RegistryError:
         return None
     since = champion.tags.get(RETRAIN_SINCE_TAG)
-    if not since or champion.tokenizer_version == new_version:
+    if not since or champion.tokenizer_version == new.tokenizer_version:
         return None
     note = {"version": champion.tokenizer_version, "since": since}
-    new = find(settings, new_version)
     client(settings).set_model_version_tag(settings.registry.model_name, new.registry_version, RETRAIN_OF_TAG,
                                            json.dumps(note))
-    log.info("tokenizer %s is the retraining of %s (due since %s)", new_version, champion.tokenizer_version, since)
+    log.info("tokenizer %s is the retraining of %s (due since %s)", new.tokenizer_version, champion.tokenizer_version, since)
     return note
 
 

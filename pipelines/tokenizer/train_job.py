@@ -169,7 +169,7 @@ def train(spark: SparkSession, settings: PipelineSettings, *, start_date: str | 
         "numeric_path": path.label,
         **{f"rows.{s}": str(n) for s, n in counts.items()}})
     summary.update(tokenizer_version=version, bundle=str(bundle), registry_version=entry.registry_version,
-                   retrain_of=registry.record_retraining(settings, version))
+                   retrain_of=registry.record_retraining(settings, entry))
     log.info("trained tokenizer %s in %.0f s -> %s (registry version %s, not promoted)", version,
              time.monotonic() - started, bundle, entry.registry_version)
     return summary
