@@ -50,6 +50,7 @@ from benchmarks.bench_dedup import summary_lines as dedup_summary_lines
 from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.matmul_anchor import anchor
 from benchmarks.common import (
+    TrainedLake,
     bench_arguments,
     repo_path,
     run_benchmark,
@@ -68,11 +69,16 @@ def _rate(n: int, meter: TreeCpuMeter, unit: str = "docs") -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- set-up
-def _prepare(spark, params: dict[str, Any], tmp_root: Path):
+def _prepare(spark, params: dict[str, Any], tmp_root: Path, trained: TrainedLake | None = None):
+    """The world, its lake's settings and the promoted tokenizer: written and trained here, or
+    copied from ``trained``."""
     from benchmarks.common import pipeline_settings, train_promoted
     from pipelines.night.day_run import load_tokenizer_info
     from pipelines.world import load_world_config, write_world
 
+    if trained is not None:
+        settings = trained.copy_to(tmp_root, params.get("settings_overrides"))
+        return trained.world, settings, load_tokenizer_info(settings)
     world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
     settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
     write_world(spark, world, settings.tables_root)
@@ -347,8 +353,9 @@ SECTIONS = ("main", "stage_sizes", "dedup")
 
 
 def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
-                    only: list[str] | None = None) -> dict[str, Any]:
-    """``main`` (every side-by-side ratio on one date's documents), ``stage_sizes`` and ``dedup``."""
+                    only: list[str] | None = None, trained: TrainedLake | None = None) -> dict[str, Any]:
+    """``main`` (every side-by-side ratio on one date's documents), ``stage_sizes`` and ``dedup``;
+    ``main`` on a copy of ``trained`` when given (no world written, no training)."""
     own_tmp = tmp_root is None
     tmp_root = Path(tempfile.mkdtemp(prefix="u2qt-bench-inference-")) if own_tmp else Path(tmp_root)
     sections = only or [name for name in SECTIONS if name == "main" or params.get(name)]
@@ -361,7 +368,7 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
             if "dedup" in sections:
                 out["dedup"] = bench_dedup(spark, params, tmp_root)
             return out
-        world, settings, info = _prepare(spark, params, tmp_root)
+        world, settings, info = _prepare(spark, params, tmp_root, trained)
         event_date = world.history_dates()[-1].isoformat()
         docs_frame, docs = _documents(spark, settings, event_date)
         log.info("inference: %d documents of %s", len(docs), event_date)
@@ -421,9 +428,9 @@ def summary_lines(payload: dict) -> list[str]:
 
 
 def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None,
-        only: list[str] | None = None) -> dict:
+        only: list[str] | None = None, trained: TrainedLake | None = None) -> dict:
     """Run ``config['inference']`` and write ``<out_dir>/bench_inference.json``."""
-    return run_benchmark("bench_inference", lambda: bench_inference(config["inference"], tmp_root, only),
+    return run_benchmark("bench_inference", lambda: bench_inference(config["inference"], tmp_root, only, trained),
                          out_dir, summary_lines)
 
 

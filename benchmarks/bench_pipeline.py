@@ -29,6 +29,7 @@ from typing import Any
 
 from benchmarks.common import (
     Stopwatch,
+    TrainedLake,
     simple_main,
     repo_path,
     run_benchmark,
@@ -151,8 +152,10 @@ def run_date(spark, settings, info, event_date: str, steps=("stage", "quality", 
     return out
 
 
-def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict[str, Any]:
-    """The benchmark (see the module docstring); returns the JSON payload's ``results``."""
+def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None,
+                   trained: TrainedLake | None = None) -> dict[str, Any]:
+    """The benchmark (see the module docstring); returns the JSON payload's ``results``.
+    ``trained``: a lake already written and trained (steps 1-2 are then a copy of it, not measured)."""
     import torch
 
     from benchmarks.common import pipeline_settings, train_promoted
@@ -164,8 +167,11 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
     default_threads = torch.get_num_threads()
     try:
         spark = spark_session(tmp_root)
-        world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
-        settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
+        if trained is None:
+            world = load_world_config(repo_path(params["world"]), params.get("world_overrides"))
+            settings = pipeline_settings(tmp_root / "lake", tmp_root / "model", params.get("settings_overrides"))
+        else:
+            world, settings = trained.world, trained.copy_to(tmp_root, params.get("settings_overrides"))
         out: dict[str, Any] = {
             "parameters": {
                 "world": str(params["world"]), "world_overrides": params.get("world_overrides") or {},
@@ -182,28 +188,31 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
             }
         }
 
-        with Stopwatch() as sw:
-            summary = write_world(spark, world, settings.tables_root)
-        out["world"] = {"seconds": sw.seconds, "rows": summary.rows, "malformed_rows": summary.malformed_total}
-        raw = out["world"]["rows"].get("raw_events", 0)
-        out["world"]["raw_events_per_s"] = raw / sw.seconds if sw.seconds else None
-        log.info("pipeline: world %d users x %d days written in %.1fs: %s", world.n_users, world.n_days, sw.seconds, summary.rows)
+        if trained is not None:
+            out["world"] = out["train"] = {"reused": str(trained.root)}
+        else:
+            with Stopwatch() as sw:
+                summary = write_world(spark, world, settings.tables_root)
+            out["world"] = {"seconds": sw.seconds, "rows": summary.rows, "malformed_rows": summary.malformed_total}
+            raw = out["world"]["rows"].get("raw_events", 0)
+            out["world"]["raw_events_per_s"] = raw / sw.seconds if sw.seconds else None
+            log.info("pipeline: world %d users x %d days written in %.1fs: %s", world.n_users, world.n_days, sw.seconds, summary.rows)
 
-        # the MRQ-VAE trains on the driver; torch's default (all cores) competes with the Spark
-        # workers of the same machine, so the driver's thread count is a benchmark parameter
-        torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
-        with Stopwatch() as sw:
-            trained = train_promoted(spark, settings)
-        out["train"] = {
-            "seconds": sw.seconds, "embed_seconds": trained["embed_seconds"], "train_seconds": trained["train_seconds"],
-            "training_rows": trained["training_rows"], "steps": trained["steps"],
-            "embed_documents_per_s": sum(n for s, n in trained["training_rows"].items() if s != "tabular")
-            / trained["embed_seconds"] if trained["embed_seconds"] else None,
-            "utilization_per_codebook": {n: c["utilization"] for n, c in trained["metrics"]["per_codebook"].items()},
-            "collision_rate_per_source": {s: v["collision_rate"] for s, v in trained["metrics"]["per_source"].items()},
-        }
-        log.info("pipeline: trained in %.1fs (embed %.1fs, MRQ-VAE %.1fs) on %s", sw.seconds,
-                 trained["embed_seconds"], trained["train_seconds"], trained["training_rows"])
+            # the MRQ-VAE trains on the driver; torch's default (all cores) competes with the Spark
+            # workers of the same machine, so the driver's thread count is a benchmark parameter
+            torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
+            with Stopwatch() as sw:
+                training = train_promoted(spark, settings)
+            out["train"] = {
+                "seconds": sw.seconds, "embed_seconds": training["embed_seconds"], "train_seconds": training["train_seconds"],
+                "training_rows": training["training_rows"], "steps": training["steps"],
+                "embed_documents_per_s": sum(n for s, n in training["training_rows"].items() if s != "tabular")
+                / training["embed_seconds"] if training["embed_seconds"] else None,
+                "utilization_per_codebook": {n: c["utilization"] for n, c in training["metrics"]["per_codebook"].items()},
+                "collision_rate_per_source": {s: v["collision_rate"] for s, v in training["metrics"]["per_source"].items()},
+            }
+            log.info("pipeline: trained in %.1fs (embed %.1fs, MRQ-VAE %.1fs) on %s", sw.seconds,
+                     training["embed_seconds"], training["train_seconds"], training["training_rows"])
 
         with Stopwatch() as sw:
             info = load_tokenizer_info(settings)
@@ -231,10 +240,13 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None) -> dict
 def summary_lines(payload: dict) -> list[str]:
     r = payload["results"]
     p = r["parameters"]
-    lines = [f"bench_pipeline: {p['n_users']} users x {p['n_days']} days, wall {payload.get('wall_seconds', 0):.0f}s",
-             f"  world write {r['world']['seconds']:.1f}s ({r['world']['rows'].get('raw_events')} raw_events)",
-             f"  train {r['train']['seconds']:.1f}s (embed {r['train']['embed_seconds']:.1f}s at "
-             f"{r['train']['embed_documents_per_s']:.1f} docs/s, MRQ-VAE {r['train']['train_seconds']:.1f}s)"]
+    lines = [f"bench_pipeline: {p['n_users']} users x {p['n_days']} days, wall {payload.get('wall_seconds', 0):.0f}s"]
+    if "reused" in r["world"]:
+        lines.append(f"  world and tokenizer copied from {r['world']['reused']}")
+    else:
+        lines += [f"  world write {r['world']['seconds']:.1f}s ({r['world']['rows'].get('raw_events')} raw_events)",
+                  f"  train {r['train']['seconds']:.1f}s (embed {r['train']['embed_seconds']:.1f}s at "
+                  f"{r['train']['embed_documents_per_s']:.1f} docs/s, MRQ-VAE {r['train']['train_seconds']:.1f}s)"]
     for d in r["days"]:
         tag = " (re-run)" if d.get("rerun") else ""
         parts = [f"{k[:-8]} {d[k]:.1f}s" for k in ("stage_seconds", "quality_seconds", "publish_seconds", "user_day_tokens_seconds") if k in d]
@@ -247,9 +259,11 @@ def summary_lines(payload: dict) -> list[str]:
     return lines
 
 
-def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None) -> dict:
+def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None,
+        trained: TrainedLake | None = None) -> dict:
     """Run ``config['pipeline']`` and write ``<out_dir>/bench_pipeline.json``."""
-    return run_benchmark("bench_pipeline", lambda: bench_pipeline(config["pipeline"], tmp_root), out_dir, summary_lines)
+    return run_benchmark("bench_pipeline", lambda: bench_pipeline(config["pipeline"], tmp_root, trained), out_dir,
+                         summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +278,23 @@ def pipeline_settings(tables_root: Path, model_dir: Path, overrides: dict | None
 
     base = {"tables_root": str(tables_root), "model_dir": str(model_dir), "spark_profile": "local"}
     return load_settings(repo_path("conf/pipeline.yaml"), deep_merge(base, overrides or {}))
+
+
+@dataclass(frozen=True)
+class TrainedLake:
+    """A lake whose world is already written and whose tokenizer is trained and promoted
+    (``root`` holds ``lake/`` and ``model/``), with the world config it was written from.
+    A benchmark given one copies it instead of writing a world and training (the smoke tests
+    hand over the test session's lake: the same steps, measured elsewhere, at ~1 CPU-min each)."""
+
+    root: Path
+    world: Any          # pipelines.world.WorldConfig
+
+    def copy_to(self, tmp_root: Path, overrides: dict | None = None):
+        """A private copy under ``tmp_root/trained``; returns its pipeline settings."""
+        dest = Path(tmp_root) / "trained"
+        shutil.copytree(self.root, dest, dirs_exist_ok=True)
+        return pipeline_settings(dest / "lake", dest / "model", overrides)
 
 
 def train_promoted(spark, settings) -> dict:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks import bench_model, bench_pipeline, run_all
-from benchmarks.common import load_bench_config, summarize, time_interleaved
+from benchmarks.common import TrainedLake, load_bench_config, summarize, time_interleaved
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +60,22 @@ def test_padding_stats_sorted_never_worse():
     assert sorted_["processed_tokens"] <= unsorted["processed_tokens"]
 
 
+@pytest.fixture
+def session_lake(trained_lake) -> TrainedLake:
+    """The test session's trained tiny lake: the pipeline and inference smoke runs copy it
+    instead of writing a world and training a tokenizer of their own."""
+    return TrainedLake(trained_lake["root"], trained_lake["world"])
+
+
 @pytest.mark.slow
-def test_quality_and_pipeline_quick(quick_config, tmp_path):
+def test_quality_and_pipeline_quick(quick_config, tmp_path, session_lake):
     """Spark: the tiny world through the quality benchmark and the whole nightly job (minutes)."""
     model = bench_model.run(quick_config, tmp_path / "out", only=["quality"], tmp_root=tmp_path / "q")
     quality = model["sections"]["quality"]["presets"]["tiny"]
     assert set(quality["utilization_per_codebook"]) >= {"shared.1", "shared.2", "bill.3", "tabular.4"}
     assert set(quality["collision_rate_per_source"]) >= {"bill", "tabular"}
 
-    pipeline = bench_pipeline.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "p")
+    pipeline = bench_pipeline.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "p", trained=session_lake)
     r = json.loads((tmp_path / "out" / "bench_pipeline.json").read_text())["results"]
     assert [d.get("rerun", False) for d in r["days"]] == [False, False, True]
     assert r["days"][0]["day_tokens_commit"]["operation"] == "WRITE"
@@ -96,11 +103,11 @@ def test_scale_quick_history_and_total_users(quick_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_inference_quick(quick_config, tmp_path):
+def test_bench_inference_quick(quick_config, tmp_path, session_lake):
     """Spark: the tiny world through every section of the inference benchmark (minutes)."""
     from benchmarks import bench_inference
 
-    payload = bench_inference.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "i")
+    payload = bench_inference.run(quick_config, tmp_path / "out", tmp_root=tmp_path / "i", trained=session_lake)
     r = json.loads((tmp_path / "out" / "bench_inference.json").read_text())["results"]
     assert r["documents"] > 0 and r["stage"]["result"]["token_rows"] >= r["documents"]
     assert set(r["spark_udf"]) == {"cold", "warm", "warm_again"}
