@@ -36,6 +36,8 @@ DELTA_SQL_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 MASTER_ENV_VARS = ("MASTER", "SPARK_MASTER")
+#: the executors' Python daemon of local sessions (a profile's ``spark.python.daemon.module`` wins)
+DAEMON_MODULE = "pipelines.runtime.python_daemon"
 
 
 class SparkProfile(BaseModel):
@@ -143,6 +145,10 @@ def get_spark(profile: str = "local", app_name: str = "u2qt", extra_conf: dict[s
 
     builder = SparkSession.builder.appName(app_name).master(chosen)
     conf = {
+        # local and local-cluster executors import this project from PYTHONPATH above, so their
+        # Python daemon can preload the encoder's libraries (pipelines/runtime/python_daemon.py);
+        # under spark-submit the executors get it from --py-files only after a worker started
+        **({"spark.python.daemon.module": DAEMON_MODULE} if chosen.startswith("local") else {}),
         **spark_profile.conf,
         **DELTA_SQL_CONF,
         "spark.jars": ",".join(str(jar) for jar in delta_jars()),

@@ -94,3 +94,20 @@ def test_row_error_is_recovered_from_a_spark_traceback():
     assert isinstance(err, InferenceRowError)
     assert str(err) == "inference failed on user 7, source 'bill', date 2026-01-05: InputError: text at index 0 is empty"
     assert row_error_from(RuntimeError("something else")) is None
+
+
+def test_python_workers_are_forked_with_the_encoder_libraries_imported(spark):
+    """A local session (``get_spark``) runs ``pipelines.runtime.python_daemon``: a worker it forks
+    (as after Spark ended an idle one) starts with torch and transformers' model stack imported,
+    so a cold worker pays only the weights, not ~5.5 CPU-s of imports."""
+    from pipelines.runtime.python_daemon import PRELOADED, PRELOADED_ENV
+    from pipelines.runtime.spark_session import DAEMON_MODULE
+
+    def probe(_):
+        import os
+        import sys
+
+        yield os.environ.get(PRELOADED_ENV, ""), all(name in sys.modules for name in PRELOADED)
+
+    assert spark.conf.get("spark.python.daemon.module") == DAEMON_MODULE
+    assert spark.sparkContext.parallelize(range(2), 2).mapPartitions(probe).collect() == [(",".join(PRELOADED), True)] * 2
