@@ -174,7 +174,9 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None,
             world, settings = trained.world, trained.copy_to(tmp_root, params.get("settings_overrides"))
         out: dict[str, Any] = {
             "parameters": {
-                "world": str(params["world"]), "world_overrides": params.get("world_overrides") or {},
+                # a reused lake's world is its own, not the configured one
+                "world": str(params["world"]) if trained is None else str(trained.root),
+                "world_overrides": (params.get("world_overrides") or {}) if trained is None else {},
                 "n_users": world.n_users, "n_days": world.n_days,
                 "settings_overrides": params.get("settings_overrides") or {},
                 "spark_profile": settings.spark_profile,
@@ -188,6 +190,9 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None,
             }
         }
 
+        # the MRQ-VAE trains on the driver; torch's default (all cores) competes with the Spark
+        # workers of the same machine, so the driver's thread count is a benchmark parameter
+        torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
         if trained is not None:
             out["world"] = out["train"] = {"reused": str(trained.root)}
         else:
@@ -198,9 +203,6 @@ def bench_pipeline(params: dict[str, Any], tmp_root: Path | None = None,
             out["world"]["raw_events_per_s"] = raw / sw.seconds if sw.seconds else None
             log.info("pipeline: world %d users x %d days written in %.1fs: %s", world.n_users, world.n_days, sw.seconds, summary.rows)
 
-            # the MRQ-VAE trains on the driver; torch's default (all cores) competes with the Spark
-            # workers of the same machine, so the driver's thread count is a benchmark parameter
-            torch.set_num_threads(int(params.get("driver_torch_threads", 1)))
             with Stopwatch() as sw:
                 training = train_promoted(spark, settings)
             out["train"] = {
