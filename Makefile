@@ -17,10 +17,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench bench-model bench-scale bench-inference bench-sequence eval clean lock help
+.PHONY: setup demo test test-fast bench bench-model bench-scale bench-inference bench-sequence bench-test-night eval clean lock help
 
 help:
-	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make bench-inference | make bench-sequence | make eval | make setup | make clean"
+	@echo "make demo | make test | make bench | make bench-model | make bench-scale | make bench-inference | make bench-sequence | make bench-test-night | make eval | make setup | make clean"
 
 setup:
 	@$(PYTHON) scripts/setup_env.py
@@ -44,6 +44,11 @@ bench-sequence: setup
 
 bench-model: setup
 	$(PY) -m benchmarks.bench_model --out bench_results
+
+# what one night of the test suite costs per Spark SQL variant (codegen vs the tests' interpreted
+# expressions), each in a fresh JVM: trains the tiny world's tokenizer first (~6 min on 2 cores)
+bench-test-night: setup
+	$(PY) -m benchmarks.bench_test_night --out bench_results
 
 bench-scale: setup
 	$(PY) -m benchmarks.bench_scale --out bench_results

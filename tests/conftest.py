@@ -32,10 +32,19 @@ TINY_PRESET = "conf/model/tiny.yaml"
 # first date's stage, gates and publish (side by side, load 18-20). Tuning only: nothing the
 # tests check depends on it, and the shipped profiles (conf/spark) do not set it.
 SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-# ... also for every JVM a test starts through spark-submit (the CLI and u2qt-submit subprocesses,
-# spark-sql): the launcher adds $SPARK_SUBMIT_OPTS to the driver JVM it starts. The deployment
-# tests' services do not inherit it (tests/deploy/conftest.py) and set their own.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTS)
+# Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
+# Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
+# before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with
+# codegen and 107.2 without (0.67x; the cold first date 95.5 -> 60.6, the second 64.6 -> 46.6), each
+# in a fresh JVM, one after the other on a quiet machine (`python -m benchmarks.bench_test_night`,
+# 2026-12-07). Spark's own suites run both modes, with the same results by Spark's contract. Tuning
+# only, like the JIT flags: the shipped profiles (conf/spark), the demo and the benchmarks keep codegen.
+TINY_DATA_SQL_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
+# ... both also for every JVM a test starts through spark-submit (the CLI and u2qt-submit
+# subprocesses, spark-sql): the launcher adds $SPARK_SUBMIT_OPTS to the driver JVM it starts, and
+# Spark reads ``-Dspark.*`` system properties as conf. The deployment tests' services do not
+# inherit it (tests/deploy/conftest.py) and set their own.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", " ".join([SHORT_JVM_OPTS, *(f"-D{k}={v}" for k, v in TINY_DATA_SQL_CONF.items())]))
 
 
 def world_layout(encoder_dim: int = 384):
@@ -71,6 +80,7 @@ def spark(tmp_path_factory):
         "spark.default.parallelism": "2",
         "spark.driver.memory": "2g",
         "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
+        **TINY_DATA_SQL_CONF,
     })
     yield session
     session.stop()
@@ -154,3 +164,23 @@ def world_dates(tiny_world_config) -> list[str]:
 
     start = tiny_world_config.start_date
     return [(start + timedelta(days=i)).isoformat() for i in range(tiny_world_config.n_days)]
+
+
+@pytest.fixture(scope="session")
+def two_days(trained_lake, tmp_path_factory, spark):
+    """Both world dates processed one by one, in order, on a private copy of the trained lake
+    (read-only for the tests: the reference the other orders, the backfill and the standalone
+    cluster's spark-submit run are compared with)."""
+    def build(root):
+        from datetime import timedelta
+
+        from pipelines.night.daily_job import run_day
+
+        shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
+        settings = make_settings(root / "lake", root / "model")
+        world = trained_lake["world"]
+        dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+        metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
+        return {"settings": settings, "dates": dates, "metrics": metrics}
+
+    return build_once(tmp_path_factory, "two-days", build)

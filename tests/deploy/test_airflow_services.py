@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipelines.lake.lake import Lake
-from tests.conftest import REPO_ROOT, make_settings
+from tests.conftest import REPO_ROOT, TINY_DATA_SQL_CONF, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, Service, clean_env, free_port, http_json, tail, wait_for
 
 DAG_ID = "u2qt_daily"
@@ -42,7 +42,8 @@ def task_profile(path: Path) -> str:
     profile = yaml.safe_load((REPO_ROOT / "conf" / "spark" / "local.yaml").read_text())
     profile["master"] = "local[1]"
     profile["conf"].update({"spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
-                            "spark.default.parallelism": "2", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS})
+                            "spark.default.parallelism": "2", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
+                            **TINY_DATA_SQL_CONF})
     path.write_text(yaml.safe_dump(profile))
     return str(path)
 

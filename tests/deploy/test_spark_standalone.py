@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipelines.lake.lake import Lake
-from tests.conftest import REPO_ROOT, make_settings
+from tests.conftest import REPO_ROOT, TINY_DATA_SQL_CONF, make_settings
 from tests.deploy.conftest import SHORT_JVM_OPTS, clean_env, http_json, tail
 
 # one application for the night: the registry's run-day step (stage, gates, publish in one driver),
@@ -26,7 +26,7 @@ NIGHT_STEPS = ("stage", "quality", "publish")
 def standalone_profile(path) -> str:
     """README step 5's profile: conf/spark/cluster-cpu.yaml with an executor this worker can hold
     (here smaller still: one executor of 1 core / 1 GiB, so one Python worker loads the encoder
-    once; 2 shuffle partitions, no driver UI, the short-JVM flags)."""
+    once; 2 shuffle partitions, no driver UI, the short-JVM flags and interpreted expressions)."""
     profile = yaml.safe_load((REPO_ROOT / "conf" / "spark" / "cluster-cpu.yaml").read_text())
     profile["conf"].update({"spark.executor.cores": "1", "spark.cores.max": "1", "spark.executor.memory": "1g",
                             "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
@@ -34,7 +34,7 @@ def standalone_profile(path) -> str:
                             # Delta's state reconstruction: 2 tasks, not its default 50, per snapshot
                             "spark.databricks.delta.snapshotPartitions": "2",
                             "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
-                            "spark.executor.extraJavaOptions": SHORT_JVM_OPTS})
+                            "spark.executor.extraJavaOptions": SHORT_JVM_OPTS, **TINY_DATA_SQL_CONF})
     path.write_text(yaml.safe_dump(profile))
     return str(path)
 
@@ -49,9 +49,9 @@ def step_metrics(stdout: str) -> dict:
 
 
 @pytest.mark.slow
-def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, trained_lake, spark_standalone,
-                                                                      tmp_path, world_dates):
-    day = world_dates[0]
+def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, trained_lake, two_days, spark_standalone,
+                                                                      tmp_path):
+    day = two_days["dates"][0]
     shutil.copytree(trained_lake["root"], tmp_path / "cluster")
     settings = make_settings(tmp_path / "cluster" / "lake", tmp_path / "cluster" / "model")
     config = tmp_path / "u2qt.yaml"
@@ -84,14 +84,10 @@ def test_a_date_through_spark_submit_on_standalone_matches_local_mode(spark, tra
     executor_logs = list((spark_standalone["root"] / "work").glob("app-*/*/stderr"))
     assert len(executor_logs) >= len(STEPS)
 
-    # the same date in this process (local mode) on another copy publishes the same codes
-    shutil.copytree(trained_lake["root"], tmp_path / "local")
-    local_settings = make_settings(tmp_path / "local" / "lake", tmp_path / "local" / "model")
-    from pipelines.night.daily_job import run_day
-
-    run_day(spark, local_settings, day)
+    # the same date in local mode publishes the same codes (the session's two_days ran it in order)
     cluster_rows = Lake(spark, settings).read("user_day_tokens").select("user_id", "source", "event_date", "codes")
-    local_rows = Lake(spark, local_settings).read("user_day_tokens").select("user_id", "source", "event_date", "codes")
+    local_rows = (Lake(spark, two_days["settings"]).read("user_day_tokens").where(f"event_date = '{day}'")
+                  .select("user_id", "source", "event_date", "codes"))
     assert cluster_rows.count() == local_rows.count() > 0
     assert cluster_rows.exceptAll(local_rows).count() == 0
     steps = Lake(spark, settings).read("run_metrics").where(f"event_date = '{day}' AND status = 'ok'")

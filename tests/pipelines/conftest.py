@@ -2,29 +2,11 @@
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
 
 import pytest
 
 from tests.conftest import build_once, make_settings
 from tests.pipelines.collide_world import D1, D2, assert_consistent, identity_rows, write_collide_world
-
-
-@pytest.fixture(scope="session")
-def two_days(trained_lake, tmp_path_factory, spark):
-    """Both world dates processed one by one, in order, on a private copy of the trained lake
-    (read-only for the tests: the reference the other orders and the backfill are compared with)."""
-    def build(root):
-        from pipelines.night.daily_job import run_day
-
-        shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
-        settings = make_settings(root / "lake", root / "model")
-        world = trained_lake["world"]
-        dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
-        metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
-        return {"settings": settings, "dates": dates, "metrics": metrics}
-
-    return build_once(tmp_path_factory, "two-days", build)
 
 
 @pytest.fixture
