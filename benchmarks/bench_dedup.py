@@ -40,7 +40,8 @@ def _median(values: list[float]) -> float:
 def bench_dedup_share(spark, settings, info, event_date: str, repeats: int) -> dict[str, Any]:
     """Stage off / on interleaved, and the bare encoder over all vs distinct documents."""
     from benchmarks.bench_inference import _documents
-    from pipelines.night.daily_job import DayRun, default_run_id, stage
+    from pipelines.night.day_run import DayRun, default_run_id
+    from pipelines.night.stage import stage
     from u2qt_core.encoders.text import TextEncoder
 
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
