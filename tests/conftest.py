@@ -35,9 +35,9 @@ SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
 # Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
 # before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with
-# codegen and 107.2 without (0.67x; the cold first date 95.5 -> 60.6, the second 64.6 -> 46.6), and
-# 142.1 against 110.8 (0.78x) in a second run, each variant in a fresh JVM, one after the other on a
-# quiet machine (`make bench-test-night`, 2026-12-07). Spark's own suites run both modes, with the same results by Spark's contract. Tuning
+# codegen and 107.2 without (0.67x; the cold first date 95.5 -> 60.6, the second 64.6 -> 46.6),
+# 142.1 against 110.8 (0.78x) and 148.6 against 121.5 (0.82x) in two more runs, each variant in a
+# fresh JVM, one after the other on a quiet machine (`make bench-test-night`, 2026-12-07). Spark's own suites run both modes, with the same results by Spark's contract. Tuning
 # only, like the JIT flags: the shipped profiles (conf/spark), the demo and the benchmarks keep codegen.
 TINY_DATA_SQL_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
 # ... both also for every JVM a test starts through spark-submit (the CLI and u2qt-submit
