@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from benchmarks.common import bench_arguments, repo_path, run_benchmark
@@ -40,19 +39,15 @@ def night(lake_root: Path, work: Path, conf: dict[str, str]) -> dict:
     from pipelines.night.stage import stage
     from pipelines.runtime.spark_session import get_spark
     from pipelines.world import load_world_config
-    from tests.conftest import SHORT_JVM_OPTS, TINY_WORLD, make_settings
+    from tests.conftest import SESSION_CONF, TINY_WORLD, dates_of, make_settings
 
     shutil.copytree(lake_root, work)
     spark = get_spark("local", app_name="u2qt-bench-test-night", extra_conf={
-        "spark.sql.warehouse.dir": str(work / "warehouse"), "spark.sql.shuffle.partitions": "2",
-        "spark.default.parallelism": "2", "spark.driver.memory": "2g",
-        "spark.driver.extraJavaOptions": SHORT_JVM_OPTS, **conf})
-    world = load_world_config(TINY_WORLD)
+        "spark.sql.warehouse.dir": str(work / "warehouse"), **SESSION_CONF, **conf})
     settings = make_settings(work / "lake", work / "model")
     status = spark.sparkContext.statusTracker()
     dates = []
-    for offset in range(2):
-        event_date = (world.start_date + timedelta(days=offset)).isoformat()
+    for event_date in dates_of(load_world_config(TINY_WORLD))[:2]:
         run = open_run(spark, settings, event_date, f"bench-{event_date}", None)
         jobs_before = max(status.getJobIdsForGroup(None) or [-1])
         steps = {}
@@ -71,16 +66,12 @@ def night(lake_root: Path, work: Path, conf: dict[str, str]) -> dict:
 def trained_lake(root: Path) -> Path:
     """The tiny world written and a tiny tokenizer trained and promoted, as the tests' fixture."""
     from pipelines.runtime.spark_session import get_spark
-    from pipelines.tokenizer.registry import promote
-    from pipelines.tokenizer.train_job import train
-    from pipelines.world import load_world_config, write_world
-    from tests.conftest import TINY_WORLD, make_settings
+    from pipelines.world import load_world_config
+    from tests.conftest import TINY_WORLD, write_trained_lake
 
-    settings = make_settings(root / "lake", root / "model")
     spark = get_spark("local", app_name="u2qt-bench-test-night-lake",
                       extra_conf={"spark.sql.warehouse.dir": str(root / "warehouse")})
-    write_world(spark, load_world_config(TINY_WORLD), settings.tables_root)
-    promote(settings, train(spark, settings)["tokenizer_version"], force=True, reason="bench_test_night")
+    write_trained_lake(spark, root, load_world_config(TINY_WORLD), reason="bench_test_night")
     spark.stop()
     return root
 

@@ -37,14 +37,19 @@ SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with
 # codegen and 107.2 without (0.67x; the cold first date 95.5 -> 60.6, the second 64.6 -> 46.6),
 # 142.1 against 110.8 (0.78x) and 148.6 against 121.5 (0.82x) in two more runs, each variant in a
-# fresh JVM, one after the other on a quiet machine (`make bench-test-night`, 2026-12-07). Spark's own suites run both modes, with the same results by Spark's contract. Tuning
-# only, like the JIT flags: the shipped profiles (conf/spark), the demo and the benchmarks keep codegen.
+# fresh JVM, one after the other on a quiet machine (`make bench-test-night`, 2026-12-07). Spark's
+# own suites run both modes, with the same results by Spark's contract. Tuning only, like the JIT
+# flags: the shipped profiles (conf/spark), the demo and the benchmarks keep codegen.
 TINY_DATA_SQL_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
 # ... both also for every JVM a test starts through spark-submit (the CLI and u2qt-submit
 # subprocesses, spark-sql): the launcher adds $SPARK_SUBMIT_OPTS to the driver JVM it starts, and
 # Spark reads ``-Dspark.*`` system properties as conf. The deployment tests' services do not
 # inherit it (tests/deploy/conftest.py) and set their own.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", " ".join([SHORT_JVM_OPTS, *(f"-D{k}={v}" for k, v in TINY_DATA_SQL_CONF.items())]))
+#: the test session's Spark conf besides its warehouse and TINY_DATA_SQL_CONF (also what
+#: benchmarks/bench_test_night.py starts each variant's session with)
+SESSION_CONF = {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+                "spark.driver.memory": "2g", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS}
 
 
 def world_layout(encoder_dim: int = 384):
@@ -76,10 +81,7 @@ def spark(tmp_path_factory):
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     session = get_spark("local", app_name="u2qt-tests", extra_conf={
         "spark.sql.warehouse.dir": str(warehouse),
-        "spark.sql.shuffle.partitions": "2",
-        "spark.default.parallelism": "2",
-        "spark.driver.memory": "2g",
-        "spark.driver.extraJavaOptions": SHORT_JVM_OPTS,
+        **SESSION_CONF,
         **TINY_DATA_SQL_CONF,
     })
     yield session
@@ -136,18 +138,21 @@ def trained_lake(spark, tmp_path_factory, tiny_world_config):
     the registry alias (read-only: copy it with :func:`fresh_lake` before writing). The
     promotion is forced: the gates are tested in tests/pipelines/test_lifecycle.py."""
 
-    def build(root: Path) -> dict:
-        from pipelines.tokenizer.registry import promote
-        from pipelines.tokenizer.train_job import train
-        from pipelines.world import write_world
+    return build_once(tmp_path_factory, "trained-lake", lambda root: write_trained_lake(spark, root, tiny_world_config))
 
-        settings = make_settings(root / "lake", root / "model")
-        write_world(spark, tiny_world_config, settings.tables_root)
-        summary = train(spark, settings)
-        promote(settings, summary["tokenizer_version"], force=True, reason="test fixture")
-        return {"root": root, "settings": settings, "summary": summary, "world": tiny_world_config}
 
-    return build_once(tmp_path_factory, "trained-lake", build)
+def write_trained_lake(spark, root: Path, world, reason: str = "test fixture") -> dict:
+    """``world`` written under ``root/lake``, a tiny tokenizer trained on it and promoted (forced)
+    under ``root/model``: the :func:`trained_lake` fixture, and what bench_test_night starts from."""
+    from pipelines.tokenizer.registry import promote
+    from pipelines.tokenizer.train_job import train
+    from pipelines.world import write_world
+
+    settings = make_settings(root / "lake", root / "model")
+    write_world(spark, world, settings.tables_root)
+    summary = train(spark, settings)
+    promote(settings, summary["tokenizer_version"], force=True, reason=reason)
+    return {"root": root, "settings": settings, "summary": summary, "world": world}
 
 
 @pytest.fixture
@@ -158,12 +163,16 @@ def fresh_lake(trained_lake, tmp_path):
     return make_settings(root / "lake", root / "model")
 
 
-@pytest.fixture
-def world_dates(tiny_world_config) -> list[str]:
+def dates_of(world) -> list[str]:
+    """A world config's dates, first to last, as ISO strings."""
     from datetime import timedelta
 
-    start = tiny_world_config.start_date
-    return [(start + timedelta(days=i)).isoformat() for i in range(tiny_world_config.n_days)]
+    return [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+
+
+@pytest.fixture
+def world_dates(tiny_world_config) -> list[str]:
+    return dates_of(tiny_world_config)
 
 
 @pytest.fixture(scope="session")
@@ -172,14 +181,11 @@ def two_days(trained_lake, tmp_path_factory, spark):
     (read-only for the tests: the reference the other orders, the backfill and the standalone
     cluster's spark-submit run are compared with)."""
     def build(root):
-        from datetime import timedelta
-
         from pipelines.night.daily_job import run_day
 
         shutil.copytree(trained_lake["root"], root, dirs_exist_ok=True)
         settings = make_settings(root / "lake", root / "model")
-        world = trained_lake["world"]
-        dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+        dates = dates_of(trained_lake["world"])
         metrics = [run_day(spark, settings, d, run_id=f"test-{d}") for d in dates]
         return {"settings": settings, "dates": dates, "metrics": metrics}
 
