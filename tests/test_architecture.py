@@ -172,3 +172,16 @@ def test_every_project_import_names_something_that_exists() -> None:
                         if a.name != "*" and a.name not in defined
                         and not (base / f"{a.name}.py").exists() and not (base / a.name).is_dir()]
     assert not missing, f"imports of names that do not exist: {missing}"
+
+
+def test_configuration_dags_and_cli_import_without_torch() -> None:
+    """The settings, the DAG builder, the step registry and the CLI load without torch (3.7 CPU-s
+    to import here): the DAG processor parses the DAG files often and every Airflow task process
+    parses its DAG again, and `u2qt --help` or a bad argument should not wait for torch."""
+    import subprocess
+    import sys
+
+    modules = ["pipelines.config.settings", "pipelines.deploy.dag_builder", "pipelines.steps", "pipelines.cli.main"]
+    probe = f"import sys; {'; '.join(f'import {m}' for m in modules)}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

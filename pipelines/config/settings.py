@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipelines.config.config_loading import CONF_DIR, is_url, load_model, load_raw
 from u2qt_core.config import SourceLayout
 from u2qt_core.config_loader import KeyProblem, deep_merge, validate_model
-from u2qt_core.encoders.text import TextEncoderConfig
+from u2qt_core.encoders.text_config import TextEncoderConfig
 from u2qt_core.errors import U2QTError
 
 

@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import NumericPathRefused
-from u2qt_core.encoders.text import TextEncoderConfig
+from u2qt_core.encoders.text_config import TextEncoderConfig
 from u2qt_core.numeric_path import NumericPath, path_from_dict, resolve_path
 
 if TYPE_CHECKING:

