@@ -30,10 +30,13 @@ demo: setup
 	U2QT_TABLES_ROOT=$(DEMO_DIR)/lake U2QT_MODEL_DIR=$(DEMO_DIR)/model \
 		$(PY) -m pipelines.cli demo --world-config conf/world/demo.yaml --airflow-home $(DEMO_DIR)/airflow
 
+# tests/jvm_class_archive.py: the test JVMs' class-data-sharing archive, built once into the cache
 test: setup
+	$(PY) -m tests.jvm_class_archive
 	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
+	$(PY) -m tests.jvm_class_archive
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
