@@ -22,9 +22,9 @@ workers -- since wall time on a shared machine is noisy):
 * ``quantize``: embeddings per CPU-second of the lean ``MRQVAE.quantize``, the full eval path
   (``quantize_reference``) and a naive residual quantizer with the same MLP (``torch.cdist``
   argmin per level), interleaved, on the ``quantize.preset`` model;
-* ``int8``: the encoder with ``int8_dynamic`` against the default: docs per CPU-second, share of
-  codes that change, and a linear probe (the eval protocol of :mod:`u2qt_core.evaluation.probes`)
-  on per-user mean embeddings and bag-of-codes of the date, fp32 against int8;
+* ``int8`` and ``bf16_autocast``: the encoder's other numeric paths against fp32
+  (:mod:`benchmarks.bench_numeric_paths`): int8 dynamic's speed, changed codes and probe AUC; the
+  full-tuple agreement of bf16 autocast (the GPU executor's path, its CPU stand-in here);
 * ``stage_sizes`` (when configured): the ``stage`` at several multiples of the world's users, with
   the bare encoder on each size's documents, and a fit of stage CPU-s = fixed + per document: how
   the fixed costs of a night (Spark jobs, model loads, Delta commits) amortise as users grow.
@@ -47,6 +47,7 @@ import numpy as np
 
 from benchmarks.bench_dedup import bench_dedup
 from benchmarks.bench_dedup import summary_lines as dedup_summary_lines
+from benchmarks.bench_numeric_paths import bench_numeric_paths, numeric_path_lines
 from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.matmul_anchor import anchor
 from benchmarks.common import (
@@ -282,72 +283,6 @@ def bench_quantize(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_int8(spark, settings, info, docs, params: dict[str, Any]) -> dict[str, Any]:
-    """int8 dynamic quantization of the encoder against fp32: speed, changed codes, probe AUC."""
-    import torch
-
-    from u2qt_core.checkpoint import load_tokenizer
-    from u2qt_core.encoders.text import TextEncoder
-    from u2qt_core.evaluation.probes import probe_tasks, split_users
-    from u2qt_core.evaluation.representations import bag_of_codes, mean_embeddings
-
-    texts, sources = docs["document"].tolist(), docs["source"].to_numpy(object)
-    encoders = {"fp32": TextEncoder(settings.encoder),
-                "int8": TextEncoder(settings.encoder.model_copy(update={"int8_dynamic": True}))}
-    cpu: dict[str, list[float]] = {k: [] for k in encoders}
-    vectors: dict[str, np.ndarray] = {}
-
-    def metered(name):
-        def call():
-            start = time.process_time()
-            vectors[name] = encoders[name].encode(texts)
-            cpu[name].append(time.process_time() - start)
-        return call
-
-    time_interleaved({k: metered(k) for k in encoders}, repeats=int(params.get("repeats", 2)), warmup=0)
-    model, _ = load_tokenizer(Path(info.model_dir))
-    model.eval()
-    codes = {k: np.zeros((len(texts), model.config.num_levels), dtype=np.int64) for k in encoders}
-    for source in np.unique(sources):
-        rows = np.flatnonzero(sources == source)
-        for k in encoders:
-            codes[k][rows] = model.quantize(torch.from_numpy(vectors[k][rows]), str(source)).numpy()
-    out: dict[str, Any] = {
-        "docs_per_cpu_s": {k: len(texts) / min(v) for k, v in cpu.items()},
-        "changed_codes_share": float((codes["fp32"] != codes["int8"]).mean()),
-        "changed_rows_share": float((codes["fp32"] != codes["int8"]).any(axis=1).mean()),
-        "cosine_to_fp32_mean": float((vectors["fp32"] * vectors["int8"]).sum(axis=1).mean()),
-    }
-    out["int8_over_fp32"] = out["docs_per_cpu_s"]["int8"] / out["docs_per_cpu_s"]["fp32"]
-
-    labels = Lake(spark, settings).read("user_labels").toPandas()
-    user_ids = np.array(sorted(docs["user_id"].unique()))
-    index = {u: i for i, u in enumerate(user_ids)}
-    labels = labels[labels["user_id"].isin(index)]
-    text_sources = sorted(set(sources))
-    rows_user = {s: np.array([index[u] for u in docs["user_id"][sources == s]]) for s in text_sources}
-    y: dict[str, np.ndarray] = {}
-    for task, group in labels.groupby("task"):
-        vec = np.zeros(len(user_ids), dtype=int)
-        vec[[index[u] for u in group["user_id"]]] = group["label"].astype(int).to_numpy()
-        if 5 <= vec.sum() <= len(vec) - 5:
-            y[str(task)] = vec
-    splits = {t: split_users(v, 0.3, 0) for t, v in y.items()}
-    probes: dict[str, Any] = {}
-    for k in encoders if y else []:  # a tiny world may have no task with 5 users of each class
-        emb = mean_embeddings(rows_user, {s: vectors[k][sources == s] for s in text_sources},
-                              n_users=len(user_ids), sources=text_sources, dims={s: vectors[k].shape[1] for s in text_sources})
-        boc = bag_of_codes(rows_user, {s: codes[k][sources == s] for s in text_sources}, n_users=len(user_ids),
-                           sources=text_sources, num_codes=max(model.codebook_sizes().values()))
-        probes[k] = {"mean_embedding": probe_tasks(emb, y, splits, c_grid=[0.1]),
-                     "bag_of_codes": probe_tasks(boc, y, splits, c_grid=[0.1])}
-    out["probe"] = {"users": len(user_ids), "tasks": sorted(y), "protocol": "u2qt_core.evaluation.probes, C=0.1, 30% test users",
-                    # None where no task has 5 users of each class (tiny worlds)
-                    **{k: ({rep: r["avg_auc"] for rep, r in probes[k].items()} if k in probes else None) for k in encoders},
-                    "per_task": probes}
-    return out
-
-
 # --------------------------------------------------------------------------- driver
 SECTIONS = ("main", "stage_sizes", "dedup")
 
@@ -380,7 +315,7 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
         out["stage"] = bench_stage(spark, settings, info, event_date, text_docs)
         out["quantize"] = bench_quantize(params["quantize"])
         if params.get("int8", True):
-            out["int8"] = bench_int8(spark, settings, info, docs, params)
+            out.update(bench_numeric_paths(spark, settings, info, docs, params))
         bare = out["in_process"]["encoder_bare"]["docs_per_cpu_s"]
         out["ratios_vs_bare_encoder"] = {
             "stage": out["stage"]["docs_per_cpu_s"] / bare,
@@ -420,11 +355,7 @@ def summary_lines(payload: dict) -> list[str]:
     q = r["quantize"]
     lines.append(f"  quantize: lean {q['lean_over_reference']:.2f}x full path, {q['lean_over_naive']:.2f}x naive; "
                  f"codes equal: {q['lean_equals_reference']}")
-    if "int8" in r:
-        i = r["int8"]
-        lines.append(f"  int8 encoder: {i['int8_over_fp32']:.2f}x fp32, {100 * i['changed_codes_share']:.1f}% codes changed, "
-                     f"probe AUC fp32 {i['probe']['fp32']} int8 {i['probe']['int8']}")
-    return lines
+    return lines + numeric_path_lines(r)
 
 
 def run(config: dict[str, Any], out_dir: str | Path, tmp_root: Path | None = None,

@@ -1,8 +1,12 @@
-"""What one night of the test suite costs under Spark SQL settings: the tiny world's first two
+"""What one night of the test suite costs under Spark settings: the tiny world's first two
 dates (stage, gates, publish each) on a copy of a trained lake, once per variant, each variant in
 a fresh local Spark JVM (a subprocess, so no variant inherits another's JIT or codegen cache).
 
-    python -m benchmarks.bench_test_night [--out bench_results] [--lake ROOT]
+    python -m benchmarks.bench_test_night [--out bench_results] [--lake ROOT] [--nights N]
+        [--no-default-variants] [--variant NAME k=v ...]
+
+``--nights N``: N nights in each JVM, the two dates in turn (a date again is a re-run of it, as the
+suite's tests do), to see a long-lived JVM's later nights, like the session's (default 2).
 
 ``--lake``: a folder holding ``lake/`` and ``model/`` written and trained like the tests'
 ``trained_lake`` fixture (default: written and trained here first, about 1 CPU-min). Variants:
@@ -28,8 +32,9 @@ from benchmarks.common import bench_arguments, repo_path, run_benchmark
 STEPS = ("stage", "quality", "publish")
 
 
-def night(lake_root: Path, work: Path, conf: dict[str, str]) -> dict:
-    """Two dates in this process's own Spark session (the subprocess side of :func:`measure`)."""
+def night(lake_root: Path, work: Path, conf: dict[str, str], nights: int = 2) -> dict:
+    """``nights`` nights over the first two dates in this process's own Spark session (the
+    subprocess side of :func:`measure`)."""
     import shutil
 
     from benchmarks.cpu_meter import TreeCpuMeter
@@ -47,8 +52,10 @@ def night(lake_root: Path, work: Path, conf: dict[str, str]) -> dict:
     settings = make_settings(work / "lake", work / "model")
     status = spark.sparkContext.statusTracker()
     dates = []
-    for event_date in dates_of(load_world_config(TINY_WORLD))[:2]:
-        run = open_run(spark, settings, event_date, f"bench-{event_date}", None)
+    two = dates_of(load_world_config(TINY_WORLD))[:2]
+    for i in range(nights):
+        event_date = two[i % 2]
+        run = open_run(spark, settings, event_date, f"bench-{i}-{event_date}", None)
         jobs_before = max(status.getJobIdsForGroup(None) or [-1])
         steps = {}
         for name, step in zip(STEPS, (stage, check_quality, publish)):
@@ -76,7 +83,7 @@ def trained_lake(root: Path) -> Path:
     return root
 
 
-def measure(lake: Path, variants: dict[str, dict[str, str]], work: Path) -> dict:
+def measure(lake: Path, variants: dict[str, dict[str, str]], work: Path, nights: int = 2) -> dict:
     """Each variant's two dates in a subprocess of its own, one after the other. Its driver JVM
     gets only the variant's conf: ``$SPARK_SUBMIT_OPTS`` is emptied, as importing
     ``tests.conftest`` would otherwise set the tests' ``-Dspark.sql...`` flags in it."""
@@ -84,7 +91,7 @@ def measure(lake: Path, variants: dict[str, dict[str, str]], work: Path) -> dict
     for name, conf in variants.items():
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_test_night", "--night", str(lake),
-                               str(work / name), json.dumps(conf)], capture_output=True, text=True,
+                               str(work / name), json.dumps(conf), str(nights)], capture_output=True, text=True,
                               cwd=repo_path("."), env={**os.environ, "SPARK_SUBMIT_OPTS": ""})
         if proc.returncode:
             raise RuntimeError(f"variant {name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -108,7 +115,7 @@ def summary(payload: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--night"]:                     # the subprocess of one variant
-        print(json.dumps(night(Path(argv[1]), Path(argv[2]), json.loads(argv[3]))))
+        print(json.dumps(night(Path(argv[1]), Path(argv[2]), json.loads(argv[3]), int(argv[4]))))
         return 0
     from tests.conftest import TINY_DATA_SQL_CONF
 
@@ -116,14 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--lake", default=None, help="a trained tiny-world lake (lake/ and model/)")
         parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME k=v",
                             help="another variant: a name, then Spark conf pairs")
+        parser.add_argument("--nights", type=int, default=2, help="nights per JVM, the two dates in turn")
+        parser.add_argument("--no-default-variants", action="store_true",
+                            help="only the --variant ones (not as_tests_were and tests)")
 
     args, _config = bench_arguments(__doc__.splitlines()[0], argv, add_arguments)
-    variants = {"as_tests_were": {}, "tests": dict(TINY_DATA_SQL_CONF)}
+    variants = {} if args.no_default_variants else {"as_tests_were": {}, "tests": dict(TINY_DATA_SQL_CONF)}
     for name, *pairs in args.variant:
         variants[name] = dict(pair.split("=", 1) for pair in pairs)
     with tempfile.TemporaryDirectory(prefix="u2qt-bench-test-night-") as tmp:
         lake = Path(args.lake) if args.lake else trained_lake(Path(tmp) / "trained")
-        run_benchmark("bench_test_night", lambda: measure(lake, variants, Path(tmp) / "runs"), args.out, summary)
+        run_benchmark("bench_test_night", lambda: measure(lake, variants, Path(tmp) / "runs", args.nights), args.out, summary)
     return 0
 
 

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.jvm_class_archive import JIT_AND_GC_OPTS
+from tests.jvm_class_archive import jvm_flags as class_archive_flags
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -23,15 +26,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_WORLD = REPO_ROOT / "conf" / "world" / "tiny.yaml"
 TINY_PRESET = "conf/model/tiny.yaml"
 
-# JVM flags for the JVMs the tests start (the session's local driver; the deployment tests' Spark
-# drivers, executors, master, worker): the client JIT only and one GC thread. These JVMs run
-# thousands of tiny jobs, so the optimizing JIT's compile threads cost more CPU on 2 shared cores
-# than they save: one date's init/stage/quality/publish in one local[1] JVM took 124-128 s with
-# these against 216-236 s without, back to back on the same machine (load 7-8); a local[2]
-# driver like the session's used 105 CPU-s against 174 writing the collide world and running its
-# first date's stage, gates and publish (side by side, load 18-20). Tuning only: nothing the
-# tests check depends on it, and the shipped profiles (conf/spark) do not set it.
-SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# JVM flags for the short-lived JVMs the tests start (the CLI, u2qt-submit and spark-sql
+# subprocesses, the Airflow task processes, the standalone cluster's drivers, executors, master and
+# worker): the client JIT only and one GC thread. Such a JVM runs one or two steps, so the
+# optimizing JIT's compile threads cost more CPU on 2 shared cores than they save: one date's
+# init/stage/quality/publish in one local[1] JVM took 124-128 s with these against 216-236 s
+# without, back to back on the same machine (load 7-8); a fresh local[2] driver used 105 CPU-s
+# against 174 writing the collide world and running its first date (side by side, load 18-20).
+# With them, when `make test` has built it, the class-data-sharing archive of
+# tests/jvm_class_archive.py (Spark's and Delta's classes parsed and verified once: about 7 CPU-s
+# less per cold JVM). Tuning only: nothing the tests check depends on it, and the shipped profiles
+# (conf/spark) do not set it.
+SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, class_archive_flags()]))
+# ... and for the session's own JVM, which lives for the whole suite (dozens of nights per xdist
+# worker), the optimizing JIT too (two compiler threads): its first night costs more, its later
+# ones much less. Six nights of the tiny world in one JVM, CPU-s per night: 76.7, 46.1, 37.3, 33.0,
+# 43.2, 34.1 (275.1 with the session start) with the client JIT only; 91.7, 36.7, 33.7, 26.8,
+# 24.6, 20.2 (240.5) with both (`make bench-test-night` with --nights 6, 2026-12-07, load ~2).
+SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2", class_archive_flags()]))
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
 # Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
 # before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with
@@ -49,7 +61,7 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", " ".join([SHORT_JVM_OPTS, *(f"-D{k}={
 #: the test session's Spark conf besides its warehouse and TINY_DATA_SQL_CONF (also what
 #: benchmarks/bench_test_night.py starts each variant's session with)
 SESSION_CONF = {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
-                "spark.driver.memory": "2g", "spark.driver.extraJavaOptions": SHORT_JVM_OPTS}
+                "spark.driver.memory": "2g", "spark.driver.extraJavaOptions": SESSION_JVM_OPTS}
 
 
 def world_layout(encoder_dim: int = 384):

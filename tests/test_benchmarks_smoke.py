@@ -114,6 +114,8 @@ def test_bench_inference_quick(quick_config, tmp_path, session_lake):
     assert {"stage", "udf_body_arrow_batch", "spark_udf_warm"} <= set(r["ratios_vs_bare_encoder"])
     assert r["quantize"]["lean_equals_reference"] is True
     assert 0 <= r["int8"]["changed_codes_share"] <= 1 and set(r["int8"]["probe"]) >= {"fp32", "int8"}
+    bf16 = r["bf16_autocast"]       # the GPU path's agreement, as `u2qt evaluate` measures it
+    assert bf16["documents"] == r["documents"] and 0 <= bf16["agreement"] <= bf16["per_level"][0] <= 1
     assert r["padding"]["processed_tokens"] >= r["padding"]["real_tokens"]
     assert "stage_sizes" not in r  # not in the quick config: a world and a training more (~3 min)
     assert bench_inference.summary_lines(payload)
