@@ -40,9 +40,12 @@ TINY_PRESET = "conf/model/tiny.yaml"
 SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, class_archive_flags()]))
 # ... and for the session's own JVM, which lives for the whole suite (dozens of nights per xdist
 # worker), the optimizing JIT too (two compiler threads): its first night costs more, its later
-# ones much less. Six nights of the tiny world in one JVM, CPU-s per night: 76.7, 46.1, 37.3, 33.0,
-# 43.2, 34.1 (275.1 with the session start) with the client JIT only; 91.7, 36.7, 33.7, 26.8,
-# 24.6, 20.2 (240.5) with both (`make bench-test-night` with --nights 6, 2026-12-07, load ~2).
+# ones less. Six nights of the tiny world in one fresh JVM, CPU-s per night: 45.5, 40.8, 32.3,
+# 25.3, 32.3, 29.4 (205.7) with the client JIT only; 67.4, 31.4, 23.4, 20.3, 24.8, 20.9 (188.2)
+# with both (`python -m benchmarks.bench_test_night --nights 6 --no-default-variants --variant
+# ...`, 2026-12-07, quiet machine); in a one-off run of whole run_day nights, 46.1-33.0 against
+# 36.7-20.2 from the second night on. The whole suite: 48 min 52 s -> 41 min 46 s with the class
+# archive and torch-free config imports of the same change (README, Tests).
 SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2", class_archive_flags()]))
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
 # Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
