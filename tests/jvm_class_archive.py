@@ -26,7 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: the JIT and GC flags of every test JVM (tests/conftest.py: SHORT_JVM_OPTS), also the archive workload's
+#: the JIT and GC flags of the short-lived test JVMs (tests/conftest.py: SHORT_JVM_OPTS), also the
+#: archive workload's (the session's own JVM: SESSION_JVM_OPTS)
 JIT_AND_GC_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
@@ -42,13 +43,14 @@ def _jars() -> list[Path]:
 def archive_path() -> Path | None:
     """Where this Java and these jars' archive lives (``None`` when Java or the jars are missing)."""
     from pipelines.runtime.spark_session import cache_root
+    from u2qt_core.errors import ConfigError
 
     java = shutil.which("java", path=str(Path(os.environ["JAVA_HOME"]) / "bin") if os.environ.get("JAVA_HOME") else None)
     try:
         parts = [java and os.path.realpath(java), *(f"{j}:{j.stat().st_size}:{j.stat().st_mtime_ns}" for j in _jars())]
         if java:
             parts.append(str(Path(os.path.realpath(java)).stat().st_mtime_ns))
-    except Exception:   # no Delta jars yet (make setup not run): no archive
+    except (ConfigError, OSError):   # no Delta jars yet (make setup not run), or one vanished: no archive
         return None
     if not java:
         return None
