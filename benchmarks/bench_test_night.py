@@ -84,7 +84,7 @@ def trained_lake(root: Path) -> Path:
 
 
 def measure(lake: Path, variants: dict[str, dict[str, str]], work: Path, nights: int = 2) -> dict:
-    """Each variant's two dates in a subprocess of its own, one after the other. Its driver JVM
+    """Each variant's ``nights`` nights in a subprocess of its own, one after the other. Its driver JVM
     gets only the variant's conf: ``$SPARK_SUBMIT_OPTS`` is emptied, as importing
     ``tests.conftest`` would otherwise set the tests' ``-Dspark.sql...`` flags in it."""
     results = {}

@@ -37,7 +37,8 @@ TINY_PRESET = "conf/model/tiny.yaml"
 # tests/jvm_class_archive.py (Spark's and Delta's classes parsed and verified once: about 7 CPU-s
 # less per cold JVM). Tuning only: nothing the tests check depends on it, and the shipped profiles
 # (conf/spark) do not set it.
-SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, class_archive_flags()]))
+CLASS_ARCHIVE_FLAGS = class_archive_flags()   # stats the ~300 jars once per process
+SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, CLASS_ARCHIVE_FLAGS]))
 # ... and for the session's own JVM, which lives for the whole suite (dozens of nights per xdist
 # worker), the optimizing JIT too (two compiler threads): its first night costs more, its later
 # ones less. Six nights of the tiny world in one fresh JVM, CPU-s per night: 45.5, 40.8, 32.3,
@@ -46,7 +47,7 @@ SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, class_archive_flags()])
 # ...`, 2026-12-07, quiet machine); in a one-off run of whole run_day nights, 46.1-33.0 against
 # 36.7-20.2 from the second night on. The whole suite: 48 min 52 s -> 41 min 46 s with the class
 # archive and torch-free config imports of the same change (README, Tests).
-SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2", class_archive_flags()]))
+SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2", CLASS_ARCHIVE_FLAGS]))
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
 # Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
 # before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with

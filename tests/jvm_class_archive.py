@@ -46,13 +46,13 @@ def archive_path() -> Path | None:
     from u2qt_core.errors import ConfigError
 
     java = shutil.which("java", path=str(Path(os.environ["JAVA_HOME"]) / "bin") if os.environ.get("JAVA_HOME") else None)
-    try:
-        parts = [java and os.path.realpath(java), *(f"{j}:{j.stat().st_size}:{j.stat().st_mtime_ns}" for j in _jars())]
-        if java:
-            parts.append(str(Path(os.path.realpath(java)).stat().st_mtime_ns))
-    except (ConfigError, OSError):   # no Delta jars yet (make setup not run), or one vanished: no archive
-        return None
     if not java:
+        return None
+    java = os.path.realpath(java)
+    try:
+        parts = [java, *(f"{j}:{j.stat().st_size}:{j.stat().st_mtime_ns}" for j in _jars()),
+                 str(Path(java).stat().st_mtime_ns)]
+    except (ConfigError, OSError):   # no Delta jars yet (make setup not run), or one vanished: no archive
         return None
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return cache_root() / "cds" / f"spark-{key}.jsa"
