@@ -85,9 +85,13 @@ def test_a_shifted_day_drifts_alerts_and_marks_the_version_due(spark, two_days, 
     before = {(r["source"], r["level"]): r for r in _quality(spark, settings, d1)}
     after = _quality(spark, settings, d2)
     assert {r["run_id"] for r in after} == {"test-shifted"}
-    for r in after:
-        if r["source"] in text_sources:
-            assert r["psi"] > before[(r["source"], r["level"])]["psi"] + 0.5, (r["source"], r["level"], r["psi"])
+    # every level that spreads the shifted night over more than one code moves; a level that puts
+    # all of a source's few documents on one code on both days has PSI 0 however the texts moved
+    # (seen once on a fresh machine: search level 4, its 5 documents on 1 code both days)
+    moved = [r for r in after if r["source"] in text_sources and r["codes_used"] > 1]
+    assert {r["source"] for r in moved} == set(text_sources)
+    for r in moved:
+        assert r["psi"] > before[(r["source"], r["level"])]["psi"] + 0.5, (r["source"], r["level"], r["psi"])
     assert max(r["psi"] - r["psi_noise"] for r in after) > settings.drift.fail_psi     # judged above the noise
     assert any(r["drift_status"] == "retrain_due" for r in after)
 
