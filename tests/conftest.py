@@ -47,7 +47,17 @@ SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, CLASS_ARCHIVE_FLAGS]))
 # ...`, 2026-12-07, quiet machine); in a one-off run of whole run_day nights, 46.1-33.0 against
 # 36.7-20.2 from the second night on. The whole suite: 48 min 52 s -> 41 min 46 s with the class
 # archive and torch-free config imports of the same change (README, Tests).
-SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2", CLASS_ARCHIVE_FLAGS]))
+# The JIT still compiled for half of those nights' CPU: 71-76 s of 135-138 CPU-s over six nights
+# (-XX:+CITime: 7,200 methods through C2 for 56 s, 45,000 through C1 for 17 s). With every compile
+# threshold 4x higher (-XX:CompileThresholdScaling=4) it compiles only the code the nights run
+# most: 38 s of compiling, 126.0 CPU-s for the six nights (41.2, 22.0, 19.1, 15.0, 15.5, 13.2;
+# 125.6 with Delta snapshotPartitions=1 too) against 138.3 and 135.3 (47.2, 23.3, 18.7, 15.3, 16.7,
+# 14.2), each in a fresh JVM one after the other on a quiet machine (bench_test_night's --night,
+# 2026-12-07); 8x, or only the C2 thresholds 5x higher, did no better (128.1, 127.4). The
+# short-lived JVMs' client JIT gained nothing from it (one night: 31.1-33.5 CPU-s with 2x or 4x,
+# 31.5-33.7 without), so they keep their flags.
+SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2 -XX:CompileThresholdScaling=4",
+                                          CLASS_ARCHIVE_FLAGS]))
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users
 # Spark spent more CPU generating, regex-formatting and Janino-compiling projection code (per task,
 # before its cache lookup) than running it: the tiny world's first two dates took 160.1 CPU-s with
