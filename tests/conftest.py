@@ -51,9 +51,10 @@ SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, CLASS_ARCHIVE_FLAGS]))
 # (-XX:+CITime: 7,200 methods through C2 for 56 s, 45,000 through C1 for 17 s). With every compile
 # threshold 4x higher (-XX:CompileThresholdScaling=4) it compiles only the code the nights run
 # most: 38 s of compiling, 126.0 CPU-s for the six nights (41.2, 22.0, 19.1, 15.0, 15.5, 13.2;
-# 125.6 with Delta snapshotPartitions=1 too) against 138.3 and 135.3 (47.2, 23.3, 18.7, 15.3, 16.7,
-# 14.2), each in a fresh JVM one after the other on a quiet machine (bench_test_night's --night,
-# 2026-12-07); 8x, or only the C2 thresholds 5x higher, did no better (128.1, 127.4). The
+# 130.4 in a third run, 125.6 with Delta snapshotPartitions=1 too) against 138.3 and 135.3 (47.2,
+# 23.3, 18.7, 15.3, 16.7, 14.2): 7 % less, each in a fresh JVM one after the other on a quiet
+# machine (bench_test_night's --night, 2026-12-07); 8x, only the C2 thresholds 5x higher, or a
+# young generation half the heap (-XX:NewRatio=1) did no better (128.1, 127.4, 130.2). The
 # short-lived JVMs' client JIT gained nothing from it (one night: 31.1-33.5 CPU-s with 2x or 4x,
 # 31.5-33.7 without), so they keep their flags.
 SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2 -XX:CompileThresholdScaling=4",
