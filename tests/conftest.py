@@ -54,7 +54,9 @@ SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, CLASS_ARCHIVE_FLAGS]))
 # 130.4 in a third run, 125.6 with Delta snapshotPartitions=1 too) against 138.3 and 135.3 (47.2,
 # 23.3, 18.7, 15.3, 16.7, 14.2): 7 % less, each in a fresh JVM one after the other on a quiet
 # machine (bench_test_night's --night, 2026-12-07); 8x, only the C2 thresholds 5x higher, or a
-# young generation half the heap (-XX:NewRatio=1) did no better (128.1, 127.4, 130.2). The
+# young generation half the heap (-XX:NewRatio=1) did no better (128.1, 127.4, 130.2). An hour
+# later, the machine slowed down by its neighbours, a back-to-back pair gave 231.9 against 238.7
+# (3 % less). The
 # short-lived JVMs' client JIT gained nothing from it (one night: 31.1-33.5 CPU-s with 2x or 4x,
 # 31.5-33.7 without), so they keep their flags.
 SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2 -XX:CompileThresholdScaling=4",
