@@ -56,9 +56,8 @@ SHORT_JVM_OPTS = " ".join(filter(None, [JIT_AND_GC_OPTS, CLASS_ARCHIVE_FLAGS]))
 # machine (bench_test_night's --night, 2026-12-07); 8x, only the C2 thresholds 5x higher, or a
 # young generation half the heap (-XX:NewRatio=1) did no better (128.1, 127.4, 130.2). An hour
 # later, the machine slowed down by its neighbours, a back-to-back pair gave 231.9 against 238.7
-# (3 % less). The
-# short-lived JVMs' client JIT gained nothing from it (one night: 31.1-33.5 CPU-s with 2x or 4x,
-# 31.5-33.7 without), so they keep their flags.
+# (3 % less). The short-lived JVMs' client JIT gained nothing from it (one night: 31.1-33.5 CPU-s
+# with 2x or 4x, 31.5-33.7 without), so they keep their flags.
 SESSION_JVM_OPTS = " ".join(filter(None, ["-XX:+UseSerialGC -XX:CICompilerCount=2 -XX:CompileThresholdScaling=4",
                                           CLASS_ARCHIVE_FLAGS]))
 # Spark SQL for tiny data: expressions interpreted, not compiled. On a night of a few dozen users

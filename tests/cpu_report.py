@@ -6,8 +6,9 @@
 Each test (set-up, call and tear-down) runs inside :class:`benchmarks.cpu_meter.TreeCpuMeter`:
 the worker process, its Spark JVM, the JVM's Python workers and every subprocess the test starts
 (the CLI, spark-submit, Airflow's services and task processes). One JSON line per test is appended
-to ``$U2QT_TEST_CPU``: ``test``, ``cpu_s``, ``wall_s`` and ``machine_idle_s`` (the whole machine's
-idle CPU-seconds meanwhile: near zero when the suite is CPU-bound, as it is on 2 cores). Under
+to ``$U2QT_TEST_CPU``: ``test``, ``cpu_s``, ``wall_s``, ``machine_idle_s`` (the whole machine's
+idle CPU-seconds meanwhile: near zero when the suite is CPU-bound, as it is on 2 cores) and
+``finished_at`` (Unix time, to line the workers' tests up). Under
 pytest-xdist every worker appends to the same file. The summary prints CPU-seconds per test file,
 largest first, and the totals. The figures of the README's "Tests" paragraph came from it.
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 import pytest
 
 OUT_VARIABLE = "U2QT_TEST_CPU"
+#: the seconds each line carries and the summary adds up per file
+METERED = ("cpu_s", "wall_s", "machine_idle_s")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -48,10 +51,10 @@ def pytest_runtest_protocol(item, nextitem):
 
 def per_file(lines: list[dict]) -> dict[str, dict[str, float]]:
     """``{test file: {cpu_s, wall_s, machine_idle_s, tests}}`` summed over that file's tests."""
-    files: dict[str, dict[str, float]] = defaultdict(lambda: {"cpu_s": 0.0, "wall_s": 0.0, "machine_idle_s": 0.0, "tests": 0})
+    files: dict[str, dict[str, float]] = defaultdict(lambda: {**dict.fromkeys(METERED, 0.0), "tests": 0})
     for line in lines:
         entry = files[line["test"].split("::")[0]]
-        for key in ("cpu_s", "wall_s", "machine_idle_s"):
+        for key in METERED:
             entry[key] += line[key]
         entry["tests"] += 1
     return dict(files)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lines = [json.loads(text) for text in args.path.read_text().splitlines() if text.strip()]
     files = per_file(lines)
-    total = {key: sum(f[key] for f in files.values()) for key in ("cpu_s", "wall_s", "machine_idle_s")}
+    total = {key: sum(f[key] for f in files.values()) for key in METERED}
     print(f"{len(lines)} tests in {len(files)} files: {total['cpu_s']:.0f} CPU-s, {total['wall_s']:.0f} test-seconds, "
           f"machine idle {total['machine_idle_s']:.0f} s meanwhile")
     for name, f in sorted(files.items(), key=lambda kv: -kv[1]["cpu_s"])[:args.top]:
