@@ -236,7 +236,7 @@ def bench_backfill(spark, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
     settings = pipeline_settings(seed_root / "lake", seed_root / "model", params.get("settings_overrides"))
     write_world(spark, world, settings.tables_root)
     train_promoted(spark, settings)
-    dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(n_dates)]
+    dates = [d.isoformat() for d in world.history_dates()]
     out: dict[str, Any] = {"dates": n_dates, "n_users": world.n_users}
     for name in ("one_job", "one_by_one"):
         root = tmp / name

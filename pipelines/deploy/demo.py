@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -104,7 +103,7 @@ def run_demo(spark, settings: PipelineSettings, world_cfg, run_dates: Callable[[
     started = time.monotonic()
     summary = write_world(spark, world_cfg, settings.tables_root)
     log.info("demo: world written: %s", summary)
-    dates = [(world_cfg.start_date + timedelta(days=i)).isoformat() for i in range(world_cfg.n_days)]
+    dates = [d.isoformat() for d in world_cfg.history_dates()]
     first = train_tokenizer(spark, settings)
     v1 = first["tokenizer_version"]
     gates = {v1: _gated_promotion(spark, settings, v1, echo)["gates"]}

@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from pipelines.night.day_run import open_run
 from pipelines.features.user_features import build_features, feature_tensors
 from pipelines.lake.lake import Lake
-from tests.conftest import TINY_WORLD, make_settings
+from tests.conftest import TINY_WORLD, dates_of, make_settings
 from u2qt_core.bundle import load_bundle
 
 OWN_SOURCES = """
@@ -78,7 +78,7 @@ def own_lake(spark, tmp_path_factory):
                                            "source_names": {"bill": "payments", "search": "queries"}})
     write_world(spark, world, settings.tables_root)
     promote(settings, train(spark, settings)["tokenizer_version"], force=True, reason="test")
-    dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+    dates = dates_of(world)
     for day in dates:
         run_day(spark, settings, day, run_id=f"own-{day}")
     return settings, dates

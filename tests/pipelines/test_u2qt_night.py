@@ -5,7 +5,6 @@ the bundle's refused. The module trains once."""
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.lake.lake import Lake
-from tests.conftest import REPO_ROOT, make_settings
+from tests.conftest import REPO_ROOT, dates_of, make_settings
 
 PRESET = "conf/model/u2qt_aaai_small.yaml"
 
@@ -36,7 +35,7 @@ def u2qt_lake(spark, trained_lake, tmp_path_factory):
     # the tiny world's held-out day is too small for the gates to mean much (they are tested on FOUNDv2)
     promote(settings, summary["tokenizer_version"], force=True, reason="tiny world")
     world = trained_lake["world"]
-    dates = [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+    dates = dates_of(world)
     metrics = [run_day(spark, settings, d, run_id=f"u2qt-{d}") for d in dates]
     return {"settings": settings, "summary": summary, "evaluation": evaluation, "dates": dates, "metrics": metrics}
 
