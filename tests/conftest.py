@@ -75,8 +75,16 @@ TINY_DATA_SQL_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.
 # inherit it (tests/deploy/conftest.py) and set their own.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", " ".join([SHORT_JVM_OPTS, *(f"-D{k}={v}" for k, v in TINY_DATA_SQL_CONF.items())]))
 #: the test session's Spark conf besides its warehouse and TINY_DATA_SQL_CONF (also what
-#: benchmarks/bench_test_night.py starts each variant's session with)
-SESSION_CONF = {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+#: benchmarks/bench_test_night.py starts each variant's session with). One task slot (local[1],
+#: the local profile has two): each xdist worker's session already shares two cores with the other
+#: one, and one slot means one Python worker, so a stage whose workers Spark ended (idle 60 s)
+#: loads the encoder once, not twice. Still two partitions per shuffle, run one after the other.
+#: Six nights, CPU-s: 152.6 and 147.6 against 161.1 and 156.6 with local[2] (0.947x, 0.943x; the
+#: cold first night 48.2-48.7 against 55.5-56.7, the later ones equal), each variant in a fresh JVM,
+#: one after the other, twice, quiet machine (bench_test_night --nights 6, 2026-12-07). Turning
+#: adaptive execution off as well halved the Spark jobs (82 against 162 on the first night) but not
+#: the CPU (0.887x, then 1.018x), so the tests keep Spark's default AQE.
+SESSION_CONF = {"spark.master": "local[1]", "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
                 "spark.driver.memory": "2g", "spark.driver.extraJavaOptions": SESSION_JVM_OPTS}
 
 
@@ -193,9 +201,7 @@ def fresh_lake(trained_lake, tmp_path):
 
 def dates_of(world) -> list[str]:
     """A world config's dates, first to last, as ISO strings."""
-    from datetime import timedelta
-
-    return [(world.start_date + timedelta(days=i)).isoformat() for i in range(world.n_days)]
+    return [d.isoformat() for d in world.history_dates()]
 
 
 @pytest.fixture
