@@ -87,7 +87,7 @@ def backfill(start: Annotated[Optional[str], typer.Argument(help="first date, YY
     if dates and (start or end):
         raise typer.BadParameter("give either START [END] or --dates, not both")
     if dates:
-        wanted = sorted({date_range(d.strip(), d.strip())[0] for d in dates.split(",") if d.strip()})
+        wanted = sorted({date_arg(d.strip()) for d in dates.split(",") if d.strip()})
     elif start:
         wanted = date_range(start, end or start)
     else:

@@ -6,12 +6,11 @@ can live in its own module without importing the whole command line.
 """
 from __future__ import annotations
 
-from datetime import date, timedelta
 from typing import Annotated, Optional
 
 import typer
 
-from pipelines.dates import iso_date
+from pipelines import dates as pipeline_dates
 from pipelines.config.settings import PipelineSettings, load_settings
 from u2qt_core.config_loader import parse_overrides
 from u2qt_core.errors import InputError
@@ -41,17 +40,18 @@ def date_arg(value: Optional[str]) -> Optional[str]:
     if value is None:
         return None
     try:
-        return iso_date(value).isoformat()
+        return pipeline_dates.iso_date(value).isoformat()
     except InputError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
 def date_range(start: str, end: str) -> list[str]:
-    """Every date from ``start`` to ``end`` inclusive; a usage error if ``end`` is earlier."""
-    first, last = date.fromisoformat(date_arg(start)), date.fromisoformat(date_arg(end))
-    if last < first:
-        raise typer.BadParameter(f"end date {end} is before start date {start}")
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    """Every date from ``start`` to ``end`` inclusive (:func:`pipelines.dates.date_range`); its
+    :class:`InputError` (a malformed date, ``end`` earlier) as a usage error."""
+    try:
+        return pipeline_dates.date_range(start, end)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def launch_step(name: str, config: Optional[str], overrides: Optional[list[str]], dates: list[str] | None = None,

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date, timedelta
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from pipelines.dates import date_range
 from pipelines.tokenizer import registry
 
 from pipelines.lake import tables
@@ -37,10 +37,7 @@ def retokenize(spark: SparkSession, settings: PipelineSettings, tokenizer_versio
     """Tokenize ``start``..``end`` with ``tokenizer_version`` into its own generation and switch to it."""
     started = time.monotonic()
     registry.find(settings, tokenizer_version)   # one line when it is not registered
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
-    if last < first:
-        raise U2QTError(f"retokenize: --to {end} is before --from {start}")
-    dates = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    dates = date_range(start, end)
     lake = Lake(spark, settings)
     now = lake.current()
     if now.tokenizer_version == tokenizer_version:
