@@ -28,13 +28,14 @@ def crash_after(point, action) -> None:
 
 
 def uninterrupted(spark, staged_root, tmp_path, publish_all) -> dict:
-    """The uninterrupted publish from the staged state: its tables, and a check that the commit
-    points are every commit it made (a new commit without a point fails here)."""
+    """The uninterrupted publish from the staged state: its tables, its lake's ``settings`` and
+    ``publish_all``'s result, and a check that the commit points are every commit it made (a new
+    commit without a point fails here)."""
     settings = copy_staged(staged_root, tmp_path / "uninterrupted")
     before = delta_versions(spark, settings)
-    publish_all(settings)
+    published = publish_all(settings)
     after = delta_versions(spark, settings)
     committed = {name: after[name] - before.get(name, -1) for name in after if after[name] != before.get(name)}
     assert committed == {name: 1 for name in REACHED}, committed
     return {"state": lake_state(spark, settings), "loose": lake_state(spark, settings, with_run_ids=False),
-            "identities": identity_rows(spark, settings)}
+            "identities": identity_rows(spark, settings), "settings": settings, "published": published}

@@ -127,28 +127,20 @@ def test_backfill_rerun_after_a_crash_between_its_writes(spark, two_days, fresh_
     _assert_same_tables(spark, fresh_lake, two_days["settings"])
 
 
-def test_backfill_identities_equal_the_dates_one_by_one_on_colliding_users(spark, collided, trained_lake, tmp_path):
-    """The one identity MERGE of a backfill gives the user_tokens of the dates one by one, oldest
-    first (suffixes, as_of, run ids), on the collide world: from an empty table, and over a table
-    that already holds D2 (D1's rows then lose to the newer as_of, D2's are unchanged); a second
-    run of the same backfill writes nothing."""
-    want = collided["after"][D2][0]
-    fresh = write_collide_world(spark, trained_lake["root"], tmp_path / "fresh")
-    results = backfill(spark, fresh, [D1, D2], run_prefix="bf")
-    assert identity_rows(spark, fresh) == want
-    assert_consistent(spark, fresh)
-    for row in Lake(spark, fresh).read("user_tokens").collect():
-        assert row["run_id"].startswith(f"bf__{row['as_of']}__")
-    # D1: every active user is new; D2: all six active users have a newer row (12, 30 move, 10's engagement)
-    assert [results[d]["publish"]["identities_changed"] for d in (D1, D2)] == [10, 6]
-    before = _versions(spark, fresh)
-    again = backfill(spark, fresh, [D1, D2])
-    assert _versions(spark, fresh) == before
-    assert all(again[d]["publish"]["history_rows_changed"] == again[d]["publish"]["identities_changed"] == 0
-               for d in (D1, D2))
-
+def test_backfill_over_a_published_date_equals_the_dates_one_by_one_and_a_second_run_writes_nothing(
+        spark, collided, trained_lake, tmp_path):
+    """The one identity MERGE of a backfill over a ``user_tokens`` that already holds D2 gives the
+    identities of the dates one by one, oldest first, on the collide world (D1's rows lose to the
+    newer as_of, D2's are unchanged); running the same backfill again writes nothing. (From an
+    empty table: the uninterrupted publish of tests/pipelines/test_backfill_crashes.py.)"""
     newer = write_collide_world(spark, trained_lake["root"], tmp_path / "newer")
     run_day(spark, newer, D2, run_id="d2-first")
-    backfill(spark, newer, [D1, D2])
-    assert identity_rows(spark, newer) == want
+    backfill(spark, newer, [D1, D2], run_prefix="bf")
+    assert identity_rows(spark, newer) == collided["after"][D2][0]
     assert_consistent(spark, newer)
+
+    before = _versions(spark, newer)
+    again = backfill(spark, newer, [D1, D2])
+    assert _versions(spark, newer) == before
+    assert all(again[d]["publish"]["history_rows_changed"] == again[d]["publish"]["identities_changed"] == 0
+               for d in (D1, D2))

@@ -1,7 +1,11 @@
 """The batched publish of a backfill dies after each of its commits, then is retried both ways:
 the publish step alone (same runs), or the whole backfill again (new run ids, so run ids are left
 out of that comparison); both equal the uninterrupted publish (issue 24; the one-date case and
-the crash mechanism: tests/pipelines/test_publish_crashes.py)."""
+the crash mechanism: tests/pipelines/test_publish_crashes.py).
+
+The uninterrupted publish is also the check that the one identity MERGE of a backfill from an
+empty ``user_tokens`` gives the identities of the dates one by one on colliding users (over a
+table that already holds D2: tests/pipelines/test_backfill.py)."""
 from __future__ import annotations
 
 from pipelines.night.backfill import backfill
@@ -27,7 +31,12 @@ def test_a_backfill_survives_a_crash_after_every_commit_of_its_publish(spark, co
     stage_dates(runs(settings))
     check_quality_dates(runs(settings))
     want = uninterrupted(spark, staged_root, tmp_path, lambda s: publish_dates(runs(s)))
-    assert want["identities"] == collided["after"][D2][0]
+    assert want["identities"] == collided["after"][D2][0]     # suffixes, as_of, engagement: as one by one
+    assert_consistent(spark, want["settings"])
+    for row in Lake(spark, want["settings"]).read("user_tokens").collect():
+        assert row["run_id"] == f"bf__{row['as_of']}__1"       # each identity row names the date's run
+    # D1: every active user is new; D2: all six active users have a newer row (12, 30 move, 10's engagement)
+    assert [want["published"][d]["identities_changed"] for d in (D1, D2)] == [10, 6]
 
     for point in REACHED:
         crashed = copy_staged(staged_root, tmp_path / point / "step")
