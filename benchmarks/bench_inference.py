@@ -17,6 +17,9 @@ workers -- since wall time on a shared machine is noisy):
 * ``spark_udf``: the tokenize UDF over a DataFrame of the documents (``noop`` sink): cold (fresh
   workers load the models), warm (right after), and cold again after ``idle_wait_s`` (Spark ends
   Python workers idle for 60 s);
+* ``spark_udf_sizes`` (``udf_sizes``: multipliers of the documents): the warm UDF at several sizes,
+  one worker and side by side, beside the bare encoder on the same documents, each fitted as
+  fixed + per document (:mod:`benchmarks.bench_udf_sizes`);
 * ``stage``: the whole ``stage`` step of the date (validation, quarantine, documents, UDF,
   Delta write, counts);
 * ``quantize``: embeddings per CPU-second of the lean ``MRQVAE.quantize``, the full eval path
@@ -48,11 +51,13 @@ import numpy as np
 from benchmarks.bench_dedup import bench_dedup
 from benchmarks.bench_dedup import summary_lines as dedup_summary_lines
 from benchmarks.bench_numeric_paths import bench_numeric_paths, numeric_path_lines
+from benchmarks.bench_udf_sizes import bench_udf_sizes, udf_sizes_lines
 from benchmarks.cpu_meter import TreeCpuMeter
 from benchmarks.matmul_anchor import anchor
 from benchmarks.common import (
     TrainedLake,
     bench_arguments,
+    fixed_plus_per_doc,
     repo_path,
     run_benchmark,
     spark_session,
@@ -164,6 +169,9 @@ def bench_encoder_and_udf(spark, settings, info, docs_frame, docs, params: dict[
         runs[f"after_{int(idle)}s_idle"] = spark_run()
     out["spark_udf"] = runs
     frame.unpersist()
+    if params.get("udf_sizes"):
+        out["spark_udf_sizes"] = bench_udf_sizes(docs_frame, tokenize, texts, bare.encode,
+                                                 [int(m) for m in params["udf_sizes"]], settings.inference.partitions)
     return out
 
 
@@ -213,11 +221,9 @@ def bench_stage_sizes(spark, params: dict[str, Any], tmp_root: Path) -> dict[str
                      "stage_over_bare": stage["docs_per_cpu_s"] * bare_cpu / len(texts)})
         log.info("inference: stage at %dx users: %d docs, %.2fx the bare encoder", multiplier, len(texts),
                  runs[-1]["stage_over_bare"])
-    docs_n = np.array([r["documents"] for r in runs], dtype=float)
-    cpu = np.array([r["stage"]["cpu_s"] for r in runs], dtype=float)
-    slope, fixed = np.polyfit(docs_n, cpu, 1) if len(runs) > 1 else (cpu[0] / docs_n[0], 0.0)
-    return {"runs": runs, "fit": {"fixed_cpu_s": float(fixed), "cpu_s_per_doc": float(slope),
-                                  "marginal_docs_per_cpu_s": float(1 / slope) if slope > 0 else None}}
+    fit = fixed_plus_per_doc([r["documents"] for r in runs], [r["stage"]["cpu_s"] for r in runs])
+    slope = fit["cpu_s_per_doc"]
+    return {"runs": runs, "fit": {**fit, "marginal_docs_per_cpu_s": 1 / slope if slope > 0 else None}}
 
 
 def naive_quantize(model, x, source: str):
@@ -323,6 +329,8 @@ def bench_inference(params: dict[str, Any], tmp_root: Path | None = None,
             "udf_body_256_rows": out["in_process"]["udf_body_256_rows"]["docs_per_cpu_s"] / bare,
             "encoder_bare_32_rows": out["in_process"]["encoder_bare_32_rows"]["docs_per_cpu_s"] / bare,
             **{f"spark_udf_{k}": v["docs_per_cpu_s"] / bare for k, v in out["spark_udf"].items()},
+            **{f"spark_udf_marginal_{k}": out["spark_udf_sizes"][k]["marginal_over_bare"]
+               for k in ("one_worker", "side_by_side") if "spark_udf_sizes" in out},
         }
         if "stage_sizes" in sections:
             out["stage_sizes"] = bench_stage_sizes(spark, params, tmp_root)
@@ -351,7 +359,9 @@ def summary_lines(payload: dict) -> list[str]:
                      f"machine's fp32 matmul rate ({a['matmul']['gflop_per_cpu_s']:.1f} GFLOP/CPU-s, same run)")
     if "ratios_vs_bare_encoder" not in r:
         return lines
-    lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items()]
+    lines += [f"  {k}: {v:.2f}x the bare encoder (docs/CPU-s)" for k, v in r["ratios_vs_bare_encoder"].items() if v is not None]
+    if "spark_udf_sizes" in r:
+        lines += udf_sizes_lines(r["spark_udf_sizes"])
     q = r["quantize"]
     lines.append(f"  quantize: lean {q['lean_over_reference']:.2f}x full path, {q['lean_over_naive']:.2f}x naive; "
                  f"codes equal: {q['lean_equals_reference']}")

@@ -227,6 +227,16 @@ def spark_session(tmp_root: Path, app_name: str = "u2qt-bench"):
     })
 
 
+def fixed_plus_per_doc(docs: list[float], cpu_s: list[float]) -> dict[str, float]:
+    """Least squares ``cpu_s = fixed_cpu_s + cpu_s_per_doc x docs`` over the sizes of a
+    benchmark (one size: all of it per document)."""
+    import numpy as np
+
+    x, y = np.asarray(docs, dtype=float), np.asarray(cpu_s, dtype=float)
+    slope, fixed = np.polyfit(x, y, 1) if len(x) > 1 else (y[0] / x[0], 0.0)
+    return {"fixed_cpu_s": float(fixed), "cpu_s_per_doc": float(slope)}
+
+
 # --------------------------------------------------------------------------- one benchmark run
 def run_benchmark(name: str, measure: Callable[[], dict[str, Any]], out_dir: str | Path,
                   summary: Callable[[dict], list[str]] | None = None) -> dict[str, Any]:

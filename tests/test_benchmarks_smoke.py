@@ -112,6 +112,12 @@ def test_bench_inference_quick(quick_config, tmp_path, session_lake):
     assert r["documents"] > 0 and r["stage"]["result"]["token_rows"] >= r["documents"]
     assert set(r["spark_udf"]) == {"cold", "warm", "warm_again"}
     assert {"stage", "udf_body_arrow_batch", "spark_udf_warm"} <= set(r["ratios_vs_bare_encoder"])
+    sizes = r["spark_udf_sizes"]       # the warm UDF at 1x / 2x the documents, one worker and side by side
+    assert [x["docs"] for x in sizes["bare"]["runs"]] == [r["documents"], 2 * r["documents"]]
+    for layout in ("one_worker", "side_by_side"):
+        assert [x["docs"] for x in sizes[layout]["runs"]] == [r["documents"], 2 * r["documents"]]
+        assert sizes[layout]["fit"]["cpu_s_per_doc"] != 0 and f"spark_udf_marginal_{layout}" in r["ratios_vs_bare_encoder"]
+    assert sizes["one_worker"]["partitions"] == 1
     assert r["quantize"]["lean_equals_reference"] is True
     assert 0 <= r["int8"]["changed_codes_share"] <= 1 and set(r["int8"]["probe"]) >= {"fp32", "int8"}
     bf16 = r["bf16_autocast"]       # the GPU path's agreement, as `u2qt evaluate` measures it
