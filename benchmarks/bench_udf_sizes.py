@@ -80,7 +80,7 @@ def udf_sizes_lines(section: dict[str, Any]) -> list[str]:
     lines = []
     for layout in ("one_worker", "side_by_side"):
         s = section[layout]
-        per_size = ", ".join(f"{r['multiplier']}x {r['over_bare']:.2f}" for r in s["runs"])
+        per_size = ", ".join(f"{r['multiplier']}x {r['over_bare'] or 0:.2f}" for r in s["runs"])
         marginal = s["marginal_over_bare"]
         lines.append(f"  warm UDF, {layout} ({s['partitions']} partitions): {per_size} the bare encoder; at the margin "
                      f"{marginal:.2f}x (fit {s['fit']['fixed_cpu_s']:.1f} CPU-s fixed + "
