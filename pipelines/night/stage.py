@@ -81,8 +81,8 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     event_dates = [r.event_date for r in runs]
     predicate = dates_predicate(event_dates)
     run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
-    events = night_events(run.read("raw_events"), event_dates).persist()
-    checked = check_raw_events(events, sources, run.settings.validation)
+    checked = check_raw_events(night_events(run.read("raw_events"), event_dates), sources, run.settings.validation,
+                               cache=True)
     valid = checked.valid.drop(NIGHT)
     active = valid.select("user_id", "event_date").distinct()
     counts = _event_counts(checked.valid, checked.rejected)
@@ -143,7 +143,7 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     quarantined = {d: c["quarantined_rows"] for d, c in counts.items()}
     active_users = {d: c["active_users"] for d, c in counts.items()}
     duplicates = {d: c["duplicate_rows"] for d, c in counts.items()}
-    events.unpersist()
+    checked.release()
     profiles.unpersist()
     seconds = (time.monotonic() - started) / len(runs)   # the pass is shared: each date gets its share
     results = {}

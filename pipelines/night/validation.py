@@ -30,10 +30,16 @@ BLANK_CHARS = r"[\s\p{Z}\p{Cc}\p{Cf}]"     # whitespace, separators, control and
 
 @dataclass(frozen=True)
 class Split:
-    """The rows that pass, and the rows that don't with a ``reason`` column."""
+    """The rows that pass, and the rows that don't with a ``reason`` column; ``cached``: the
+    persisted rows both are filters of, when the caller asked for it (:meth:`release` frees them)."""
 
     valid: DataFrame
     rejected: DataFrame
+    cached: DataFrame | None = None
+
+    def release(self) -> None:
+        if self.cached is not None:
+            self.cached.unpersist()
 
 
 def first_reason(rules: list[tuple[Column, Column]]) -> Column:
@@ -52,12 +58,20 @@ def split_by_rules(frame: DataFrame, rules: list[tuple[Column, Column]]) -> Spli
     return Split(valid, rejected)
 
 
-def check_raw_events(events: DataFrame, sources: SourcesConfig, limits: ValidationConfig) -> Split:
+def check_raw_events(events: DataFrame, sources: SourcesConfig, limits: ValidationConfig, *,
+                     cache: bool = False) -> Split:
     """The one way ``raw_events`` rows are checked (night, backfill, training sample): sanitised
     by :func:`sanitise_events`, then split by :func:`raw_event_rules`. Valid rows keep the input's
-    columns (sanitised text); rejected rows also carry the helper columns (``_...``)."""
-    split = split_by_rules(sanitise_events(events), raw_event_rules(sources, limits))
-    return Split(split.valid.drop(_UTF8_OK, _COPY), split.rejected)
+    columns (sanitised text); rejected rows also carry the helper columns (``_...``).
+
+    ``cache``: persist the sanitised rows, so that every query over ``valid`` and ``rejected``
+    (the night's counts, quarantine, documents) reads them instead of repeating the read and the
+    exact-copy window's shuffle; free them with :meth:`Split.release`."""
+    sanitised = sanitise_events(events)
+    if cache:
+        sanitised = sanitised.persist()
+    split = split_by_rules(sanitised, raw_event_rules(sources, limits))
+    return Split(split.valid.drop(_UTF8_OK, _COPY), split.rejected, sanitised if cache else None)
 
 
 def check_profiles(profiles: DataFrame, sources: SourcesConfig) -> Split:
