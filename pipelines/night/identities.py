@@ -82,7 +82,7 @@ def update_identities(runs: list[DayRun], day_tokens: DataFrame) -> dict[str, in
                .unionByName(winning.select("token_tuple")))
     found = {str(r["as_of"]): int(r["count"]) for r in winning.groupBy("as_of").count().collect()}
     per_date = {r.event_date: found.get(r.event_date, 0) for r in runs}
-    correction = _corrected_identities(run, current, incoming, [r.event_date for r in runs])
+    correction = _corrected_identities(run, current, joined, [r.event_date for r in runs])
     removed = None
     if correction is not None:
         fallback, removed, stale = correction
@@ -110,9 +110,12 @@ def _identity_rows(run: DayRun, tuples: DataFrame, run_id: Column, tokenizer_ver
 def _corrected_identities(run: DayRun, current: DataFrame, incoming: DataFrame,
                           dates: list[str]) -> tuple[DataFrame, DataFrame, DataFrame] | None:
     """The users a re-published date took away: their ``user_tokens`` row names one of ``dates``
-    (already replaced in ``user_day_tokens``) but no incoming row is on or after it. Each gets
-    the identity ``user_day_tokens`` now implies: the tuple of its latest remaining date (with that
-    date's run id and version), or no row when none remains.
+    (already replaced in ``user_day_tokens``) but no incoming row is on or after it. Each gets the
+    identity ``user_day_tokens`` now implies: the tuple of its latest remaining date (with that
+    date's run id and version), or no row when none remains. ``incoming``: the batch's identity
+    rows (``user_id``, ``as_of``, ...), checkpointed by the caller, so that the check does not
+    compute them again (the day's tuples and engagement: 11 Spark jobs of the tiny world's
+    publish, 4 with the checkpoint).
 
     Returns ``(fallback identity rows, removed user ids, the affected users' old (user_id, as_of,
     token_tuple))``, or None when no user is affected: the usual night pays one filtered scan of

@@ -66,8 +66,9 @@ def publish_dates(runs: list[DayRun]) -> dict[str, dict]:
     what = f"publish {runs[0].event_date}" + (f"..{runs[-1].event_date} ({len(runs)} dates)" if len(runs) > 1 else "")
     try:
         with publish_lock(runs[0].settings.tables_root, limits.lock_timeout_s):
-            metrics = retry_on_conflict(lambda: _publish_writes(runs), what, limits.conflict_retries, limits.retry_base_s)
-            clearing = staging_to_clear(runs)
+            metrics, staged_rows = retry_on_conflict(lambda: _publish_writes(runs), what, limits.conflict_retries,
+                                                     limits.retry_base_s)
+            clearing = staging_to_clear(runs, staged_rows)
             for d, rows in clearing.rows_per_date.items():
                 metrics[d]["staging_rows_cleared"] = rows
             seconds = (time.monotonic() - started) / len(runs)   # the writes are shared: each date gets its share
@@ -85,8 +86,9 @@ def publish_dates(runs: list[DayRun]) -> dict[str, dict]:
     return metrics
 
 
-def _publish_writes(runs: list[DayRun]) -> dict[str, dict]:
-    """Commits 1 and 2 for the dates that need them; the metrics of every date."""
+def _publish_writes(runs: list[DayRun]) -> tuple[dict[str, dict], dict[str, int]]:
+    """Commits 1 and 2 for the dates that need them. Returns the metrics of every date and the
+    rows staged per date (dates with none left out)."""
     run, dates = runs[0], [r.event_date for r in runs]
     staged = run.read(tables.STAGING_DAY_TOKENS.name).where(dates_predicate(dates)).localCheckpoint(eager=True)
     counts = {str(r["event_date"]): r for r in staged.groupBy("event_date").agg(
@@ -114,7 +116,7 @@ def _publish_writes(runs: list[DayRun]) -> dict[str, dict]:
             metrics[d] = {"token_rows": int(counts[d]["token_rows"]) if d in counts else 0,
                           "history_rows_changed": changed[d], "identities_changed": identities[d],
                           "staging_rows_cleared": 0, "user_day_tokens_seconds": t1 - t0, "user_tokens_seconds": t2 - t1}
-    return metrics
+    return metrics, {d: int(c["rows"]) for d, c in counts.items()}
 
 
 def already_published(unstaged: list[DayRun]) -> dict[str, dict]:
@@ -173,12 +175,15 @@ class StagingClearing:
                  sum(self.rows_per_date.values()), [d.isoformat() for d in self.dates], run.settings.staging.keep_days)
 
 
-def staging_to_clear(runs: list[DayRun]) -> StagingClearing:
+def staging_to_clear(runs: list[DayRun], staged_rows: dict[str, int]) -> StagingClearing:
     """The staged rows of published dates at least ``staging.keep_days`` days older than the newest
     date of ``runs`` (``keep_days: 0``, the default: the dates themselves). Rows are counted per
     date of ``runs`` as publishing them one by one would have counted them (a date's rows go to
     the first published date at least ``keep_days`` later). Dates staged but not yet published (a
-    backfill running beside this one) are never touched."""
+    backfill running beside this one) are never touched.
+
+    ``staged_rows``: the rows publish found staged per date of ``runs``; only older dates
+    (``keep_days`` > 0) are counted here, with one read of ``staging_day_tokens``."""
     run = runs[0]
     keep = run.settings.staging.keep_days
     batch = sorted(date.fromisoformat(r.event_date) for r in runs)
@@ -187,10 +192,13 @@ def staging_to_clear(runs: list[DayRun]) -> StagingClearing:
         published |= {r["event_date"] for r in run.read(tables.RUN_METRICS.name)
                       .where("step = 'publish' AND status = 'ok'").select("event_date").distinct().collect()}
     dates = sorted(d for d in published if d <= batch[-1] - timedelta(days=keep))
-    if not dates or not tables.table_exists(run.spark, run.path(tables.STAGING_DAY_TOKENS.name)):
+    staged = {d: staged_rows[d.isoformat()] for d in dates if staged_rows.get(d.isoformat())}
+    older = [d for d in dates if d not in batch]
+    if older and tables.table_exists(run.spark, run.path(tables.STAGING_DAY_TOKENS.name)):
+        staged |= {r["event_date"]: int(r["count"]) for r in run.read(tables.STAGING_DAY_TOKENS.name)
+                   .where(F.col("event_date").isin(older)).groupBy("event_date").count().collect()}
+    if not staged:
         return StagingClearing((), {})
-    staged = {r["event_date"]: int(r["count"]) for r in run.read(tables.STAGING_DAY_TOKENS.name)
-              .where(F.col("event_date").isin(dates)).groupBy("event_date").count().collect()}
     counted: dict[str, int] = {}
     for day, rows in staged.items():
         owner = next(b for b in batch if b >= day + timedelta(days=keep))
