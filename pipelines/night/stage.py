@@ -32,7 +32,7 @@ from pipelines.night.inference import inference_spec, make_tokenize_udf, worker_
 from pipelines.night.u2qt_inference import make_user_day_udf, tokenize_user_days
 from u2qt_core.numeric_path import parse_path
 from pipelines.runtime.progress import spark_progress
-from pipelines.night.validation import check_profiles, check_raw_events, to_quarantine
+from pipelines.night.validation import Split, check_profiles, check_raw_events, to_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +77,32 @@ def stage_dates(runs: list[DayRun]) -> dict[str, StageResult]:
 
 def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     run = runs[0]
+    event_dates = [r.event_date for r in runs]
+    checked = check_raw_events(night_events(run.read("raw_events"), event_dates), run.sources, run.settings.validation,
+                               cache=True)
+    active = checked.valid.drop(NIGHT).select("user_id", "event_date").distinct()
+    profiles = profiles_as_of(run.read("user_profile"), active).persist()
+    try:   # the caches are freed on the error path too
+        return _stage_checked(runs, started, checked, active, profiles)
+    finally:
+        checked.release()
+        profiles.unpersist()
+
+
+def _stage_checked(runs: list[DayRun], started: float, checked: Split, active: DataFrame,
+                   profiles: DataFrame) -> dict[str, StageResult]:
+    """The pass of :func:`stage_dates` over the night's checked ``raw_events`` rows, its active
+    ``(user_id, event_date)`` pairs and their profiles as of each date (``checked`` and ``profiles``
+    persisted by :func:`_stage_dates`, which frees them)."""
+    run = runs[0]
     sources = run.sources
     event_dates = [r.event_date for r in runs]
     predicate = dates_predicate(event_dates)
     run_ids = F.create_map(*[c for r in runs for c in (F.lit(date.fromisoformat(r.event_date)), F.lit(r.run_id))])
-    checked = check_raw_events(night_events(run.read("raw_events"), event_dates), sources, run.settings.validation,
-                               cache=True)
     valid = checked.valid.drop(NIGHT)
-    active = valid.select("user_id", "event_date").distinct()
     counts = _event_counts(checked.valid, checked.rejected)
     cuts = document_cuts(checked.valid, sources, night=NIGHT)
 
-    profiles = profiles_as_of(run.read("user_profile"), active).persist()
     profile_check = check_profiles(profiles, sources)
     without_profile = active.join(profiles.select("user_id", "event_date"), ["user_id", "event_date"], "left_anti").withColumn(
         "reason", F.concat(F.lit("no user_profile row with as_of <= "), F.col("event_date").cast("string"),
@@ -143,8 +157,6 @@ def _stage_dates(runs: list[DayRun], started: float) -> dict[str, StageResult]:
     quarantined = {d: c["quarantined_rows"] for d, c in counts.items()}
     active_users = {d: c["active_users"] for d, c in counts.items()}
     duplicates = {d: c["duplicate_rows"] for d, c in counts.items()}
-    checked.release()
-    profiles.unpersist()
     seconds = (time.monotonic() - started) / len(runs)   # the pass is shared: each date gets its share
     results = {}
     for r in runs:
