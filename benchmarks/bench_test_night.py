@@ -13,7 +13,7 @@ suite's tests do), to see a long-lived JVM's later nights, like the session's (d
 ``as_tests_were`` (the test session's Spark settings before interpreted expressions) and
 ``tests`` (``tests.conftest.TINY_DATA_SQL_CONF`` added), plus ``--variant NAME k=v ...`` of your
 own. Reports CPU-seconds of the whole process tree (:class:`benchmarks.cpu_meter.TreeCpuMeter`)
-and wall seconds per step and date, and the Spark jobs per date; writes
+and wall seconds, and the Spark jobs, per step and date; writes
 ``<out>/bench_test_night.json``. The first date is the cold one (every night of a fresh JVM: the
 CLI, Airflow and spark-submit tests), the second the warm one (later nights of the session).
 """
@@ -50,24 +50,31 @@ def night(lake_root: Path, work: Path, conf: dict[str, str], nights: int = 2) ->
     spark = get_spark("local", app_name="u2qt-bench-test-night", extra_conf={
         "spark.sql.warehouse.dir": str(work / "warehouse"), **SESSION_CONF, **conf})
     settings = make_settings(work / "lake", work / "model")
-    status = spark.sparkContext.statusTracker()
     dates = []
     two = dates_of(load_world_config(TINY_WORLD))[:2]
     for i in range(nights):
         event_date = two[i % 2]
         run = open_run(spark, settings, event_date, f"bench-{i}-{event_date}", None)
-        jobs_before = max(status.getJobIdsForGroup(None) or [-1])
+        jobs_before = jobs_started(spark)
         steps = {}
         for name, step in zip(STEPS, (stage, check_quality, publish)):
+            step_jobs_before = jobs_started(spark)
             with TreeCpuMeter() as meter:
                 step(run)
-            steps[name] = {"cpu_s": round(meter.cpu_s, 2), "wall_s": round(meter.wall_s, 2)}
+            steps[name] = {"cpu_s": round(meter.cpu_s, 2), "wall_s": round(meter.wall_s, 2),
+                           "spark_jobs": jobs_started(spark) - step_jobs_before}
         dates.append({"event_date": event_date, "steps": steps,
                       "cpu_s": round(sum(s["cpu_s"] for s in steps.values()), 2),
                       "wall_s": round(sum(s["wall_s"] for s in steps.values()), 2),
-                      "spark_jobs": max(status.getJobIdsForGroup(None) or [-1]) - jobs_before})
+                      "spark_jobs": jobs_started(spark) - jobs_before})
     spark.stop()
     return {"dates": dates, "cpu_s": round(sum(d["cpu_s"] for d in dates), 2)}
+
+
+def jobs_started(spark) -> int:
+    """Spark jobs this session has started so far, job groups included (the stage runs its write
+    in one: ``pipelines.runtime.progress.spark_progress``)."""
+    return spark.sparkContext._jsc.sc().dagScheduler().numTotalJobs()
 
 
 def trained_lake(root: Path) -> Path:
