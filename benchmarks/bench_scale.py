@@ -99,10 +99,13 @@ def synthetic_info(settings):
 def codes_frame(spark, info, active_users: int, event_dates: list[date], run_id: str, seed: int):
     """``user_day_tokens`` rows: every active user x source x date, random codes."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
+
+    from pipelines.runtime.local_rows import rows_frame
 
     users = spark.range(active_users).withColumnRenamed("id", "user_id")
-    srcs = spark.createDataFrame([(s,) for s in info.sources], "source string")
-    days = spark.createDataFrame([(d,) for d in event_dates], "event_date date")
+    srcs = rows_frame(spark, [(s,) for s in info.sources], StructType.fromDDL("source string"))
+    days = rows_frame(spark, [(d,) for d in event_dates], StructType.fromDDL("event_date date"))
     code = lambda i: (F.abs(F.xxhash64("user_id", "source", "event_date", F.lit(seed + i))) % info.num_codes).cast("smallint")  # noqa: E731
     return (users.crossJoin(srcs).crossJoin(days)
             .select("user_id", "event_date", "source", F.array(*[code(i) for i in range(info.num_levels)]).alias("codes"),

@@ -30,9 +30,11 @@ from typing import Callable
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipelines.lake import tables
 from pipelines.lake.lake import Lake
+from pipelines.runtime.local_rows import rows_frame
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,10 @@ def read_history(lake: Lake) -> DataFrame:
     :func:`history_select` over the path-based tables of ``lake``, with the cutoff as a literal."""
     spark, spec, max_days = lake.spark, tables.USER_TOKEN_HISTORY, lake.settings.history.max_days
     if not lake.exists(tables.USER_DAY_TOKENS.name):
-        return spark.createDataFrame([], spec.schema)
+        return rows_frame(spark, [], spec.schema)
     newest = _newest_date(lake.read(tables.USER_DAY_TOKENS.name))
     if newest is None:
-        return spark.createDataFrame([], spec.schema)
+        return rows_frame(spark, [], spec.schema)
     with_base = all(lake.exists(s.name) for s in (tables.HISTORY_BASE, tables.HISTORY_PERIODS))
     cutoff = newest - timedelta(days=max_days - 1)
     return spark.sql(history_select(max_days, lambda name: f"delta.`{lake.path(name)}`", cutoff, with_base))
@@ -160,7 +162,8 @@ def compact_history(lake: Lake) -> dict:
                         "tokenizer_version", F.current_timestamp().alias("compacted_at")))
         (rows.write.format("delta").mode("overwrite")
              .option("replaceWhere", f"period_start = DATE'{start}'").save(base_path))
-        marker = spark.createDataFrame([(start, last_in_period[start])], "period_start date, covered_through date")
+        marker = rows_frame(spark, [(start, last_in_period[start])],
+                            StructType.fromDDL("period_start date, covered_through date"))
         (DeltaTable.forPath(spark, periods_path).alias("t")
             .merge(marker.withColumn("compacted_at", F.current_timestamp()).alias("s"), "t.period_start = s.period_start")
             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())

@@ -33,6 +33,7 @@ from pyspark.sql import types as T
 from pipelines.config.settings import PipelineSettings
 from pipelines.lake import tables
 from pipelines.lake.tables import TableSpec
+from pipelines.runtime.local_rows import rows_frame
 from u2qt_core.errors import U2QTError
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Lake:
         self.ensure(spec)
         first, last = (date.fromisoformat(dates[0]), date.fromisoformat(dates[1])) if dates else (None, None)
         fields = [f for f in spec.schema.fields if f.name != "switched_at"]
-        (self.spark.createDataFrame([(generation, tokenizer_version, first, last)], T.StructType(fields))
+        (rows_frame(self.spark, [(generation, tokenizer_version, first, last)], T.StructType(fields))
             .withColumn("switched_at", F.current_timestamp())
             .write.format("delta").mode("append").save(self.path(spec.name)))
         log.info("table generation %r (tokenizer %s) is current", generation, tokenizer_version)

@@ -23,6 +23,7 @@ from pipelines.config.settings import PipelineSettings, SourcesConfig
 from pipelines.dates import iso_date
 from pipelines.lake import tables
 from pipelines.lake.lake import Lake
+from pipelines.runtime.local_rows import rows_frame
 from u2qt_core.errors import CheckpointError, InputError, U2QTError
 from u2qt_core.token_strings import TokenFormat
 
@@ -236,7 +237,7 @@ def record_steps(records: list[StepRecord]) -> None:
     first.lake.ensure(tables.RUN_METRICS)
     fields = [f for f in tables.RUN_METRICS.schema.fields if f.name != "recorded_at"]
     rows = [tuple(_metrics_row(r)[f.name] for f in fields) for r in records]
-    frame = first.spark.createDataFrame(rows, StructType(fields)).withColumn("recorded_at", F.current_timestamp())
+    frame = rows_frame(first.spark, rows, StructType(fields)).withColumn("recorded_at", F.current_timestamp())
     frame.write.format("delta").mode("append").save(first.path(tables.RUN_METRICS.name))
 
 

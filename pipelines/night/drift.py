@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 from pipelines.lake import tables
 from pipelines.lake.lake import Lake
 from pipelines.night.day_run import DayRun
+from pipelines.runtime.local_rows import rows_frame
 from u2qt_core.code_stats import SamplingNoise, js_divergence, perplexity, psi, sampling_noise
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def write_token_quality(runs: list[DayRun], rows: dict[str, list[dict]]) -> None
     spec = tables.TOKEN_QUALITY
     names = [f.name for f in spec.schema.fields]
     data = [tuple({**row, "run_id": run_ids[d]}[n] for n in names) for d in sorted(rows) for row in rows[d]]
-    frame = run.spark.createDataFrame(data, spec.schema)
+    frame = rows_frame(run.spark, data, spec.schema)
     run.replace_partition(frame, spec, dates_predicate([r.event_date for r in runs]))
 
 

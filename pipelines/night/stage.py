@@ -23,6 +23,7 @@ from datetime import date
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipelines.lake import tables
 from pipelines.night.day_run import DayRun, StepRecord, dates_predicate, record_failure, record_steps
@@ -31,6 +32,7 @@ from pipelines.night.dedup import tokenize_inputs
 from pipelines.night.inference import inference_spec, make_tokenize_udf, worker_error_from
 from pipelines.night.u2qt_inference import make_user_day_udf, tokenize_user_days
 from u2qt_core.numeric_path import parse_path
+from pipelines.runtime.local_rows import rows_frame
 from pipelines.runtime.progress import spark_progress
 from pipelines.night.validation import Split, check_profiles, check_raw_events, to_quarantine
 
@@ -200,7 +202,7 @@ def night_events(raw: DataFrame, event_dates: list[str]) -> DataFrame:
     undated = raw.where(F.col("event_date").isNull())
     by_ts = (undated.where(F.to_date("event_ts").isin([F.lit(d) for d in nights]))
              .withColumn(NIGHT, F.to_date("event_ts")))
-    night_list = raw.sparkSession.createDataFrame([(d,) for d in nights], f"{NIGHT} date")
+    night_list = rows_frame(raw.sparkSession, [(d,) for d in nights], StructType.fromDDL(f"{NIGHT} date"))
     undatable = undated.where(F.col("event_ts").isNull()).crossJoin(F.broadcast(night_list))
     return dated.unionByName(by_ts).unionByName(undatable)
 

@@ -21,11 +21,13 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 from tqdm import tqdm
 
 from pipelines.lake import tables
 from pipelines.lake.concurrency import publish_lock, retry_on_conflict
 from pipelines.lake.lake import Lake
+from pipelines.runtime.local_rows import rows_frame
 from pipelines.night.identities import forget_identities
 from pipelines.config.settings import PipelineSettings
 from u2qt_core.errors import InputError
@@ -92,7 +94,7 @@ def forget_users(spark: SparkSession, settings: PipelineSettings, user_ids: list
     """Delete ``user_ids`` from every table (see the module docstring); returns rows deleted per
     table (``user_tokens``: rows written, deletions plus re-ranked suffixes)."""
     limits = settings.concurrency
-    ids = spark.createDataFrame([(int(u),) for u in user_ids], "user_id bigint").localCheckpoint(eager=True)
+    ids = rows_frame(spark, [(int(u),) for u in user_ids], StructType.fromDDL("user_id bigint")).localCheckpoint(eager=True)
     targets = erasure_targets(spark, settings)
     deleted: dict[str, int] = {}
     with publish_lock(settings.tables_root, limits.lock_timeout_s):
